@@ -1,0 +1,48 @@
+#include "core/arena.h"
+
+#include <algorithm>
+
+namespace primal {
+namespace {
+constexpr size_t kAlign = 64;
+size_t round_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+}  // namespace
+
+Arena::Arena(size_t first_block_bytes) : first_block_bytes_(first_block_bytes) {}
+
+void* Arena::alloc_bytes(size_t bytes) {
+  bytes = round_up(std::max<size_t>(bytes, 1));
+  // Move on to the next block when this one is full; reuse blocks kept from earlier steps.
+  while (block_ < blocks_.size() && offset_ + bytes > blocks_[block_].size) {
+    used_before_ += offset_;
+    ++block_;
+    offset_ = 0;
+  }
+  if (block_ == blocks_.size()) {
+    size_t last = blocks_.empty() ? first_block_bytes_ : blocks_.back().size * 2;
+    size_t size = round_up(std::max(bytes, last));
+    auto storage = std::make_unique<std::byte[]>(size + kAlign);
+    auto addr = reinterpret_cast<uintptr_t>(storage.get());
+    auto* begin = reinterpret_cast<std::byte*>(round_up(addr));
+    blocks_.push_back({std::move(storage), begin, size});
+    ++growth_count_;
+  }
+  void* p = blocks_[block_].begin + offset_;
+  offset_ += bytes;
+  peak_bytes_ = std::max(peak_bytes_, used_before_ + offset_);
+  return p;
+}
+
+void Arena::reset() {
+  block_ = 0;
+  offset_ = 0;
+  used_before_ = 0;
+}
+
+size_t Arena::reserved_bytes() const {
+  size_t n = 0;
+  for (const Block& b : blocks_) n += b.size;
+  return n;
+}
+
+}  // namespace primal

@@ -1,0 +1,58 @@
+// Arena: bump allocation for everything a training step creates (activations, their
+// gradients, scratch). reset() at the start of a step rewinds it; because a step makes the
+// same requests in the same order every time, the blocks obtained during the first step
+// serve every later one and the step loop allocates nothing from the system.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace primal {
+
+class Arena {
+ public:
+  explicit Arena(size_t first_block_bytes = size_t{1} << 20);
+  Arena(const Arena&) = delete;
+  Arena& operator=(const Arena&) = delete;
+
+  // Uninitialised storage for shape, 64-byte aligned.
+  template <typename T>
+  Tensor<T> alloc(Shape shape) {
+    return Tensor<T>(static_cast<T*>(alloc_bytes(sizeof(T) * shape.numel())), shape);
+  }
+  // Zero-filled storage for shape.
+  template <typename T>
+  Tensor<T> zeros(Shape shape) {
+    Tensor<T> t = alloc<T>(shape);
+    t.zero();
+    return t;
+  }
+
+  void reset();
+  // Times the arena asked the system for a new block; constant after warm-up.
+  size_t growth_count() const { return growth_count_; }
+  size_t reserved_bytes() const;
+  // Most bytes in use at once since construction.
+  size_t peak_bytes() const { return peak_bytes_; }
+
+ private:
+  struct Block {
+    std::unique_ptr<std::byte[]> storage;
+    std::byte* begin;
+    size_t size;
+  };
+  void* alloc_bytes(size_t bytes);
+
+  std::vector<Block> blocks_;
+  size_t block_ = 0;       // block being filled
+  size_t offset_ = 0;      // bytes used in blocks_[block_]
+  size_t used_before_ = 0; // bytes used in blocks before block_
+  size_t first_block_bytes_;
+  size_t growth_count_ = 0;
+  size_t peak_bytes_ = 0;
+};
+
+}  // namespace primal

@@ -1,0 +1,48 @@
+#include "model/cross_entropy.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/reduce.h"
+
+namespace primal {
+
+template <typename T>
+double cross_entropy_forward(Arena& arena, const Tensor<T>& logits, const int32_t* targets) {
+  const int64_t rows = logits.dim(0), V = logits.dim(1);
+  double total = 0;
+  reduce_rows<double>(arena, rows, 1, &total, [&](int64_t r0, int64_t r1, double* acc) {
+    for (int64_t r = r0; r < r1; ++r) {
+      T* z = logits.data() + r * V;
+      const T max = *std::max_element(z, z + V);
+      const T target_shifted = z[targets[r]] - max;
+      T sum = 0;
+      for (int64_t v = 0; v < V; ++v) sum += z[v] = std::exp(z[v] - max);
+      for (int64_t v = 0; v < V; ++v) z[v] /= sum;
+      acc[0] += double(std::log(sum)) - double(target_shifted);
+    }
+  });
+  return total;
+}
+
+template <typename T>
+void cross_entropy_backward(const Tensor<T>& probs, const int32_t* targets, T scale,
+                            const Tensor<T>& dlogits) {
+  const int64_t rows = probs.dim(0), V = probs.dim(1);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* p = probs.data() + r * V;
+    T* g = dlogits.data() + r * V;
+    for (int64_t v = 0; v < V; ++v) g[v] = scale * p[v];
+    g[targets[r]] -= scale;
+  }
+}
+
+template double cross_entropy_forward(Arena&, const Tensor<float>&, const int32_t*);
+template double cross_entropy_forward(Arena&, const Tensor<double>&, const int32_t*);
+template void cross_entropy_backward(const Tensor<float>&, const int32_t*, float,
+                                     const Tensor<float>&);
+template void cross_entropy_backward(const Tensor<double>&, const int32_t*, double,
+                                     const Tensor<double>&);
+
+}  // namespace primal

@@ -1,0 +1,20 @@
+#include "model/ksvd_loss.h"
+
+namespace primal {
+
+KsvdLoss ksvd_loss(std::span<const KsvdPartial> partials, double tokens, int heads, double eta) {
+  KsvdLoss out;
+  const double layers = double(partials.size());
+  for (const KsvdPartial& p : partials) {
+    const double e = p.e / (heads * tokens), r = p.r / (heads * tokens), t = p.t / heads;
+    const double gap = e + r - t;
+    out.terms.push_back(gap * gap);
+    out.value += gap * gap / layers;
+    // d(eta/#layers gap^2)/d gap = 2 eta gap / #layers; then d gap / d partial sums.
+    const double dgap = 2 * eta * gap / layers;
+    out.grads.push_back({dgap / (heads * tokens), -dgap / heads});
+  }
+  return out;
+}
+
+}  // namespace primal

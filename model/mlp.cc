@@ -1,0 +1,57 @@
+#include "model/mlp.h"
+
+#include <cmath>
+#include <numbers>
+
+namespace primal {
+
+template <typename T>
+Tensor<T> gelu_forward(Arena& arena, const Tensor<T>& x) {
+  Tensor<T> y = arena.alloc<T>(x.shape());
+  const T inv_sqrt2 = T(1 / std::numbers::sqrt2);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < x.numel(); ++i) y[i] = T(0.5) * x[i] * (T(1) + std::erf(x[i] * inv_sqrt2));
+  return y;
+}
+
+template <typename T>
+void gelu_backward(const Tensor<T>& x, const Tensor<T>& dy, const Tensor<T>& dx) {
+  const T inv_sqrt2 = T(1 / std::numbers::sqrt2);
+  const T inv_sqrt_2pi = T(0.5 * std::numbers::inv_sqrtpi * std::numbers::sqrt2);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    T cdf = T(0.5) * (T(1) + std::erf(x[i] * inv_sqrt2));
+    T pdf = inv_sqrt_2pi * std::exp(T(-0.5) * x[i] * x[i]);
+    dx[i] += dy[i] * (cdf + x[i] * pdf);
+  }
+}
+
+template <typename T>
+Mlp<T>::Mlp(ParameterStore<T>& params, const std::string& name, int width, int hidden)
+    : fc1_(params, name + ".fc1", width, hidden, Split::kColumn),
+      fc2_(params, name + ".fc2", hidden, width, Split::kRow),
+      hidden_(hidden) {}
+
+template <typename T>
+Tensor<T> Mlp<T>::forward(Arena& arena, const Tensor<T>& x) {
+  h_ = fc1_.forward(arena, x);
+  return fc2_.forward(arena, gelu_forward(arena, h_));
+}
+
+template <typename T>
+void Mlp<T>::backward(Arena& arena, const Tensor<T>& dy, const Tensor<T>& dx) {
+  Tensor<T> dg = arena.zeros<T>(h_.shape());
+  fc2_.backward(arena, dy, dg);
+  Tensor<T> dh = arena.zeros<T>(h_.shape());
+  gelu_backward(h_, dg, dh);
+  fc1_.backward(arena, dh, dx);
+}
+
+template Tensor<float> gelu_forward(Arena&, const Tensor<float>&);
+template Tensor<double> gelu_forward(Arena&, const Tensor<double>&);
+template void gelu_backward(const Tensor<float>&, const Tensor<float>&, const Tensor<float>&);
+template void gelu_backward(const Tensor<double>&, const Tensor<double>&, const Tensor<double>&);
+template class Mlp<float>;
+template class Mlp<double>;
+
+}  // namespace primal

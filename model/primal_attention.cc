@@ -1,0 +1,273 @@
+#include "model/primal_attention.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/blas.h"
+#include "core/reduce.h"
+
+namespace primal {
+namespace {
+constexpr double kPhiEps = 1e-12;
+}  // namespace
+
+template <typename T>
+PrimalAttention<T>::PrimalAttention(ParameterStore<T>& params, const std::string& name, int width,
+                                    int heads, int low_rank, int sampled_len, bool causal)
+    : qk_(params, name + ".qk", width, 2 * width, Split::kColumn),
+      we_(params.add(name + ".we", {heads, causal ? width / heads : sampled_len, low_rank},
+                     Split::kHeads, Init::kOrthogonalRows)),
+      wr_(params.add(name + ".wr", we_->shape, Split::kHeads, Init::kOrthogonalRows)),
+      lambda_(params.add(name + ".lambda", {heads, low_rank}, Split::kHeads, Init::kUniform)),
+      concat_(params, name + ".concat", 2 * low_rank, width / heads, Split::kReplicated),
+      proj_(params, name + ".proj", width, width, Split::kRow),
+      width_(width),
+      heads_(heads),
+      rank_(low_rank),
+      sampled_len_(sampled_len),
+      causal_(causal) {
+  q_.w = we_;
+  q_.block = 0;
+  k_.w = wr_;
+  k_.block = 1;
+}
+
+template <typename T>
+const T* PrimalAttention<T>::projection(const Side& side, int b, int h) const {
+  const int d = width_ / heads_, s = rank_;
+  if (causal_) return side.w->value.data() + int64_t(h) * d * s;
+  return side.w_eff.data() + (int64_t(b) * heads_ + h) * d * s;
+}
+
+template <typename T>
+void PrimalAttention<T>::side_forward(Arena& arena, const Tensor<T>& qk, Side& side) {
+  const int B = seq_.B, N = seq_.N, C = width_, H = heads_, d = C / H, s = rank_;
+  const int L = sampled_len_;
+  side.u = arena.alloc<T>({B, N, C});
+  side.norm = arena.alloc<T>({B, N, H});
+  // qin: the prefix mean of q (causal) or q itself, written into u and normalised there.
+#pragma omp parallel for schedule(static)
+  for (int b = 0; b < B; ++b) {
+    for (int n = 0; n < N; ++n) {
+      const T* q = qk.data() + (int64_t(b) * N + n) * 2 * C + side.block * C;
+      T* u = side.u.data() + (int64_t(b) * N + n) * C;
+      if (!causal_) {
+        std::copy(q, q + C, u);
+      } else {
+        const T* prev = u - C;  // qin_{n-1}: qin_n = (n qin_{n-1} + q_n) / (n + 1)
+        for (int c = 0; c < C; ++c) u[c] = n == 0 ? q[c] : (T(n) * prev[c] + q[c]) / T(n + 1);
+      }
+    }
+  }
+  // The prefix means above read the previous row before it is normalised, so phi runs after.
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < int64_t(B) * N * H; ++row) {
+    T* u = side.u.data() + row * d;
+    T sq = 0;
+    for (int j = 0; j < d; ++j) sq += u[j] * u[j];
+    const T norm = std::sqrt(sq);
+    side.norm[row] = norm;
+    const T inv = T(1) / std::max(norm, T(kPhiEps));
+    for (int j = 0; j < d; ++j) u[j] *= inv;
+  }
+  if (!causal_) {
+    side.w_eff = arena.alloc<T>({B, H, d, s});
+#pragma omp parallel for schedule(static)
+    for (int bh = 0; bh < B * H; ++bh) {
+      const int b = bh / H, h = bh % H;
+      gemm(Trans::kYes, Trans::kNo, d, s, L, T(1), xs_.data() + int64_t(b) * L * C + h * d, C,
+           side.w->value.data() + int64_t(h) * L * s, s, T(0),
+           side.w_eff.data() + int64_t(bh) * d * s, s);
+    }
+  }
+#pragma omp parallel for schedule(static)
+  for (int bh = 0; bh < B * H; ++bh) {
+    const int b = bh / H, h = bh % H;
+    gemm(Trans::kNo, Trans::kNo, N, s, d, T(1), side.u.data() + int64_t(b) * N * C + h * d, C,
+         projection(side, b, h), s, T(0),
+         er_.data() + (int64_t(b) * N * H + h) * 2 * s + side.block * s, 2 * s * H);
+  }
+}
+
+template <typename T>
+Tensor<T> PrimalAttention<T>::forward(Arena& arena, const Tensor<T>& x, const Sequence& seq,
+                                      KsvdPartial& ksvd) {
+  const int B = seq.B, N = seq.N, C = width_, H = heads_, s = rank_, L = sampled_len_;
+  seq_ = seq;
+  if (!causal_) {
+    idx_ = arena.alloc<int32_t>({B, L});
+    xs_ = arena.alloc<T>({B, L, C});
+    for (int b = 0; b < B; ++b) {
+      const int64_t len = seq.length(b);
+      for (int l = 0; l < L; ++l) {
+        const int32_t n = L == 1 ? 0 : int32_t(l * (len - 1) / (L - 1));
+        idx_[int64_t(b) * L + l] = n;
+        std::copy_n(x.data() + (int64_t(b) * N + n) * C, C, xs_.data() + (int64_t(b) * L + l) * C);
+      }
+    }
+  }
+  Tensor<T> qk = qk_.forward(arena, x);
+  er_ = arena.alloc<T>({int64_t(B) * N * H, 2 * s});
+  side_forward(arena, qk, q_);
+  side_forward(arena, qk, k_);
+
+  // KSVD partial sums over real tokens, accumulated in double.
+  const T* lambda = lambda_->value.data();
+  double sums[2] = {0, 0};
+  reduce_rows<double>(arena, int64_t(B) * N, 2, sums, [&](int64_t r0, int64_t r1, double* acc) {
+    for (int64_t row = r0; row < r1; ++row) {
+      if (!seq.is_real(int(row / N), int(row % N))) continue;
+      const T* er = er_.data() + row * H * 2 * s;
+      for (int h = 0; h < H; ++h, er += 2 * s) {
+        for (int i = 0; i < s; ++i) {
+          const double l2 = double(lambda[h * s + i]) * lambda[h * s + i];
+          acc[0] += 0.5 * l2 * er[i] * er[i];
+          acc[1] += 0.5 * l2 * er[s + i] * er[s + i];
+        }
+      }
+    }
+  });
+  ksvd.e = sums[0];
+  ksvd.r = sums[1];
+  ksvd.t = 0;
+  for (int64_t i = 0; i < we_->value.numel(); ++i) ksvd.t += double(we_->value[i]) * wr_->value[i];
+
+  Tensor<T> o = concat_.forward(arena, er_);  // [B*N*H, d] == [B, N, C]
+  return proj_.forward(arena, o.reshape({int64_t(B) * N, C}));
+}
+
+template <typename T>
+void PrimalAttention<T>::side_backward(Arena& arena, const Side& side, const Tensor<T>& der,
+                                       const Tensor<T>& dqk, const Tensor<T>& dxs) {
+  const int B = seq_.B, N = seq_.N, C = width_, H = heads_, d = C / H, s = rank_;
+  const int L = sampled_len_;
+  const int64_t ld_er = 2 * s * H;
+  const T* dproj = der.data() + side.block * s;  // de or dr inside [e r] rows
+  T* dw = side.w->grad.data();
+  Tensor<T> du = arena.alloc<T>({B, N, C});
+  Tensor<T> dw_eff = causal_ ? Tensor<T>() : arena.alloc<T>({B, H, d, s});
+#pragma omp parallel for schedule(static)
+  for (int bh = 0; bh < B * H; ++bh) {
+    const int b = bh / H, h = bh % H;
+    const T* dp = dproj + int64_t(b) * N * ld_er + h * 2 * s;
+    const T* u = side.u.data() + int64_t(b) * N * C + h * d;
+    gemm(Trans::kNo, Trans::kYes, N, d, s, T(1), dp, ld_er, projection(side, b, h), s, T(0),
+         du.data() + int64_t(b) * N * C + h * d, C);
+    if (!causal_) {
+      T* dwe = dw_eff.data() + int64_t(bh) * d * s;
+      gemm(Trans::kYes, Trans::kNo, d, s, N, T(1), u, C, dp, ld_er, T(0), dwe, s);
+      gemm(Trans::kNo, Trans::kYes, L, d, s, T(1), side.w->value.data() + int64_t(h) * L * s, s,
+           dwe, s, T(1), dxs.data() + int64_t(b) * L * C + h * d, C);
+    }
+  }
+  if (causal_) {
+    // dWe[h] = sum over all (b, n) of u^T de: one GEMM per head over B*N rows.
+    for (int h = 0; h < H; ++h) {
+      gemm(Trans::kYes, Trans::kNo, d, s, B * N, T(1), side.u.data() + h * d, C,
+           dproj + h * 2 * s, ld_er, T(1), dw + int64_t(h) * d * s, s);
+    }
+  } else {
+    // dWe[h] = sum_b Xs[b,h] dwe[b,h], b in order.
+#pragma omp parallel for schedule(static)
+    for (int h = 0; h < H; ++h) {
+      for (int b = 0; b < B; ++b) {
+        gemm(Trans::kNo, Trans::kNo, L, s, d, T(1), xs_.data() + int64_t(b) * L * C + h * d, C,
+             dw_eff.data() + (int64_t(b) * H + h) * d * s, s, T(1), dw + int64_t(h) * L * s, s);
+      }
+    }
+  }
+  // phi's Jacobian: dqin = (du - u (u . du)) / |qin|  (or du / eps where |qin| < eps).
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < int64_t(B) * N * H; ++row) {
+    const T* u = side.u.data() + row * d;
+    T* g = du.data() + row * d;
+    const T norm = side.norm[row];
+    if (norm < T(kPhiEps)) {
+      for (int j = 0; j < d; ++j) g[j] /= T(kPhiEps);
+      continue;
+    }
+    T dot = 0;
+    for (int j = 0; j < d; ++j) dot += u[j] * g[j];
+    for (int j = 0; j < d; ++j) g[j] = (g[j] - u[j] * dot) / norm;
+  }
+  // Into dqk's block; through the prefix mean for the causal form:
+  // dq_j = sum_{n >= j} dqin_n / (n + 1), a reverse running sum.
+#pragma omp parallel for schedule(static)
+  for (int b = 0; b < B; ++b) {
+    for (int n = N - 1; n >= 0; --n) {
+      const T* g = du.data() + (int64_t(b) * N + n) * C;
+      T* dq = dqk.data() + (int64_t(b) * N + n) * 2 * C + side.block * C;
+      if (!causal_) {
+        std::copy(g, g + C, dq);
+      } else {
+        const T* next = dq + 2 * C;  // dq_{n+1} = running sum over n' > n
+        for (int c = 0; c < C; ++c) dq[c] = g[c] / T(n + 1) + (n == N - 1 ? T(0) : next[c]);
+      }
+    }
+  }
+}
+
+template <typename T>
+void PrimalAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Tensor<T>& dx,
+                                  const KsvdGrad& ksvd) {
+  const int B = seq_.B, N = seq_.N, C = width_, H = heads_, s = rank_, L = sampled_len_;
+  Tensor<T> dout_o = arena.zeros<T>({int64_t(B) * N, C});
+  proj_.backward(arena, dout, dout_o);
+  Tensor<T> der = arena.zeros<T>(er_.shape());
+  concat_.backward(arena, dout_o.reshape({int64_t(B) * N * H, C / H}), der);
+
+  // KSVD: d(e-sum)/de = Lambda^2 e and d(e-sum)/dLambda = sum e^2 Lambda, real tokens only.
+  const T* lambda = lambda_->value.data();
+  const T gk = T(ksvd.de);
+#pragma omp parallel for schedule(static)
+  for (int64_t row = 0; row < int64_t(B) * N; ++row) {
+    if (!seq_.is_real(int(row / N), int(row % N))) continue;
+    const T* er = er_.data() + row * H * 2 * s;
+    T* g = der.data() + row * H * 2 * s;
+    for (int h = 0; h < H; ++h)
+      for (int i = 0; i < s; ++i) {
+        const T l2 = lambda[h * s + i] * lambda[h * s + i];
+        g[h * 2 * s + i] += gk * l2 * er[h * 2 * s + i];
+        g[h * 2 * s + s + i] += gk * l2 * er[h * 2 * s + s + i];
+      }
+  }
+  reduce_rows<T>(arena, int64_t(B) * N, H * s, lambda_->grad.data(),
+                 [&](int64_t r0, int64_t r1, T* acc) {
+                   for (int64_t row = r0; row < r1; ++row) {
+                     if (!seq_.is_real(int(row / N), int(row % N))) continue;
+                     const T* er = er_.data() + row * H * 2 * s;
+                     for (int h = 0; h < H; ++h)
+                       for (int i = 0; i < s; ++i) {
+                         const T e = er[h * 2 * s + i], r = er[h * 2 * s + s + i];
+                         acc[h * s + i] += gk * (e * e + r * r) * lambda[h * s + i];
+                       }
+                   }
+                 });
+  // d(t-sum)/dWe = Wr, d(t-sum)/dWr = We.
+  const T gt = T(ksvd.dt);
+  for (int64_t i = 0; i < we_->value.numel(); ++i) {
+    we_->grad[i] += gt * wr_->value[i];
+    wr_->grad[i] += gt * we_->value[i];
+  }
+
+  Tensor<T> dqk = arena.alloc<T>({B, N, 2 * C});
+  Tensor<T> dxs = causal_ ? Tensor<T>() : arena.zeros<T>({B, L, C});
+  side_backward(arena, q_, der, dqk, dxs);
+  side_backward(arena, k_, der, dqk, dxs);
+  qk_.backward(arena, dqk, dx);
+  if (!causal_) {
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; ++b) {
+      for (int l = 0; l < L; ++l) {
+        const T* g = dxs.data() + (int64_t(b) * L + l) * C;
+        T* out = dx.data() + (int64_t(b) * N + idx_[int64_t(b) * L + l]) * C;
+        for (int c = 0; c < C; ++c) out[c] += g[c];
+      }
+    }
+  }
+}
+
+template class PrimalAttention<float>;
+template class PrimalAttention<double>;
+
+}  // namespace primal

@@ -1,0 +1,76 @@
+// Primal-Attention (SPEC §3.2-3.4): self-attention as an asymmetric kernel SVD in the
+// primal. Each head projects normalised queries and keys onto s directions instead of
+// forming the N x N attention matrix: cost linear in N.
+#pragma once
+
+#include <string>
+
+#include "model/attention.h"
+#include "model/linear.h"
+
+namespace primal {
+
+template <typename T>
+class PrimalAttention : public Attention<T> {
+ public:
+  // causal: the LM form (§3.3, We/Wr [H, d, s] parameters); otherwise the encoder form
+  // (§3.2, We/Wr [H, L, s] applied to L tokens sampled from the input).
+  PrimalAttention(ParameterStore<T>& params, const std::string& name, int width, int heads,
+                  int low_rank, int sampled_len, bool causal);
+
+  // qk = x Wqk^T + bqk
+  // causal:  qin = prefix mean of q (qin_n = mean_{j<=n} q_j), kin likewise; we = We[h]
+  // encoder: qin = q, kin = k;  we[b,h] = Xs[b,h] We[h], Xs = x[b, idx, head h]^T [d, L],
+  //          idx_l = floor(l (n_b - 1) / (L - 1))
+  // u = phi(qin) = qin / max(|qin|, 1e-12) per head;  e = u_q we;  r = u_k wr   [B, N, H, s]
+  // o_h = [e_h r_h] Wc^T + bc  (Wc [d, 2s] shared by heads);  out = concat_h(o_h) Wo^T + bo
+  // KSVD partials: e-sum = sum_real 0.5 (e Lambda)^2, r-sum likewise, t-sum = sum_h <We_h, Wr_h>
+  Tensor<T> forward(Arena& arena, const Tensor<T>& x, const Sequence& seq,
+                    KsvdPartial& ksvd) override;
+  // The forward upside down:
+  //   do = dout Wo;  dWc += do_h^T [e_h r_h];  de = do_h Wc_e (+ ksvd.de Lambda^2 e, real tokens)
+  //   dLambda += ksvd.de sum_real (e^2 + r^2) Lambda
+  //   dwe = u^T de;  du = de we^T;  dWe[h] += sum_b dwe (causal) or Xs dwe (encoder),
+  //   dXs = We dwe^T (encoder: scattered back onto the sampled tokens);  dWe += ksvd.dt Wr
+  //   phi: dqin = (du - u (u . du)) / |qin|;  prefix mean: dq_j = sum_{n>=j} dqin_n / (n+1)
+  void backward(Arena& arena, const Tensor<T>& dout, const Tensor<T>& dx,
+                const KsvdGrad& ksvd) override;
+
+  Parameter<T>* we() const { return we_; }
+  Parameter<T>* wr() const { return wr_; }
+  Parameter<T>* lambda() const { return lambda_; }
+
+ private:
+  // One side of the projection: queries with We (block 0) or keys with Wr (block 1).
+  struct Side {
+    Parameter<T>* w;  // We or Wr
+    int block;        // which C-wide block of qk it reads; its s-wide slot in er
+    Tensor<T> u;      // phi(qin) [B, N, C]
+    Tensor<T> norm;   // |qin| per head [B, N, H]
+    Tensor<T> w_eff;  // encoder: we[b,h] = Xs[b,h] We[h] [B, H, d, s]
+  };
+  void side_forward(Arena& arena, const Tensor<T>& qk, Side& side);
+  void side_backward(Arena& arena, const Side& side, const Tensor<T>& der, const Tensor<T>& dqk,
+                     const Tensor<T>& dxs);
+  // The [d, s] matrix that projects head h of sample b.
+  const T* projection(const Side& side, int b, int h) const;
+
+  Linear<T> qk_;
+  Parameter<T>* we_;
+  Parameter<T>* wr_;
+  Parameter<T>* lambda_;
+  Linear<T> concat_;
+  Linear<T> proj_;
+  int width_, heads_, rank_, sampled_len_;
+  bool causal_;
+  // saved by forward
+  Sequence seq_;
+  Tensor<T> xs_;         // encoder: the sampled input rows x[b, idx] [B, L, C]
+  Tensor<int32_t> idx_;  // encoder: sampled positions [B, L]
+  Side q_, k_;
+  // [e_h r_h] for every (b, n, h): [B*N*H, 2s]. Row-major over (b, n, h) it is the input of
+  // concat, a Linear(2s -> d) whose output rows are exactly the head-major [B, N, C] layout.
+  Tensor<T> er_;
+};
+
+}  // namespace primal

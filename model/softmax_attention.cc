@@ -1,0 +1,93 @@
+#include "model/softmax_attention.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "core/blas.h"
+
+namespace primal {
+
+template <typename T>
+SoftmaxAttention<T>::SoftmaxAttention(ParameterStore<T>& params, const std::string& name,
+                                      int width, int heads)
+    : qkv_(params, name + ".qkv", width, 3 * width, Split::kColumn),
+      proj_(params, name + ".proj", width, width, Split::kRow),
+      width_(width),
+      heads_(heads) {}
+
+template <typename T>
+Tensor<T> SoftmaxAttention<T>::forward(Arena& arena, const Tensor<T>& x, const Sequence& seq,
+                                       KsvdPartial&) {
+  const int B = seq.B, N = seq.N, C = width_, H = heads_, d = C / H;
+  const T scale = T(1 / std::sqrt(double(d)));
+  seq_ = seq;
+  qkv_out_ = qkv_.forward(arena, x);
+  attn_ = arena.alloc<T>({B, H, N, N});
+  Tensor<T> y = arena.alloc<T>({B, N, C});
+#pragma omp parallel for schedule(static)
+  for (int bh = 0; bh < B * H; ++bh) {
+    const int b = bh / H, h = bh % H, len = seq.length(b);
+    const T* q = qkv_out_.data() + int64_t(b) * N * 3 * C + h * d;
+    const T* k = q + C;
+    const T* v = q + 2 * C;
+    T* A = attn_.data() + int64_t(bh) * N * N;
+    gemm(Trans::kNo, Trans::kYes, N, N, d, scale, q, 3 * C, k, 3 * C, T(0), A, N);
+    for (int n = 0; n < N; ++n) {
+      T* row = A + int64_t(n) * N;
+      const int keys = n >= len ? 0 : (seq.causal ? std::min(n + 1, len) : len);
+      T max = -std::numeric_limits<T>::infinity(), sum = 0;
+      for (int j = 0; j < keys; ++j) max = std::max(max, row[j]);
+      for (int j = 0; j < keys; ++j) sum += row[j] = std::exp(row[j] - max);
+      for (int j = 0; j < keys; ++j) row[j] /= sum;
+      std::fill(row + keys, row + N, T(0));
+    }
+    gemm(Trans::kNo, Trans::kNo, N, d, N, T(1), A, N, v, 3 * C, T(0),
+         y.data() + int64_t(b) * N * C + h * d, C);
+  }
+  return proj_.forward(arena, y);
+}
+
+template <typename T>
+void SoftmaxAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Tensor<T>& dx,
+                                   const KsvdGrad&) {
+  const int B = seq_.B, N = seq_.N, C = width_, H = heads_, d = C / H;
+  const T scale = T(1 / std::sqrt(double(d)));
+  Tensor<T> dy = arena.zeros<T>({B, N, C});
+  proj_.backward(arena, dout, dy);
+  Tensor<T> dqkv = arena.alloc<T>({B, N, 3 * C});
+  Tensor<T> scratch = arena.alloc<T>({omp_get_max_threads(), N, N});
+#pragma omp parallel for schedule(static)
+  for (int bh = 0; bh < B * H; ++bh) {
+    const int b = bh / H, h = bh % H;
+    const int64_t offset = int64_t(b) * N * 3 * C + h * d;
+    const T* q = qkv_out_.data() + offset;
+    const T* k = q + C;
+    const T* v = q + 2 * C;
+    T* dq = dqkv.data() + offset;
+    T* dk = dq + C;
+    T* dv = dq + 2 * C;
+    const T* A = attn_.data() + int64_t(bh) * N * N;
+    const T* dyh = dy.data() + int64_t(b) * N * C + h * d;
+    T* dS = scratch.data() + int64_t(omp_get_thread_num()) * N * N;
+    gemm(Trans::kNo, Trans::kYes, N, N, d, T(1), dyh, C, v, 3 * C, T(0), dS, N);
+    gemm(Trans::kYes, Trans::kNo, N, d, N, T(1), A, N, dyh, C, T(0), dv, 3 * C);
+    for (int n = 0; n < N; ++n) {
+      const T* a = A + int64_t(n) * N;
+      T* ds = dS + int64_t(n) * N;
+      T dot = 0;
+      for (int j = 0; j < N; ++j) dot += ds[j] * a[j];
+      for (int j = 0; j < N; ++j) ds[j] = a[j] * (ds[j] - dot);
+    }
+    gemm(Trans::kNo, Trans::kNo, N, d, N, scale, dS, N, k, 3 * C, T(0), dq, 3 * C);
+    gemm(Trans::kYes, Trans::kNo, N, d, N, scale, dS, N, q, 3 * C, T(0), dk, 3 * C);
+  }
+  qkv_.backward(arena, dqkv, dx);
+}
+
+template class SoftmaxAttention<float>;
+template class SoftmaxAttention<double>;
+
+}  // namespace primal

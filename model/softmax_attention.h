@@ -1,0 +1,34 @@
+// Canonical multi-head softmax attention (SPEC §3.1), causal or padding-masked.
+#pragma once
+
+#include <string>
+
+#include "model/attention.h"
+#include "model/linear.h"
+
+namespace primal {
+
+template <typename T>
+class SoftmaxAttention : public Attention<T> {
+ public:
+  SoftmaxAttention(ParameterStore<T>& params, const std::string& name, int width, int heads);
+
+  // qkv = x Wqkv^T + bqkv;  A = softmax(q k^T / sqrt(d) + mask);  out = concat_h(A v) Wo^T + bo
+  // mask: -inf on future keys (causal) and on padded keys; padded queries get A = 0.
+  Tensor<T> forward(Arena& arena, const Tensor<T>& x, const Sequence& seq,
+                    KsvdPartial& ksvd) override;
+  // dA = dy v^T;  dv = A^T dy;  dS = A * (dA - rowsum(dA * A));
+  // dq = dS k / sqrt(d);  dk = dS^T q / sqrt(d)
+  void backward(Arena& arena, const Tensor<T>& dout, const Tensor<T>& dx,
+                const KsvdGrad& ksvd) override;
+
+ private:
+  Linear<T> qkv_, proj_;
+  int width_, heads_;
+  // saved by forward
+  Sequence seq_;
+  Tensor<T> qkv_out_;  // [B, N, 3C]
+  Tensor<T> attn_;     // A [B, H, N, N]
+};
+
+}  // namespace primal

@@ -1,0 +1,189 @@
+#include "model/transformer.h"
+
+#include <string>
+
+#include "core/blas.h"
+#include "model/cross_entropy.h"
+#include "model/dropout.h"
+#include "model/primal_attention.h"
+#include "model/softmax_attention.h"
+
+namespace primal {
+
+template <typename T>
+void zero_padded_rows(const Tensor<T>& x, const Sequence& seq) {
+  if (!seq.lengths) return;
+  const int64_t C = x.numel() / seq.rows();
+  for (int b = 0; b < seq.B; ++b)
+    for (int n = seq.length(b); n < seq.N; ++n)
+      std::fill_n(x.data() + (int64_t(b) * seq.N + n) * C, C, T(0));
+}
+
+template <typename T>
+std::unique_ptr<Attention<T>> make_attention(ParameterStore<T>& params, const ModelConfig& config,
+                                             AttentionKind kind, const std::string& name) {
+  if (kind == AttentionKind::kSoftmax) {
+    return std::make_unique<SoftmaxAttention<T>>(params, name, config.width, config.heads);
+  }
+  return std::make_unique<PrimalAttention<T>>(params, name, config.width, config.heads,
+                                              config.low_rank, config.sampled_len(),
+                                              config.causal());
+}
+
+template <typename T>
+TransformerLayer<T>::TransformerLayer(ParameterStore<T>& params, const ModelConfig& config,
+                                      int index)
+    : index_(index),
+      kind_(config.layers[index]),
+      dropout_(config.dropout),
+      ln1_(params, "layers." + std::to_string(index) + ".ln1", config.width, config.ln_eps),
+      ln2_(params, "layers." + std::to_string(index) + ".ln2", config.width, config.ln_eps),
+      attn_(make_attention(params, config, kind_, "layers." + std::to_string(index) + ".attn")),
+      mlp_(params, "layers." + std::to_string(index) + ".mlp", config.width, config.mlp_width) {}
+
+template <typename T>
+Tensor<T> TransformerLayer<T>::forward(Arena& arena, const Tensor<T>& x, const Sequence& seq,
+                                       KsvdPartial& ksvd) {
+  seq_ = seq;
+  Tensor<T> a = attn_->forward(arena, ln1_.forward(arena, x), seq, ksvd);
+  zero_padded_rows(a, seq);
+  dropout_inplace(a, dropout_, seq, index_, DropoutSite::kAttention);
+  Tensor<T> x2 = arena.alloc<T>(x.shape());
+  for (int64_t i = 0; i < x.numel(); ++i) x2[i] = x[i] + a[i];
+  Tensor<T> m = mlp_.forward(arena, ln2_.forward(arena, x2));
+  dropout_inplace(m, dropout_, seq, index_, DropoutSite::kMlp);
+  for (int64_t i = 0; i < x.numel(); ++i) m[i] += x2[i];
+  return m;
+}
+
+template <typename T>
+Tensor<T> TransformerLayer<T>::backward(Arena& arena, const Tensor<T>& dout, const KsvdGrad& ksvd) {
+  // MLP branch: dx2 = dout + LN2'(MLP'(Dropout'(dout)))
+  Tensor<T> dx2 = arena.alloc<T>(dout.shape());
+  dx2.copy_from(dout);
+  Tensor<T> dm = arena.alloc<T>(dout.shape());
+  dm.copy_from(dout);
+  dropout_inplace(dm, dropout_, seq_, index_, DropoutSite::kMlp);
+  Tensor<T> dh2 = arena.zeros<T>(dout.shape());
+  mlp_.backward(arena, dm, dh2);
+  ln2_.backward(arena, dh2, dx2);
+  // Attention branch: dx = dx2 + LN1'(Attn'(mask Dropout'(dx2)))
+  Tensor<T> dx = arena.alloc<T>(dout.shape());
+  dx.copy_from(dx2);
+  Tensor<T> da = dm;  // reuse: dm is no longer needed
+  da.copy_from(dx2);
+  dropout_inplace(da, dropout_, seq_, index_, DropoutSite::kAttention);
+  zero_padded_rows(da, seq_);
+  Tensor<T> dh1 = arena.zeros<T>(dout.shape());
+  attn_->backward(arena, da, dh1, ksvd);
+  ln1_.backward(arena, dh1, dx);
+  return dx;
+}
+
+template <typename T>
+Transformer<T>::Transformer(const ModelConfig& config)
+    : config_(config), embed_(params_, config_), norm_(params_, "norm", config.width, config.ln_eps) {
+  check(config.width % config.heads == 0, "model: heads must divide width");
+  layers_.reserve(config.layers.size());
+  for (int i = 0; i < int(config.layers.size()); ++i) layers_.emplace_back(params_, config_, i);
+  if (config.head == HeadKind::kClassifier) {
+    head_ = std::make_unique<ClassifierHead<T>>(params_, config_);
+  }
+  params_.finalize(config.seed);
+}
+
+template <typename T>
+LossTerms Transformer<T>::forward(Arena& arena, const Batch& batch, int64_t step) {
+  const int cls = config_.has_cls() ? 1 : 0, C = config_.width;
+  batch_ = &batch;
+  seq_ = Sequence{batch.B, batch.N + cls, nullptr, config_.causal(), config_.seed, step,
+                  batch.sample_offset};
+  if (!batch.lengths.empty()) {
+    lengths_ = arena.alloc<int32_t>({batch.B});
+    for (int b = 0; b < batch.B; ++b) lengths_[b] = batch.lengths[b] + cls;
+    seq_.lengths = lengths_.data();
+  }
+
+  Tensor<T> x = embed_.forward(arena, batch, seq_);
+  std::vector<KsvdPartial> partials;
+  for (auto& layer : layers_) {
+    KsvdPartial p;
+    x = layer.forward(arena, x, seq_, p);
+    if (layer.kind() == AttentionKind::kPrimal) partials.push_back(p);
+  }
+  final_x_ = norm_.forward(arena, x);
+  zero_padded_rows(final_x_, seq_);
+
+  LossTerms out;
+  double ce_sum;
+  if (config_.head == HeadKind::kLm) {
+    const int64_t rows = seq_.rows();
+    probs_ = arena.alloc<T>({rows, config_.vocab});
+    gemm(Trans::kNo, Trans::kYes, rows, config_.vocab, C, T(1), final_x_.data(), C,
+         embed_.tokens()->value.data(), C, T(0), probs_.data(), config_.vocab);
+    predictions_ = rows;
+  } else {
+    probs_ = head_->forward(arena, final_x_, seq_);
+    predictions_ = batch.B;
+  }
+  ce_sum = cross_entropy_forward(arena, probs_, batch.targets.data());
+  out.ce = ce_sum / double(predictions_);
+  out.predictions = predictions_;
+
+  // KSVD: the partial sums of every PRIMAL layer travel together (one all-reduce).
+  std::vector<double> sums;
+  for (const KsvdPartial& p : partials) sums.insert(sums.end(), {p.e, p.r, p.t});
+  sums.push_back(double(seq_.real_tokens()));
+  if (reduce_ksvd) reduce_ksvd(sums);
+  for (size_t l = 0; l < partials.size(); ++l) partials[l] = {sums[3 * l], sums[3 * l + 1], sums[3 * l + 2]};
+  ksvd_ = ksvd_loss(partials, sums.back(), config_.heads, config_.eta);
+  out.ksvd = ksvd_.value;
+  out.ksvd_terms = ksvd_.terms;
+  out.loss = out.ce + config_.eta * out.ksvd;
+  return out;
+}
+
+template <typename T>
+void Transformer<T>::backward(Arena& arena) {
+  const int C = config_.width;
+  const T scale = T(1.0 / double(predictions_));
+  // The probabilities become d loss / d logits in place.
+  cross_entropy_backward(probs_, batch_->targets.data(), scale, probs_);
+  Tensor<T> dx = arena.zeros<T>(final_x_.shape());
+  if (config_.head == HeadKind::kLm) {
+    const int64_t rows = seq_.rows();
+    gemm(Trans::kNo, Trans::kNo, rows, C, config_.vocab, T(1), probs_.data(), config_.vocab,
+         embed_.tokens()->value.data(), C, T(0), dx.data(), C);
+    gemm(Trans::kYes, Trans::kNo, config_.vocab, C, rows, T(1), probs_.data(), config_.vocab,
+         final_x_.data(), C, T(1), embed_.tokens()->grad.data(), C);
+  } else {
+    head_->backward(arena, probs_, dx);
+  }
+  zero_padded_rows(dx, seq_);
+  Tensor<T> dlayer = arena.zeros<T>(dx.shape());
+  norm_.backward(arena, dx, dlayer);
+  size_t primal = ksvd_.grads.size();
+  for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) {
+    KsvdGrad g;
+    if (it->kind() == AttentionKind::kPrimal) g = ksvd_.grads[--primal];
+    dlayer = it->backward(arena, dlayer, g);
+  }
+  embed_.backward(arena, dlayer);
+}
+
+template <typename T>
+LossTerms Transformer<T>::forward_backward(Arena& arena, const Batch& batch, int64_t step) {
+  params_.zero_grads();
+  LossTerms out = forward(arena, batch, step);
+  backward(arena);
+  return out;
+}
+
+template void zero_padded_rows(const Tensor<float>&, const Sequence&);
+template void zero_padded_rows(const Tensor<double>&, const Sequence&);
+template class TransformerLayer<float>;
+template class TransformerLayer<double>;
+template class Transformer<float>;
+template class Transformer<double>;
+
+}  // namespace primal

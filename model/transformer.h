@@ -1,0 +1,97 @@
+// The Pre-LN Transformer of SPEC §3, built from a per-layer list of SOFTMAX/PRIMAL:
+//   x = embed(input)
+//   per layer i:  a = Attn_i(LN1_i(x)) (0 on padded rows);  x = x + Dropout(a)
+//                 x = x + Dropout(MLP_i(LN2_i(x)))
+//   x = LN_f(x) (0 on padded rows);  logits = x tok_emb^T (LM) or head(pool(x)) (classifier)
+//   loss = CE + eta KSVD
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "model/attention.h"
+#include "model/batch.h"
+#include "model/classifier_head.h"
+#include "model/config.h"
+#include "model/embedding.h"
+#include "model/ksvd_loss.h"
+#include "model/layernorm.h"
+#include "model/mlp.h"
+
+namespace primal {
+
+struct LossTerms {
+  double loss = 0, ce = 0, ksvd = 0;
+  std::vector<double> ksvd_terms;  // J_l per PRIMAL layer
+  int64_t predictions = 0;         // CE averaged over this many targets
+};
+
+template <typename T>
+class TransformerLayer {
+ public:
+  TransformerLayer(ParameterStore<T>& params, const ModelConfig& config, int index);
+
+  Tensor<T> forward(Arena& arena, const Tensor<T>& x, const Sequence& seq, KsvdPartial& ksvd);
+  // dout: d loss / d layer output -> returns d loss / d layer input
+  Tensor<T> backward(Arena& arena, const Tensor<T>& dout, const KsvdGrad& ksvd);
+
+  AttentionKind kind() const { return kind_; }
+  Attention<T>& attention() { return *attn_; }
+
+ private:
+  int index_;
+  AttentionKind kind_;
+  double dropout_;
+  LayerNorm<T> ln1_, ln2_;
+  std::unique_ptr<Attention<T>> attn_;
+  Mlp<T> mlp_;
+  Sequence seq_;
+};
+
+template <typename T>
+class Transformer {
+ public:
+  explicit Transformer(const ModelConfig& config);
+
+  ParameterStore<T>& params() { return params_; }
+  const ModelConfig& config() const { return config_; }
+  std::vector<TransformerLayer<T>>& layers() { return layers_; }
+
+  // Loss of the batch. step keys dropout. Keeps what backward() needs in the arena.
+  LossTerms forward(Arena& arena, const Batch& batch, int64_t step);
+  // Gradients of the last forward's loss, added into params().grads().
+  void backward(Arena& arena);
+  // zero grads, forward, backward
+  LossTerms forward_backward(Arena& arena, const Batch& batch, int64_t step);
+
+  // Class probabilities [B, K] (classifier) or next-token probabilities [B*N, V] (LM) of the
+  // last forward.
+  const Tensor<T>& probabilities() const { return probs_; }
+
+  // Sums KSVD partials across the ranks that share the loss, in place: [e, r, t] per PRIMAL
+  // layer, then the real-token count. Unset on one process.
+  std::function<void(std::span<double>)> reduce_ksvd;
+
+ private:
+  ModelConfig config_;
+  ParameterStore<T> params_;
+  Embedding<T> embed_;
+  std::vector<TransformerLayer<T>> layers_;
+  LayerNorm<T> norm_;
+  std::unique_ptr<ClassifierHead<T>> head_;
+  // saved by forward
+  Sequence seq_;
+  Tensor<int32_t> lengths_;
+  const Batch* batch_ = nullptr;
+  Tensor<T> final_x_, probs_;
+  KsvdLoss ksvd_;
+  int64_t predictions_ = 0;
+};
+
+// Sets rows of x [B, N, C] at padded positions to 0.
+template <typename T>
+void zero_padded_rows(const Tensor<T>& x, const Sequence& seq);
+
+}  // namespace primal

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs every Debian package that primal's build, tests and benchmarks need.
+# Idempotent: packages already present are skipped by apt; safe to run again.
+# Run as root on Debian 12 (or with sudo available).
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config clang-format
+  libopenblas-openmp-dev     # cblas for every GEMM; OpenMP build: single-threaded inside our parallel regions
+  nlohmann-json3-dev         # JSON for metrics and reference dumps
+  libgtest-dev libgmock-dev  # GoogleTest
+  libbenchmark-dev           # Google Benchmark (bench/)
+  python3-torch python3-numpy  # the independent PyTorch reference (run with /usr/bin/python3)
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+sudo_cmd=()
+[ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+echo "setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+"${sudo_cmd[@]}" apt-get update -qq
+"${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -1,0 +1,90 @@
+// Central finite differences in double precision against a layer's analytic gradients.
+//
+// Error of one element: |analytic - numeric| / max(|analytic|, |numeric|, floor), with
+// floor = 1e-3 * max|numeric| over the tensor (and at least 1e-10): elements many orders of
+// magnitude below their tensor's scale are judged relative to that scale, because their
+// finite difference is itself only that accurate.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "model/parameters.h"
+
+namespace primal::testing {
+
+struct Checked {
+  std::string name;
+  Tensor<double> value;
+  Tensor<double> grad;
+};
+
+inline std::vector<Checked> all_parameters(ParameterStore<double>& params) {
+  std::vector<Checked> out;
+  for (auto& p : params.all()) out.push_back({p.name, p.value, p.grad});
+  return out;
+}
+
+// Moves every parameter off its (often degenerate: zeros, ones) initial value, so that the
+// check exercises every term.
+inline void randomize(ParameterStore<double>& params, uint32_t seed, double scale = 0.5) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<double> normal(0.0, scale);
+  Tensor<double> v = params.values();
+  for (int64_t i = 0; i < v.numel(); ++i) v[i] += normal(gen);
+}
+
+inline std::vector<double> random_vector(int64_t n, uint32_t seed, double scale = 1.0) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<double> normal(0.0, scale);
+  std::vector<double> v(n);
+  for (double& x : v) x = normal(gen);
+  return v;
+}
+
+// loss(): forward only. forward_backward(): zeroes and then fills every item's grad.
+// Returns the largest element error over all items; reports the worst element per item.
+inline double check_gradients(const std::function<double()>& loss,
+                              const std::function<void()>& forward_backward,
+                              const std::vector<Checked>& items, double tolerance = 1e-6,
+                              double step = 1e-6) {
+  for (const Checked& item : items) item.grad.zero();
+  forward_backward();
+  double worst = 0;
+  for (const Checked& item : items) {
+    const int64_t n = item.value.numel();
+    std::vector<double> analytic(item.grad.data(), item.grad.data() + n), numeric(n);
+    for (int64_t i = 0; i < n; ++i) {
+      const double saved = item.value[i];
+      item.value[i] = saved + step;
+      const double up = loss();
+      item.value[i] = saved - step;
+      const double down = loss();
+      item.value[i] = saved;
+      numeric[i] = (up - down) / (2 * step);
+    }
+    double scale = 0;
+    for (double g : numeric) scale = std::max(scale, std::abs(g));
+    const double floor = std::max(1e-3 * scale, 1e-10);
+    double item_worst = 0;
+    int64_t at = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      const double denom = std::max({std::abs(analytic[i]), std::abs(numeric[i]), floor});
+      const double err = std::abs(analytic[i] - numeric[i]) / denom;
+      if (err > item_worst) item_worst = err, at = i;
+    }
+    EXPECT_LT(item_worst, tolerance) << item.name << "[" << at << "]: analytic " << analytic[at]
+                                     << " numeric " << numeric[at] << " (scale " << scale << ")";
+    worst = std::max(worst, item_worst);
+  }
+  return worst;
+}
+
+}  // namespace primal::testing
