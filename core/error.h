@@ -15,7 +15,11 @@ class Error : public std::runtime_error {
 };
 
 // Throws primal::Error(what) unless cond holds. For invariants of the code's own callers;
-// user input gets a message naming the file and field instead.
+// user input gets a message naming the file and field instead. Takes a literal so that hot
+// paths build no string unless the check fails.
+inline void check(bool cond, const char* what) {
+  if (!cond) throw Error(what);
+}
 inline void check(bool cond, const std::string& what) {
   if (!cond) throw Error(what);
 }

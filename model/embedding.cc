@@ -24,9 +24,10 @@ Embedding<T>::Embedding(ParameterStore<T>& params, const ModelConfig& config) : 
 template <typename T>
 Tensor<T> Embedding<T>::forward(Arena& arena, const Batch& batch, const Sequence& seq) {
   const int B = batch.B, N = batch.N, C = config_.width, first = cls_ ? 1 : 0;
-  check(seq.N <= config_.max_len, "Embedding: " + std::to_string(seq.N) +
-                                      " positions but the position table has " +
-                                      std::to_string(config_.max_len));
+  if (seq.N > config_.max_len) {
+    throw Error("Embedding: " + std::to_string(seq.N) + " positions but the position table has " +
+                std::to_string(config_.max_len));
+  }
   batch_ = &batch;
   seq_ = seq;
   Tensor<T> in;  // [B*N, C]: the embedded inputs before positions are added

@@ -2,8 +2,11 @@
 
 namespace primal {
 
-KsvdLoss ksvd_loss(std::span<const KsvdPartial> partials, double tokens, int heads, double eta) {
-  KsvdLoss out;
+void ksvd_loss(std::span<const KsvdPartial> partials, double tokens, int heads, double eta,
+               KsvdLoss& out) {
+  out.value = 0;
+  out.terms.clear();
+  out.grads.clear();
   const double layers = double(partials.size());
   for (const KsvdPartial& p : partials) {
     const double e = p.e / (heads * tokens), r = p.r / (heads * tokens), t = p.t / heads;
@@ -14,7 +17,6 @@ KsvdLoss ksvd_loss(std::span<const KsvdPartial> partials, double tokens, int hea
     const double dgap = 2 * eta * gap / layers;
     out.grads.push_back({dgap / (heads * tokens), -dgap / heads});
   }
-  return out;
 }
 
 }  // namespace primal

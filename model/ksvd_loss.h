@@ -19,6 +19,8 @@ struct KsvdLoss {
 };
 
 // partials: summed over every rank that shares the loss; tokens: real tokens they cover.
-KsvdLoss ksvd_loss(std::span<const KsvdPartial> partials, double tokens, int heads, double eta);
+// Writes into out, reusing its vectors' storage (no allocation once they have grown).
+void ksvd_loss(std::span<const KsvdPartial> partials, double tokens, int heads, double eta,
+               KsvdLoss& out);
 
 }  // namespace primal

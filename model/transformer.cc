@@ -84,6 +84,8 @@ template <typename T>
 Transformer<T>::Transformer(const ModelConfig& config)
     : config_(config), embed_(params_, config_), norm_(params_, "norm", config.width, config.ln_eps) {
   check(config.width % config.heads == 0, "model: heads must divide width");
+  check(config.head == HeadKind::kClassifier || config.input == InputKind::kTokens,
+        "model: the LM head needs token inputs");
   layers_.reserve(config.layers.size());
   for (int i = 0; i < int(config.layers.size()); ++i) layers_.emplace_back(params_, config_, i);
   if (config.head == HeadKind::kClassifier) {
@@ -105,11 +107,11 @@ LossTerms Transformer<T>::forward(Arena& arena, const Batch& batch, int64_t step
   }
 
   Tensor<T> x = embed_.forward(arena, batch, seq_);
-  std::vector<KsvdPartial> partials;
+  ksvd_partials_.clear();
   for (auto& layer : layers_) {
     KsvdPartial p;
     x = layer.forward(arena, x, seq_, p);
-    if (layer.kind() == AttentionKind::kPrimal) partials.push_back(p);
+    if (layer.kind() == AttentionKind::kPrimal) ksvd_partials_.push_back(p);
   }
   final_x_ = norm_.forward(arena, x);
   zero_padded_rows(final_x_, seq_);
@@ -131,12 +133,16 @@ LossTerms Transformer<T>::forward(Arena& arena, const Batch& batch, int64_t step
   out.predictions = predictions_;
 
   // KSVD: the partial sums of every PRIMAL layer travel together (one all-reduce).
-  std::vector<double> sums;
+  std::vector<KsvdPartial>& partials = ksvd_partials_;
+  std::vector<double>& sums = ksvd_sums_;
+  sums.clear();
   for (const KsvdPartial& p : partials) sums.insert(sums.end(), {p.e, p.r, p.t});
   sums.push_back(double(seq_.real_tokens()));
   if (reduce_ksvd) reduce_ksvd(sums);
-  for (size_t l = 0; l < partials.size(); ++l) partials[l] = {sums[3 * l], sums[3 * l + 1], sums[3 * l + 2]};
-  ksvd_ = ksvd_loss(partials, sums.back(), config_.heads, config_.eta);
+  for (size_t l = 0; l < partials.size(); ++l) {
+    partials[l] = {sums[3 * l], sums[3 * l + 1], sums[3 * l + 2]};
+  }
+  ksvd_loss(partials, sums.back(), config_.heads, config_.eta, ksvd_);
   out.ksvd = ksvd_.value;
   out.ksvd_terms = ksvd_.terms;
   out.loss = out.ce + config_.eta * out.ksvd;

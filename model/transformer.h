@@ -24,7 +24,7 @@ namespace primal {
 
 struct LossTerms {
   double loss = 0, ce = 0, ksvd = 0;
-  std::vector<double> ksvd_terms;  // J_l per PRIMAL layer
+  std::span<const double> ksvd_terms;  // J_l per PRIMAL layer (valid until the next forward)
   int64_t predictions = 0;         // CE averaged over this many targets
 };
 
@@ -86,6 +86,8 @@ class Transformer {
   Tensor<int32_t> lengths_;
   const Batch* batch_ = nullptr;
   Tensor<T> final_x_, probs_;
+  std::vector<KsvdPartial> ksvd_partials_;  // reused every step: no allocation
+  std::vector<double> ksvd_sums_;
   KsvdLoss ksvd_;
   int64_t predictions_ = 0;
 };

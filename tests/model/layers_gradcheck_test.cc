@@ -140,8 +140,12 @@ TEST(KsvdLoss, GradMatchesFiniteDifferencesOfTheFormula) {
   std::vector<KsvdPartial> partials = {{0.8, 1.3, 0.4}, {2.1, 0.2, 1.7}};
   const double tokens = 12, eta = 0.3;
   const int heads = 3;
-  KsvdLoss loss = ksvd_loss(partials, tokens, heads, eta);
-  auto value = [&] { return eta * ksvd_loss(partials, tokens, heads, eta).value; };
+  KsvdLoss loss, probe;
+  ksvd_loss(partials, tokens, heads, eta, loss);
+  auto value = [&] {
+    ksvd_loss(partials, tokens, heads, eta, probe);
+    return eta * probe.value;
+  };
   const double h = 1e-6;
   for (size_t l = 0; l < partials.size(); ++l) {
     for (double KsvdPartial::*field : {&KsvdPartial::e, &KsvdPartial::r, &KsvdPartial::t}) {
