@@ -21,7 +21,8 @@ void* Arena::alloc_bytes(size_t bytes) {
   if (block_ == blocks_.size()) {
     size_t last = blocks_.empty() ? first_block_bytes_ : blocks_.back().size * 2;
     size_t size = round_up(std::max(bytes, last));
-    auto storage = std::make_unique<std::byte[]>(size + kAlign);
+    // Default-initialised: pages stay untouched (not resident) until a step uses them.
+    std::unique_ptr<std::byte[]> storage(new std::byte[size + kAlign]);
     auto addr = reinterpret_cast<uintptr_t>(storage.get());
     auto* begin = reinterpret_cast<std::byte*>(round_up(addr));
     blocks_.push_back({std::move(storage), begin, size});

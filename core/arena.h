@@ -32,6 +32,18 @@ class Arena {
   }
 
   void reset();
+
+  // A point in the arena's allocation stack: release(mark) frees everything allocated after
+  // it, so a layer's backward temporaries can be reused by the next layer's.
+  struct Mark {
+    size_t block, offset, used_before;
+  };
+  Mark mark() const { return {block_, offset_, used_before_}; }
+  void release(const Mark& m) {
+    block_ = m.block;
+    offset_ = m.offset;
+    used_before_ = m.used_before;
+  }
   // Times the arena asked the system for a new block; constant after warm-up.
   size_t growth_count() const { return growth_count_; }
   size_t reserved_bytes() const;

@@ -22,7 +22,7 @@ void gelu_backward(const Tensor<T>& x, const Tensor<T>& dy, const Tensor<T>& dx)
   for (int64_t i = 0; i < x.numel(); ++i) {
     T cdf = T(0.5) * (T(1) + std::erf(x[i] * inv_sqrt2));
     T pdf = inv_sqrt_2pi * std::exp(T(-0.5) * x[i] * x[i]);
-    dx[i] += dy[i] * (cdf + x[i] * pdf);
+    dx[i] = dy[i] * (cdf + x[i] * pdf);
   }
 }
 
@@ -40,10 +40,9 @@ Tensor<T> Mlp<T>::forward(Arena& arena, const Tensor<T>& x) {
 
 template <typename T>
 void Mlp<T>::backward(Arena& arena, const Tensor<T>& dy, const Tensor<T>& dx) {
-  Tensor<T> dg = arena.zeros<T>(h_.shape());
-  fc2_.backward(arena, dy, dg);
   Tensor<T> dh = arena.zeros<T>(h_.shape());
-  gelu_backward(h_, dg, dh);
+  fc2_.backward(arena, dy, dh);  // d loss / d gelu output, then in place:
+  gelu_backward(h_, dh, dh);     // d loss / d h
   fc1_.backward(arena, dh, dx);
 }
 

@@ -11,7 +11,7 @@ namespace primal {
 // gelu(x) = 0.5 x (1 + erf(x / sqrt 2));  gelu'(x) = 0.5 (1 + erf(x / sqrt 2)) + x pdf(x)
 template <typename T>
 Tensor<T> gelu_forward(Arena& arena, const Tensor<T>& x);
-// dx += dy * gelu'(x)
+// dx = dy * gelu'(x)   (dx may be dy: in place)
 template <typename T>
 void gelu_backward(const Tensor<T>& x, const Tensor<T>& dy, const Tensor<T>& dx);
 

@@ -40,11 +40,9 @@ const T* PrimalAttention<T>::projection(const Side& side, int b, int h) const {
 }
 
 template <typename T>
-void PrimalAttention<T>::side_forward(Arena& arena, const Tensor<T>& qk, Side& side) {
+void PrimalAttention<T>::side_forward(const Tensor<T>& qk, Side& side) {
   const int B = seq_.B, N = seq_.N, C = width_, H = heads_, d = C / H, s = rank_;
   const int L = sampled_len_;
-  side.u = arena.alloc<T>({B, N, C});
-  side.norm = arena.alloc<T>({B, N, H});
   // qin: the prefix mean of q (causal) or q itself, written into u and normalised there.
 #pragma omp parallel for schedule(static)
   for (int b = 0; b < B; ++b) {
@@ -71,7 +69,6 @@ void PrimalAttention<T>::side_forward(Arena& arena, const Tensor<T>& qk, Side& s
     for (int j = 0; j < d; ++j) u[j] *= inv;
   }
   if (!causal_) {
-    side.w_eff = arena.alloc<T>({B, H, d, s});
 #pragma omp parallel for schedule(static)
     for (int bh = 0; bh < B * H; ++bh) {
       const int b = bh / H, h = bh % H;
@@ -106,10 +103,19 @@ Tensor<T> PrimalAttention<T>::forward(Arena& arena, const Tensor<T>& x, const Se
       }
     }
   }
-  Tensor<T> qk = qk_.forward(arena, x);
+  // What backward needs is allocated first; qk itself is dead once u is formed, so it sits
+  // above a mark and its memory is handed back.
   er_ = arena.alloc<T>({int64_t(B) * N * H, 2 * s});
-  side_forward(arena, qk, q_);
-  side_forward(arena, qk, k_);
+  for (Side* side : {&q_, &k_}) {
+    side->u = arena.alloc<T>({B, N, C});
+    side->norm = arena.alloc<T>({B, N, H});
+    if (!causal_) side->w_eff = arena.alloc<T>({B, H, C / H, s});
+  }
+  const Arena::Mark qk_mark = arena.mark();
+  Tensor<T> qk = qk_.forward(arena, x);
+  side_forward(qk, q_);
+  side_forward(qk, k_);
+  arena.release(qk_mark);
 
   // KSVD partial sums over real tokens, accumulated in double.
   const T* lambda = lambda_->value.data();
@@ -144,6 +150,7 @@ void PrimalAttention<T>::side_backward(Arena& arena, const Side& side, const Ten
   const int64_t ld_er = 2 * s * H;
   const T* dproj = der.data() + side.block * s;  // de or dr inside [e r] rows
   T* dw = side.w->grad.data();
+  const Arena::Mark temporaries = arena.mark();
   Tensor<T> du = arena.alloc<T>({B, N, C});
   Tensor<T> dw_eff = causal_ ? Tensor<T>() : arena.alloc<T>({B, H, d, s});
 #pragma omp parallel for schedule(static)
@@ -205,6 +212,7 @@ void PrimalAttention<T>::side_backward(Arena& arena, const Side& side, const Ten
       }
     }
   }
+  arena.release(temporaries);
 }
 
 template <typename T>

@@ -49,7 +49,7 @@ class PrimalAttention : public Attention<T> {
     Tensor<T> norm;   // |qin| per head [B, N, H]
     Tensor<T> w_eff;  // encoder: we[b,h] = Xs[b,h] We[h] [B, H, d, s]
   };
-  void side_forward(Arena& arena, const Tensor<T>& qk, Side& side);
+  void side_forward(const Tensor<T>& qk, Side& side);
   void side_backward(Arena& arena, const Side& side, const Tensor<T>& der, const Tensor<T>& dqk,
                      const Tensor<T>& dxs);
   // The [d, s] matrix that projects head h of sample b.

@@ -48,8 +48,8 @@ Tensor<T> TransformerLayer<T>::forward(Arena& arena, const Tensor<T>& x, const S
   Tensor<T> a = attn_->forward(arena, ln1_.forward(arena, x), seq, ksvd);
   zero_padded_rows(a, seq);
   dropout_inplace(a, dropout_, seq, index_, DropoutSite::kAttention);
-  Tensor<T> x2 = arena.alloc<T>(x.shape());
-  for (int64_t i = 0; i < x.numel(); ++i) x2[i] = x[i] + a[i];
+  Tensor<T> x2 = a;  // the residual sum takes a's place: a is not needed by backward
+  for (int64_t i = 0; i < x.numel(); ++i) x2[i] += x[i];
   Tensor<T> m = mlp_.forward(arena, ln2_.forward(arena, x2));
   dropout_inplace(m, dropout_, seq, index_, DropoutSite::kMlp);
   for (int64_t i = 0; i < x.numel(); ++i) m[i] += x2[i];
@@ -57,27 +57,25 @@ Tensor<T> TransformerLayer<T>::forward(Arena& arena, const Tensor<T>& x, const S
 }
 
 template <typename T>
-Tensor<T> TransformerLayer<T>::backward(Arena& arena, const Tensor<T>& dout, const KsvdGrad& ksvd) {
+void TransformerLayer<T>::backward(Arena& arena, const Tensor<T>& dout, const Tensor<T>& dx,
+                                   const KsvdGrad& ksvd) {
   // MLP branch: dx2 = dout + LN2'(MLP'(Dropout'(dout)))
   Tensor<T> dx2 = arena.alloc<T>(dout.shape());
   dx2.copy_from(dout);
-  Tensor<T> dm = arena.alloc<T>(dout.shape());
-  dm.copy_from(dout);
-  dropout_inplace(dm, dropout_, seq_, index_, DropoutSite::kMlp);
-  Tensor<T> dh2 = arena.zeros<T>(dout.shape());
-  mlp_.backward(arena, dm, dh2);
-  ln2_.backward(arena, dh2, dx2);
+  Tensor<T> dbranch = arena.alloc<T>(dout.shape());
+  dbranch.copy_from(dout);
+  dropout_inplace(dbranch, dropout_, seq_, index_, DropoutSite::kMlp);
+  Tensor<T> dln = arena.zeros<T>(dout.shape());
+  mlp_.backward(arena, dbranch, dln);
+  ln2_.backward(arena, dln, dx2);
   // Attention branch: dx = dx2 + LN1'(Attn'(mask Dropout'(dx2)))
-  Tensor<T> dx = arena.alloc<T>(dout.shape());
   dx.copy_from(dx2);
-  Tensor<T> da = dm;  // reuse: dm is no longer needed
-  da.copy_from(dx2);
-  dropout_inplace(da, dropout_, seq_, index_, DropoutSite::kAttention);
-  zero_padded_rows(da, seq_);
-  Tensor<T> dh1 = arena.zeros<T>(dout.shape());
-  attn_->backward(arena, da, dh1, ksvd);
-  ln1_.backward(arena, dh1, dx);
-  return dx;
+  dbranch.copy_from(dx2);
+  dropout_inplace(dbranch, dropout_, seq_, index_, DropoutSite::kAttention);
+  zero_padded_rows(dbranch, seq_);
+  dln.zero();
+  attn_->backward(arena, dbranch, dln, ksvd);
+  ln1_.backward(arena, dln, dx);
 }
 
 template <typename T>
@@ -166,15 +164,21 @@ void Transformer<T>::backward(Arena& arena) {
     head_->backward(arena, probs_, dx);
   }
   zero_padded_rows(dx, seq_);
-  Tensor<T> dlayer = arena.zeros<T>(dx.shape());
-  norm_.backward(arena, dx, dlayer);
+  // The residual gradient alternates between two buffers; each layer's backward temporaries
+  // are released when it is done, so the next layer reuses their memory.
+  Tensor<T> dout = arena.zeros<T>(dx.shape());
+  Tensor<T> din = arena.alloc<T>(dx.shape());
+  norm_.backward(arena, dx, dout);
   size_t primal = ksvd_.grads.size();
   for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) {
     KsvdGrad g;
     if (it->kind() == AttentionKind::kPrimal) g = ksvd_.grads[--primal];
-    dlayer = it->backward(arena, dlayer, g);
+    const Arena::Mark temporaries = arena.mark();
+    it->backward(arena, dout, din, g);
+    arena.release(temporaries);
+    std::swap(dout, din);
   }
-  embed_.backward(arena, dlayer);
+  embed_.backward(arena, dout);
 }
 
 template <typename T>

@@ -34,8 +34,8 @@ class TransformerLayer {
   TransformerLayer(ParameterStore<T>& params, const ModelConfig& config, int index);
 
   Tensor<T> forward(Arena& arena, const Tensor<T>& x, const Sequence& seq, KsvdPartial& ksvd);
-  // dout: d loss / d layer output -> returns d loss / d layer input
-  Tensor<T> backward(Arena& arena, const Tensor<T>& dout, const KsvdGrad& ksvd);
+  // dout: d loss / d layer output -> dx: d loss / d layer input (overwritten)
+  void backward(Arena& arena, const Tensor<T>& dout, const Tensor<T>& dx, const KsvdGrad& ksvd);
 
   AttentionKind kind() const { return kind_; }
   Attention<T>& attention() { return *attn_; }
