@@ -89,7 +89,6 @@ double sgemm_peak_gflops() {
 }
 
 void run_case(const BenchCase& c, int reps) {
-  const long rss_before = status_kb("VmRSS:");
   ModelConfig config = listops_model(c.kind, c.N);
   Transformer<float> model(config);
   std::mt19937 gen(1);
@@ -99,6 +98,10 @@ void run_case(const BenchCase& c, int reps) {
   batch.N = c.N;
   for (int i = 0; i < c.B * c.N; ++i) batch.tokens.push_back(token(gen));
   for (int i = 0; i < c.B; ++i) batch.targets.push_back(label(gen));
+  // Peak memory of the steps: the resident high-water mark is reset here, after the model and
+  // batch exist (as bench/torch_bench.py does), and read after the last step.
+  const long rss_before = status_kb("VmRSS:");
+  std::ofstream("/proc/self/clear_refs") << "5";
   Arena arena;
   arena.reset();
   model.forward_backward(arena, batch, 0);  // warm-up: the arena reaches its size

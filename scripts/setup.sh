@@ -5,7 +5,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake pkg-config clang-format
+  build-essential cmake ninja-build pkg-config clang-format
   libopenblas-openmp-dev     # cblas for every GEMM; OpenMP build: single-threaded inside our parallel regions
   nlohmann-json3-dev         # JSON for metrics and reference dumps
   libgtest-dev libgmock-dev  # GoogleTest

@@ -1,0 +1,41 @@
+// Loading, overriding and validating a run's config (configs/primal.proto, text format).
+// Every problem becomes one primal::Error that names where the value came from
+// (file:line, or the --set flag) and the field path, before anything is written.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "configs/primal.pb.h"
+#include "model/config.h"
+
+namespace primal {
+
+class LoadedConfig {
+ public:
+  // Parses path, then applies overrides ("optimizer.lr=3e-4"; repeated fields take a comma
+  // list), then validates. Throws primal::Error.
+  static LoadedConfig load(const std::string& path, const std::vector<std::string>& overrides);
+
+  const config::Config& proto() const { return proto_; }
+  const std::string& path() const { return path_; }
+  // "FILE:LINE: path" for a field set in the file, "--set path" for an override, and
+  // "FILE: path (default)" otherwise.
+  std::string where(const std::string& field_path) const;
+  // The model's shape and options, from model { ... } and the train seed.
+  ModelConfig model() const;
+
+ private:
+  LoadedConfig() = default;
+  void apply_override(const std::string& assignment);
+  void validate() const;
+
+  config::Config proto_;
+  std::string path_;
+  struct Locations;
+  std::shared_ptr<Locations> locations_;
+  std::vector<std::string> overridden_;
+};
+
+}  // namespace primal

@@ -1,0 +1,152 @@
+// Config parsing, --set overrides, and one clear message for each kind of bad input: the
+// message names the file and line (or the --set flag) and the field path.
+#include "configs/config.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+
+namespace primal {
+namespace {
+
+namespace fs = std::filesystem;
+
+class ConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("primal_config_test_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
+            "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::create_directories(dir_);
+    corpus_ = (dir_ / "corpus.txt").string();
+    std::ofstream(corpus_) << std::string(10000, 'a');
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  // A valid LM config on the test corpus, with extra text appended inside the top level.
+  std::string write(const std::string& body, const std::string& name = "run.pbtxt") {
+    const std::string path = (dir_ / name).string();
+    std::ofstream(path) << body;
+    return path;
+  }
+  std::string valid() const {
+    return "model {\n  width: 32\n  heads: 4\n  max_len: 64\n  layers: [SOFTMAX, PRIMAL]\n}\n"
+           "data {\n  path: \"" + corpus_ + "\"\n  seq_len: 64\n  batch_size: 4\n}\n"
+           "train {\n  steps: 10\n}\nschedule {\n  warmup_steps: 2\n}\n";
+  }
+  // The message of the Error that loading throws ("" when it loads).
+  std::string error_of(const std::string& body, std::vector<std::string> overrides = {}) {
+    try {
+      LoadedConfig::load(write(body), overrides);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  }
+
+  fs::path dir_;
+  std::string corpus_;
+};
+
+#define EXPECT_HAS(haystack, needle) \
+  EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << (haystack)
+
+TEST_F(ConfigTest, ValidConfigLoadsWithDefaultsAndOverrides) {
+  LoadedConfig c = LoadedConfig::load(write(valid()), {"optimizer.lr=3e-4", "model.layers=PRIMAL,PRIMAL,SOFTMAX", "data.order=SEQUENTIAL"});
+  EXPECT_EQ(c.proto().model().width(), 32);
+  EXPECT_EQ(c.proto().optimizer().lr(), 3e-4);
+  EXPECT_EQ(c.proto().optimizer().beta2(), 0.999);  // default from the schema
+  ASSERT_EQ(c.proto().model().layers_size(), 3);
+  EXPECT_EQ(c.proto().data().order(), config::Data::SEQUENTIAL);
+  ModelConfig m = c.model();
+  EXPECT_EQ(m.layers, (std::vector<AttentionKind>{AttentionKind::kPrimal, AttentionKind::kPrimal,
+                                                   AttentionKind::kSoftmax}));
+  EXPECT_EQ(m.head_dim(), 8);
+  EXPECT_HAS(c.where("model.heads"), "run.pbtxt:3: model.heads");
+  EXPECT_HAS(c.where("optimizer.lr"), "--set optimizer.lr");
+  EXPECT_HAS(c.where("optimizer.eps"), "optimizer.eps (default)");
+}
+
+TEST_F(ConfigTest, ShippedConfigsParse) {
+  for (const char* name : {"lm_kjv", "lm_kjv_primalformer", "lm_kjv_transformer",
+                           "fashion_mnist_vit", "listops"}) {
+    const std::string path = std::string(PRIMAL_SOURCE_DIR) + "/configs/" + name + ".pbtxt";
+    // The data may not be prepared on this machine: point TEXT configs at the test corpus.
+    std::vector<std::string> overrides;
+    if (std::string(name).rfind("lm_", 0) == 0) overrides.push_back("data.path=" + corpus_);
+    // A dataset that is not installed here (Fashion-MNIST) may be reported missing, and is
+    // the only acceptable error.
+    try {
+      LoadedConfig::load(path, overrides);
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      EXPECT_TRUE(std::string(name) == "fashion_mnist_vit" && what.find("does not exist") != std::string::npos)
+          << what;
+    }
+  }
+}
+
+struct BadCase {
+  const char* name;
+  std::string replace_from, replace_to;  // edit of the valid config
+  std::vector<std::string> overrides;
+  std::vector<std::string> expected;  // substrings of the one message
+};
+
+TEST_F(ConfigTest, EachBadInputGetsOneMessageNamingFileLineAndField) {
+  const std::vector<BadCase> cases = {
+      {"unknown field", "  width: 32\n", "  width: 32\n  widht: 3\n", {}, {"run.pbtxt:3:", "model.widht:", "no field named \"widht\""}},
+      {"wrong type", "  width: 32\n", "  width: \"wide\"\n", {}, {"run.pbtxt:2:10: model.width:", "Expected integer"}},
+      {"syntax error", "  heads: 4\n", "  heads 4 }\n", {}, {"run.pbtxt:"}},
+      {"heads do not divide width", "  heads: 4\n", "  heads: 5\n", {}, {"run.pbtxt:3: model.heads", "does not divide model.width 32"}},
+      {"zero width", "  width: 32\n", "  width: 0\n", {}, {"run.pbtxt:2: model.width", "must be positive"}},
+      {"no layers", "  layers: [SOFTMAX, PRIMAL]\n", "", {}, {"model.layers", "at least one layer"}},
+      {"unknown layer kind", "[SOFTMAX, PRIMAL]", "[SOFTMAX, LINEAR]", {}, {"run.pbtxt:5:", "model.layers:", "LINEAR"}},
+      {"seq_len above max_len", "  seq_len: 64\n", "  seq_len: 65\n", {}, {"run.pbtxt:9: data.seq_len", "exceed model.max_len 64"}},
+      {"missing data file", "corpus.txt", "nowhere.txt", {}, {"run.pbtxt:8: data.path", "nowhere.txt' does not exist"}},
+      {"dropout out of range", "  heads: 4\n", "  heads: 4\n  dropout: 1.5\n", {}, {"model.dropout", "[0, 1)"}},
+      {"negative lr", "", "", {"optimizer.lr=-1"}, {"--set optimizer.lr", "must be positive"}},
+      {"warmup beyond steps", "  warmup_steps: 2\n", "  warmup_steps: 20\n", {}, {"run.pbtxt:16: schedule.warmup_steps", "exceeds train.steps 10"}},
+      {"accumulation does not divide batch", "", "", {"optimizer.accumulation_steps=3"}, {"--set optimizer.accumulation_steps", "must divide data.batch_size 4"}},
+      {"lm on patches", "", "", {"model.input=PATCHES"}, {"model.input", "the LM head needs TOKENS"}},
+      {"text with a classifier", "", "", {"model.head=CLASSIFIER"}, {"data.kind", "TEXT trains the LM head"}},
+      {"byte text with another vocab", "", "", {"model.vocab=100"}, {"model.vocab", "needs vocab 256"}},
+      {"set: unknown field", "", "", {"optimizer.learning_rate=1"}, {"--set optimizer.learning_rate", "unknown field 'learning_rate'"}},
+      {"set: bad value", "", "", {"model.width=wide"}, {"--set model.width", "'wide' is not a valid int32"}},
+      {"set: no equals sign", "", "", {"model.width"}, {"--set model.width", "expected FIELD=VALUE"}},
+      {"set: message, not field", "", "", {"model=3"}, {"--set model", "is a message"}},
+      {"set: bad enum", "", "", {"data.order=SHUFFLED"}, {"--set data.order", "not a valid enum"}},
+      {"low rank above sampled tokens", "", "", {"model.head=CLASSIFIER", "data.kind=LISTOPS", "model.low_rank=80", "model.rank_multi=1", "data.listops_min_len=10"}, {"model.low_rank", "exceeds the 64 sampled tokens"}},
+  };
+  ASSERT_GE(cases.size(), 15u);
+  for (const BadCase& c : cases) {
+    std::string body = valid();
+    if (!c.replace_from.empty() || !c.replace_to.empty()) {
+      const auto at = body.find(c.replace_from);
+      ASSERT_NE(at, std::string::npos) << c.name;
+      body.replace(at, c.replace_from.size(), c.replace_to);
+    }
+    const std::string message = error_of(body, c.overrides);
+    ASSERT_FALSE(message.empty()) << c.name << ": loaded without error";
+    EXPECT_EQ(message.find('\n'), std::string::npos) << c.name << ": " << message;
+    for (const std::string& needle : c.expected) {
+      EXPECT_NE(message.find(needle), std::string::npos)
+          << c.name << ": '" << needle << "' not in: " << message;
+    }
+  }
+}
+
+TEST_F(ConfigTest, MissingConfigFileIsNamed) {
+  try {
+    LoadedConfig::load((dir_ / "absent.pbtxt").string(), {});
+    FAIL() << "loaded a missing file";
+  } catch (const Error& e) {
+    EXPECT_HAS(e.what(), "absent.pbtxt: cannot read the config file");
+  }
+}
+
+}  // namespace
+}  // namespace primal
