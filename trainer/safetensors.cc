@@ -1,0 +1,100 @@
+#include "trainer/safetensors.h"
+
+#include <bit>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "core/error.h"
+
+namespace primal {
+
+static_assert(std::endian::native == std::endian::little, "safetensors is little-endian");
+
+void save_safetensors(const std::string& path, const ParameterStore<float>& store) {
+  nlohmann::ordered_json header;
+  int64_t offset = 0;
+  for (const auto& p : store.all()) {
+    std::vector<int64_t> shape;
+    for (int i = 0; i < p.shape.rank(); ++i) shape.push_back(p.shape[i]);
+    const int64_t bytes = p.shape.numel() * int64_t(sizeof(float));
+    header[p.name] = {{"dtype", "F32"}, {"shape", shape}, {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+  }
+  header["__metadata__"] = {{"format", "pt"}, {"producer", "primal"}};
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');
+  const uint64_t size = text.size();
+
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) throw Error(tmp, "cannot open for writing");
+    out.write(reinterpret_cast<const char*>(&size), sizeof(size));
+    out.write(text.data(), std::streamsize(text.size()));
+    for (const auto& p : store.all()) {
+      out.write(reinterpret_cast<const char*>(p.value.data()),
+                std::streamsize(p.shape.numel() * sizeof(float)));
+    }
+    out.flush();
+    if (!out) throw Error(tmp, "write failed (disk full?)");
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) throw Error(path, "cannot rename " + tmp + ": " + ec.message());
+}
+
+void load_safetensors(const std::string& path, ParameterStore<float>& store) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path, "cannot open the weights file");
+  const auto file_size = std::filesystem::file_size(path);
+  uint64_t header_size = 0;
+  if (!in.read(reinterpret_cast<char*>(&header_size), sizeof(header_size)) ||
+      header_size > file_size - sizeof(header_size)) {
+    throw Error(path, "not a safetensors file (bad header size)");
+  }
+  std::string text(header_size, '\0');
+  in.read(text.data(), std::streamsize(header_size));
+  nlohmann::json header = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (header.is_discarded() || !header.is_object()) {
+    throw Error(path, "not a safetensors file (header is not a JSON object)");
+  }
+  const uint64_t data_start = sizeof(header_size) + header_size;
+  const uint64_t data_size = file_size - data_start;
+  std::vector<char> data(data_size);
+  in.read(data.data(), std::streamsize(data_size));
+  if (!in) throw Error(path, "truncated: could not read " + std::to_string(data_size) + " bytes");
+
+  // Check everything before touching the store.
+  std::vector<std::pair<const Parameter<float>*, uint64_t>> sources;
+  for (const auto& p : store.all()) {
+    if (!header.contains(p.name)) throw Error(path, "tensor '" + p.name + "' is missing");
+    const auto& entry = header[p.name];
+    if (entry.value("dtype", "") != "F32") {
+      throw Error(path, "tensor '" + p.name + "' has dtype " + entry.value("dtype", "?") +
+                            ", expected F32");
+    }
+    std::vector<int64_t> shape = entry.value("shape", std::vector<int64_t>{});
+    bool same = int(shape.size()) == p.shape.rank();
+    for (int i = 0; same && i < p.shape.rank(); ++i) same = shape[i] == p.shape[i];
+    if (!same) {
+      throw Error(path, "tensor '" + p.name + "' has shape " + entry["shape"].dump() +
+                            ", the model needs " + p.shape.str());
+    }
+    auto offsets = entry.value("data_offsets", std::vector<uint64_t>{});
+    const uint64_t bytes = p.shape.numel() * sizeof(float);
+    if (offsets.size() != 2 || offsets[1] - offsets[0] != bytes || offsets[1] > data_size) {
+      throw Error(path, "tensor '" + p.name + "' has bad data_offsets " +
+                            entry["data_offsets"].dump());
+    }
+    sources.emplace_back(&p, offsets[0]);
+  }
+  for (auto [p, begin] : sources) {
+    std::memcpy(p->value.data(), data.data() + begin, p->shape.numel() * sizeof(float));
+  }
+}
+
+}  // namespace primal
