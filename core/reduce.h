@@ -8,6 +8,7 @@
 #include <cstdint>
 
 #include "core/arena.h"
+#include "core/parallel.h"
 
 namespace primal {
 
@@ -20,7 +21,7 @@ void reduce_rows(Arena& arena, int64_t rows, int64_t width, T* out, Fn fn) {
   const int64_t chunks = std::min(rows, kReduceChunks);
   if (chunks == 0) return;
   Tensor<T> partial = arena.zeros<T>({chunks, width});
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * width > kParallelGrain)
   for (int64_t c = 0; c < chunks; ++c) {
     fn(rows * c / chunks, rows * (c + 1) / chunks, partial.data() + c * width);
   }

@@ -3,6 +3,8 @@
 //   primal eval  --config FILE [--set k=v ...] [--weights FILE] [--data FILE | --split val|test]
 // Bad input (config, flags, data, weights) prints one line "primal: error: ..." and exits 2;
 // a run stopped by a non-finite loss exits 3.
+#include <omp.h>
+
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <string>
@@ -29,6 +31,7 @@ int train(const std::string& config_path, const std::vector<std::string>& overri
 int eval(const std::string& config_path, const std::vector<std::string>& overrides,
          std::string weights, const std::string& data_file, const std::string& split) {
   const LoadedConfig config = LoadedConfig::load(config_path, overrides);
+  if (config.proto().train().threads() > 0) omp_set_num_threads(config.proto().train().threads());
   if (weights.empty()) weights = config.proto().logging().dir() + "/model.safetensors";
   Transformer<float> model(config.model());
   load_safetensors(weights, model.params());

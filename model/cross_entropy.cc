@@ -1,6 +1,8 @@
 #include "model/cross_entropy.h"
 
 #include <algorithm>
+
+#include "core/parallel.h"
 #include <cmath>
 
 #include "core/reduce.h"
@@ -29,7 +31,7 @@ template <typename T>
 void cross_entropy_backward(const Tensor<T>& probs, const int32_t* targets, T scale,
                             const Tensor<T>& dlogits) {
   const int64_t rows = probs.dim(0), V = probs.dim(1);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * V > kParallelGrain)
   for (int64_t r = 0; r < rows; ++r) {
     const T* p = probs.data() + r * V;
     T* g = dlogits.data() + r * V;

@@ -2,6 +2,8 @@
 
 #include "core/random.h"
 
+#include "core/parallel.h"
+
 namespace primal {
 
 template <typename T>
@@ -14,7 +16,7 @@ void dropout_inplace(const Tensor<T>& x, double p, const Sequence& seq, int laye
   const int64_t first = seq.sample_offset * per_sample;
   const float keep_below = float(p);
   const T scale = T(1.0 / (1.0 - p));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (x.numel() > kParallelGrain)
   for (int64_t i = 0; i < x.numel(); ++i) {
     x[i] = rng.uniform_f32(uint64_t(first + i)) >= keep_below ? x[i] * scale : T(0);
   }

@@ -2,6 +2,8 @@
 
 #include <string>
 
+#include "core/parallel.h"
+
 #include "core/reduce.h"
 
 namespace primal {
@@ -38,7 +40,7 @@ Tensor<T> Embedding<T>::forward(Arena& arena, const Batch& batch, const Sequence
   }
   Tensor<T> x = arena.alloc<T>({B, seq.N, C});
   const T* pos = pos_->value.data();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (int64_t(B) * seq.N * C > kParallelGrain)
   for (int b = 0; b < B; ++b) {
     for (int n = 0; n < seq.N; ++n) {
       T* xr = x.data() + (int64_t(b) * seq.N + n) * C;
@@ -62,7 +64,7 @@ void Embedding<T>::backward(Arena& arena, const Tensor<T>& dx) {
   const int B = batch_->B, N = batch_->N, C = config_.width, first = cls_ ? 1 : 0;
   const int S = seq_.N;
   // Positions: dpos[n] = sum_b dx[b, n], b in order.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (int64_t(B) * S * C > kParallelGrain)
   for (int n = 0; n < S; ++n) {
     T* g = pos_->grad.data() + int64_t(n) * C;
     for (int b = 0; b < B; ++b) {
@@ -78,7 +80,7 @@ void Embedding<T>::backward(Arena& arena, const Tensor<T>& dx) {
     // Rows with the same token add up in position order; channels run in parallel.
     const int64_t rows = int64_t(B) * N;
     T* g = tok_->grad.data();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * C > kParallelGrain)
     for (int c0 = 0; c0 < C; c0 += 16) {
       const int c1 = std::min(C, c0 + 16);
       for (int64_t r = 0; r < rows; ++r) {

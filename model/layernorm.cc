@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "core/parallel.h"
+
 #include "core/reduce.h"
 
 namespace primal {
@@ -22,7 +24,7 @@ Tensor<T> LayerNorm<T>::forward(Arena& arena, const Tensor<T>& x) {
   Tensor<T> y = arena.alloc<T>(x.shape());
   const T* w = weight_->value.data();
   const T* b = bias_->value.data();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * C > kParallelGrain)
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x.data() + r * C;
     T* yr = y.data() + r * C;
@@ -43,7 +45,7 @@ template <typename T>
 void LayerNorm<T>::backward(Arena& arena, const Tensor<T>& dy, const Tensor<T>& dx) {
   const int64_t rows = x_.numel() / width_, C = width_;
   const T* w = weight_->value.data();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * C > kParallelGrain)
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x_.data() + r * C;
     const T* dyr = dy.data() + r * C;

@@ -1,6 +1,8 @@
 #include "model/linear.h"
 
 #include "core/blas.h"
+
+#include "core/parallel.h"
 #include "core/reduce.h"
 
 namespace primal {
@@ -20,7 +22,7 @@ Tensor<T> Linear<T>::forward(Arena& arena, const Tensor<T>& x) {
   x_ = x;
   Tensor<T> y = arena.alloc<T>({rows, out_});
   const T* b = bias_->value.data();
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * out_ > kParallelGrain)
   for (int64_t r = 0; r < rows; ++r) std::copy(b, b + out_, y.data() + r * out_);
   gemm(Trans::kNo, Trans::kYes, rows, out_, in_, T(1), x.data(), in_, weight_->value.data(), in_,
        T(1), y.data(), out_);

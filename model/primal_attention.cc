@@ -1,6 +1,8 @@
 #include "model/primal_attention.h"
 
 #include <algorithm>
+
+#include "core/parallel.h"
 #include <cmath>
 
 #include "core/blas.h"
@@ -44,7 +46,7 @@ void PrimalAttention<T>::side_forward(const Tensor<T>& qk, Side& side) {
   const int B = seq_.B, N = seq_.N, C = width_, H = heads_, d = C / H, s = rank_;
   const int L = sampled_len_;
   // qin: the prefix mean of q (causal) or q itself, written into u and normalised there.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (int64_t(B) * N * C > kParallelGrain)
   for (int b = 0; b < B; ++b) {
     for (int n = 0; n < N; ++n) {
       const T* q = qk.data() + (int64_t(b) * N + n) * 2 * C + side.block * C;
@@ -58,7 +60,7 @@ void PrimalAttention<T>::side_forward(const Tensor<T>& qk, Side& side) {
     }
   }
   // The prefix means above read the previous row before it is normalised, so phi runs after.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (int64_t(B) * N * C > kParallelGrain)
   for (int64_t row = 0; row < int64_t(B) * N * H; ++row) {
     T* u = side.u.data() + row * d;
     T sq = 0;
@@ -69,7 +71,7 @@ void PrimalAttention<T>::side_forward(const Tensor<T>& qk, Side& side) {
     for (int j = 0; j < d; ++j) u[j] *= inv;
   }
   if (!causal_) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (int64_t(B) * N * C > kParallelGrain)
     for (int bh = 0; bh < B * H; ++bh) {
       const int b = bh / H, h = bh % H;
       gemm(Trans::kYes, Trans::kNo, d, s, L, T(1), xs_.data() + int64_t(b) * L * C + h * d, C,
@@ -77,7 +79,7 @@ void PrimalAttention<T>::side_forward(const Tensor<T>& qk, Side& side) {
            side.w_eff.data() + int64_t(bh) * d * s, s);
     }
   }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (int64_t(B) * N * C > kParallelGrain)
   for (int bh = 0; bh < B * H; ++bh) {
     const int b = bh / H, h = bh % H;
     gemm(Trans::kNo, Trans::kNo, N, s, d, T(1), side.u.data() + int64_t(b) * N * C + h * d, C,
@@ -153,7 +155,7 @@ void PrimalAttention<T>::side_backward(Arena& arena, const Side& side, const Ten
   const Arena::Mark temporaries = arena.mark();
   Tensor<T> du = arena.alloc<T>({B, N, C});
   Tensor<T> dw_eff = causal_ ? Tensor<T>() : arena.alloc<T>({B, H, d, s});
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (int64_t(B) * N * C > kParallelGrain)
   for (int bh = 0; bh < B * H; ++bh) {
     const int b = bh / H, h = bh % H;
     const T* dp = dproj + int64_t(b) * N * ld_er + h * 2 * s;
@@ -175,7 +177,7 @@ void PrimalAttention<T>::side_backward(Arena& arena, const Side& side, const Ten
     }
   } else {
     // dWe[h] = sum_b Xs[b,h] dwe[b,h], b in order.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (int64_t(B) * N * C > kParallelGrain)
     for (int h = 0; h < H; ++h) {
       for (int b = 0; b < B; ++b) {
         gemm(Trans::kNo, Trans::kNo, L, s, d, T(1), xs_.data() + int64_t(b) * L * C + h * d, C,
@@ -184,7 +186,7 @@ void PrimalAttention<T>::side_backward(Arena& arena, const Side& side, const Ten
     }
   }
   // phi's Jacobian: dqin = (du - u (u . du)) / |qin|  (or du / eps where |qin| < eps).
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (int64_t(B) * N * C > kParallelGrain)
   for (int64_t row = 0; row < int64_t(B) * N * H; ++row) {
     const T* u = side.u.data() + row * d;
     T* g = du.data() + row * d;
@@ -199,7 +201,7 @@ void PrimalAttention<T>::side_backward(Arena& arena, const Side& side, const Ten
   }
   // Into dqk's block; through the prefix mean for the causal form:
   // dq_j = sum_{n >= j} dqin_n / (n + 1), a reverse running sum.
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (int64_t(B) * N * C > kParallelGrain)
   for (int b = 0; b < B; ++b) {
     for (int n = N - 1; n >= 0; --n) {
       const T* g = du.data() + (int64_t(b) * N + n) * C;
@@ -227,7 +229,7 @@ void PrimalAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Ten
   // KSVD: d(e-sum)/de = Lambda^2 e and d(e-sum)/dLambda = sum e^2 Lambda, real tokens only.
   const T* lambda = lambda_->value.data();
   const T gk = T(ksvd.de);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (int64_t(B) * N * C > kParallelGrain)
   for (int64_t row = 0; row < int64_t(B) * N; ++row) {
     if (!seq_.is_real(int(row / N), int(row % N))) continue;
     const T* er = er_.data() + row * H * 2 * s;
@@ -264,7 +266,7 @@ void PrimalAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Ten
   side_backward(arena, k_, der, dqk, dxs);
   qk_.backward(arena, dqk, dx);
   if (!causal_) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (int64_t(B) * N * C > kParallelGrain)
     for (int b = 0; b < B; ++b) {
       for (int l = 0; l < L; ++l) {
         const T* g = dxs.data() + (int64_t(b) * L + l) * C;

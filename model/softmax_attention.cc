@@ -2,6 +2,8 @@
 
 #include <omp.h>
 
+#include "core/parallel.h"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -27,7 +29,7 @@ Tensor<T> SoftmaxAttention<T>::forward(Arena& arena, const Tensor<T>& x, const S
   qkv_out_ = qkv_.forward(arena, x);
   attn_ = arena.alloc<T>({B, H, N, N});
   Tensor<T> y = arena.alloc<T>({B, N, C});
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (int64_t(B) * N * N > kParallelGrain)
   for (int bh = 0; bh < B * H; ++bh) {
     const int b = bh / H, h = bh % H, len = seq.length(b);
     const T* q = qkv_out_.data() + int64_t(b) * N * 3 * C + h * d;
@@ -59,7 +61,7 @@ void SoftmaxAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Te
   proj_.backward(arena, dout, dy);
   Tensor<T> dqkv = arena.alloc<T>({B, N, 3 * C});
   Tensor<T> scratch = arena.alloc<T>({omp_get_max_threads(), N, N});
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (int64_t(B) * N * N > kParallelGrain)
   for (int bh = 0; bh < B * H; ++bh) {
     const int b = bh / H, h = bh % H;
     const int64_t offset = int64_t(b) * N * 3 * C + h * d;

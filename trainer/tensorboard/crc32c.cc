@@ -27,6 +27,8 @@ uint32_t crc32c_extend(uint32_t crc, const void* data, size_t n) {
   return ~reg;
 }
 
-uint32_t crc32c(const void* data, size_t n) { return crc32c_extend(0, data, n); }
+uint32_t crc32c(const void* data, size_t n) {
+  return crc32c_extend(0, data, n);
+}
 
 }  // namespace primal::tensorboard

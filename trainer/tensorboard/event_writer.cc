@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <filesystem>
 #include <iostream>
 
@@ -30,7 +31,9 @@ std::string hostname() {
   return name;
 }
 
-std::string errno_text(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+std::string errno_text(const char* what) {
+  return std::string(what) + ": " + std::strerror(errno);
+}
 
 }  // namespace
 
@@ -104,15 +107,21 @@ EventWriter::EventWriter(const std::string& logdir, int flush_every)
   if (fd_ < 0) throw Error(path_, errno_text("cannot create the event file"));
   Event version;
   version.set_file_version("brain.Event:2");
-  add_event(std::move(version));
-  flush();
+  try {
+    add_event(std::move(version));
+    flush();
+  } catch (const Error&) {
+    ::close(fd_);  // no destructor runs after a constructor throws
+    throw;
+  }
 }
 
 EventWriter::~EventWriter() {
   try {
     close();
   } catch (const Error& e) {
-    std::cerr << e.what() << "\n";
+    std::cerr << e.what() << " (the buffered records are lost)\n";
+    ::close(fd_);
   }
 }
 
@@ -131,8 +140,8 @@ void EventWriter::add_histogram(const std::string& tag, const float* values, siz
   event.set_step(step);
   Summary::Value* v = event.mutable_summary()->add_value();
   v->set_tag(tag);
-  *v->mutable_histo() =
-      make_histogram(values, n, path_ + ": histogram '" + tag + "' at step " + std::to_string(step));
+  *v->mutable_histo() = make_histogram(
+      values, n, path_ + ": histogram '" + tag + "' at step " + std::to_string(step));
   add_event(std::move(event));
 }
 
@@ -142,8 +151,8 @@ void EventWriter::add_histogram(const std::string& tag, const double* values, si
   event.set_step(step);
   Summary::Value* v = event.mutable_summary()->add_value();
   v->set_tag(tag);
-  *v->mutable_histo() =
-      make_histogram(values, n, path_ + ": histogram '" + tag + "' at step " + std::to_string(step));
+  *v->mutable_histo() = make_histogram(
+      values, n, path_ + ": histogram '" + tag + "' at step " + std::to_string(step));
   add_event(std::move(event));
 }
 
@@ -173,7 +182,7 @@ void EventWriter::flush() {
 
 void EventWriter::close() {
   if (fd_ < 0) return;
-  flush();
+  flush();  // on failure the file stays open, so that close() can be called again
   const int fd = fd_;
   fd_ = -1;
   if (::close(fd) != 0) throw Error(path_, errno_text("close failed"));

@@ -1,9 +1,9 @@
 // EventWriter: scalars and histograms in a TensorBoard event file, without TensorFlow.
 //
-//   EventWriter tb(logdir);                 // logdir/events.out.tfevents.<secs>.<host>.<pid>.primal
+//   EventWriter tb(logdir);  // logdir/events.out.tfevents.<secs>.<host>.<pid>.primal
 //   tb.add_scalar("train/loss", loss, step);
 //   tb.add_histogram("lambda/layer0", lambda.data(), lambda.size(), step);
-//   tb.flush();                             // e.g. after each evaluation
+//   tb.flush();              // e.g. after each evaluation
 //
 // The file is a sequence of TFRecords (record.h), each a serialized Event (tensorboard.proto);
 // the first says file_version "brain.Event:2". Not thread-safe: one writer per run, on rank 0.
@@ -46,7 +46,8 @@ class EventWriter {
   // Hands the buffered records to the operating system (no fsync): a TensorBoard watching the
   // directory sees them. primal::Error naming the file if the write fails.
   void flush();
-  // flush(), then closes the file; further add_* calls are errors. Called by the destructor.
+  // flush(), then closes the file; further add_* calls are errors. If the flush fails the file
+  // stays open and close() may be called again. Called by the destructor.
   void close();
 
   const std::string& path() const { return path_; }
@@ -68,7 +69,7 @@ const std::vector<double>& default_bucket_limits();
 // in index order), and the counts in default_bucket_limits(), each run of empty buckets folded
 // into its last one as TensorFlow writes them. Throws primal::Error on a NaN or infinity, naming
 // `what` and the index.
-template <typename T>
+template <typename T>  // float or double
 HistogramProto make_histogram(const T* values, size_t n, const std::string& what);
 
 }  // namespace primal::tensorboard

@@ -51,8 +51,8 @@ std::vector<std::string> parse_records(std::string_view bytes, const std::string
     const uint32_t stored_length_crc = uint32_t(get_le(bytes, at + 8, 4));
     const uint32_t length_crc = masked_crc32c(bytes.substr(at, 8));
     if (stored_length_crc != length_crc) {
-      throw Error(where, "length CRC mismatch (stored " + hex32(stored_length_crc) +
-                             ", computed " + hex32(length_crc) + ")");
+      throw Error(where, "length CRC mismatch (stored " + hex32(stored_length_crc) + ", computed " +
+                             hex32(length_crc) + ")");
     }
     const uint64_t length = get_le(bytes, at, 8);
     const size_t left = bytes.size() - at - kRecordHeaderBytes;

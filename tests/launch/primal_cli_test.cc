@@ -1,0 +1,153 @@
+// The primal binary as a user runs it: a tiny training run on a real text file, twice
+// (identical metrics, bitwise), evaluation of its weights, and bad input (one line on
+// stderr, exit 2, nothing written).
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Result {
+  int code;
+  std::string out, err;
+};
+
+// Runs the primal binary with args (shell-quoted by the caller); captures stdout and stderr.
+Result run(const std::string& args, const fs::path& dir) {
+  const fs::path out = dir / "stdout.txt", err = dir / "stderr.txt";
+  const std::string cmd = std::string(PRIMAL_BINARY) + " " + args + " >" + out.string() + " 2>" +
+                          err.string();
+  const int status = std::system(cmd.c_str());
+  auto slurp = [](const fs::path& p) {
+    std::ifstream f(p);
+    std::stringstream s;
+    s << f.rdbuf();
+    return s.str();
+  };
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, slurp(out), slurp(err)};
+}
+
+class PrimalCli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("primal_cli_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    // A real text: this repository's spec-like prose, repeated to a few hundred KB.
+    std::ofstream corpus(dir_ / "corpus.txt");
+    for (int i = 0; i < 600; ++i) {
+      corpus << "In the beginning God created the heaven and the earth. And the earth was "
+                "without form, and void; and darkness was upon the face of the deep. "
+             << i % 97 << "\n";
+    }
+    std::ofstream(dir_ / "tiny.pbtxt")
+        << "model { width: 32 heads: 2 mlp_width: 64 max_len: 32 layers: [SOFTMAX, PRIMAL] "
+           "low_rank: 4 rank_multi: 2 eta: 0.1 dropout: 0.1 }\n"
+           "data { path: \"" << (dir_ / "corpus.txt").string()
+        << "\" seq_len: 32 batch_size: 4 }\n"
+           "optimizer { lr: 3e-3 }\nschedule { warmup_steps: 3 }\n"
+           "train { steps: 12 eval_every: 6 eval_batches: 4 log_every: 2 threads: 1 }\n";
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::string config() const { return (dir_ / "tiny.pbtxt").string(); }
+  std::string run_dir(const std::string& name) const { return (dir_ / name).string(); }
+
+  // The metrics lines without their timing fields.
+  std::vector<nlohmann::json> losses(const std::string& run) const {
+    std::ifstream f(fs::path(run) / "metrics.jsonl");
+    std::vector<nlohmann::json> out;
+    for (std::string line; std::getline(f, line);) {
+      nlohmann::json j = nlohmann::json::parse(line);
+      for (const char* timing : {"tokens_per_s", "samples_per_s", "elapsed_s"}) j.erase(timing);
+      out.push_back(j);
+    }
+    return out;
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(PrimalCli, SameConfigAndSeedGiveBitwiseIdenticalMetrics) {
+  for (const char* name : {"a", "b"}) {
+    Result r = run("train --config " + config() + " --set logging.dir=" + run_dir(name), dir_);
+    ASSERT_EQ(r.code, 0) << r.err;
+    EXPECT_NE(r.out.find("step     12/12"), std::string::npos) << r.out;
+  }
+  const auto a = losses(run_dir("a")), b = losses(run_dir("b"));
+  ASSERT_EQ(a.size(), 6u + 3u);  // 6 logged steps, evaluations at 0, 6 and 12
+  for (size_t i = 0; i < a.size(); ++i) {
+    // JSON numbers are printed with round-trip precision: equal text means equal bits.
+    EXPECT_EQ(a[i].dump(), b[i].dump()) << "line " << i;
+  }
+  // The loss falls on this repetitive text.
+  EXPECT_LT(a.back()["ce"].get<double>(), a.front()["ce"].get<double>() - 1.0);
+  // Another seed gives another run.
+  Result r = run("train --config " + config() + " --set train.seed=2 --set logging.dir=" + run_dir("c"), dir_);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(losses(run_dir("c"))[1].dump(), a[1].dump());
+}
+
+TEST_F(PrimalCli, EvalOfTheSavedWeightsReproducesTheFinalValidation) {
+  // The final evaluation of training covers the whole val split, as `primal eval` does.
+  const std::string common = " --config " + config() + " --set train.eval_batches=0" +
+                             " --set logging.dir=" + run_dir("a");
+  Result r = run("train" + common, dir_);
+  ASSERT_EQ(r.code, 0) << r.err;
+  const nlohmann::json final_val = losses(run_dir("a")).back();
+  ASSERT_EQ(final_val["split"], "val");
+  Result e = run("eval" + common, dir_);
+  ASSERT_EQ(e.code, 0) << e.err;
+  const nlohmann::json j = nlohmann::json::parse(e.out);
+  EXPECT_EQ(j["split"], "val");
+  EXPECT_EQ(j["ce"].get<double>(), final_val["ce"].get<double>());
+  EXPECT_EQ(j["samples"], final_val["samples"]);
+  EXPECT_DOUBLE_EQ(j["perplexity"].get<double>(), std::exp(j["ce"].get<double>()));
+  // A text file, evaluated as SPEC §7 says: consecutive whole windows of N+1 bytes.
+  Result t = run("eval" + common + " --data " + (dir_ / "corpus.txt").string(), dir_);
+  ASSERT_EQ(t.code, 0) << t.err;
+  const auto bytes = fs::file_size(dir_ / "corpus.txt");
+  EXPECT_EQ(nlohmann::json::parse(t.out)["samples"].get<int64_t>(), int64_t(bytes / 33));
+}
+
+TEST_F(PrimalCli, BadInputIsOneLineExitTwoAndNothingWritten) {
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"train --config " + config() + " --set model.heads=3", "model.heads: 3 does not divide"},
+      {"train --config " + config() + " --set data.path=/nonexistent/x.txt", "data.path: '/nonexistent/x.txt' does not exist"},
+      {"train --config /nonexistent.pbtxt", "/nonexistent.pbtxt: cannot read the config file"},
+      {"train --config " + config() + " --set optimizer.lrr=1", "unknown field 'lrr'"},
+      {"train", "--config is required"},
+      {"eval --config " + config() + " --weights " + (dir_ / "absent.safetensors").string(), "absent.safetensors: cannot open"},
+      {"frobnicate", "subcommand"},
+  };
+  for (const auto& [args, expected] : cases) {
+    Result r = run(args + " --set logging.dir=" + run_dir("never"), dir_);
+    if (args == "frobnicate" || args == "train") r = run(args, dir_);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.err;
+    EXPECT_NE(r.err.find(expected), std::string::npos) << args << "\n" << r.err;
+    EXPECT_LE(std::count(r.err.begin(), r.err.end(), '\n'), 2) << r.err;
+    EXPECT_FALSE(fs::exists(run_dir("never"))) << args;
+  }
+}
+
+TEST_F(PrimalCli, NonFiniteLossStopsWithExitThreeOrIsSkipped) {
+  Result r = run("train --config " + config() + " --set optimizer.lr=1e30 --set optimizer.grad_clip=0 --set logging.dir=" + run_dir("a"), dir_);
+  EXPECT_EQ(r.code, 3) << r.out << r.err;
+  EXPECT_NE(r.err.find("lower optimizer.lr"), std::string::npos) << r.err;
+  Result s = run("train --config " + config() + " --set optimizer.lr=1e30 --set optimizer.grad_clip=0 --set train.on_nonfinite=SKIP --set logging.dir=" + run_dir("b"), dir_);
+  EXPECT_EQ(s.code, 0) << s.err;
+  EXPECT_NE(s.out.find("SKIPPED"), std::string::npos) << s.out;
+}
+
+}  // namespace
