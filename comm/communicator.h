@@ -105,8 +105,8 @@ class Communicator {
   // recv = block rank() of (op over ranks of send); send holds size()*count_per_rank values.
   // Bit for bit the same values as the matching slice of all_reduce.
   template <CommScalar T>
-  void reduce_scatter(const T* send, T* recv, int64_t count_per_rank,
-                      ReduceOp op = ReduceOp::kSum, Place place = {}) {
+  void reduce_scatter(const T* send, T* recv, int64_t count_per_rank, ReduceOp op = ReduceOp::kSum,
+                      Place place = {}) {
     do_reduce_scatter(send, recv, count_per_rank, data_type_of<T>(), op, place);
   }
   virtual void barrier() = 0;

@@ -1,24 +1,36 @@
-// Linear layer, PyTorch convention: W stored [out, in] row-major.
+// Linear layer, PyTorch convention: W stored [out, in] row-major. Under tensor parallelism
+// (Megatron's column- and row-parallel linear layers):
+//   column-parallel: W cut by output rows; y is this rank's slice of the outputs.
+//   row-parallel:    W cut by input columns; x is this rank's slice of the inputs, the partial
+//                    products are summed over the group, and the (replicated) bias added once.
 #pragma once
 
 #include <string>
 
 #include "core/arena.h"
 #include "model/parameters.h"
+#include "model/tensor_parallel.h"
 
 namespace primal {
 
 template <typename T>
 class Linear {
  public:
-  // split: how tensor parallelism cuts it (kColumn: output rows, kRow: input columns).
+  // in, out: full sizes. sharding: kReplicated, kColumn (with blocks) or kRow; tp: the group
+  // that shares a cut layer (may be null for one process).
   Linear(ParameterStore<T>& params, const std::string& name, int in, int out,
-         Split split = Split::kReplicated);
+         Sharding sharding = {}, TensorParallelGroup* tp = nullptr);
 
-  // y = x W^T + b          x [rows, in] -> y [rows, out]
+  // y = x W^T + b          x [rows, in_local] -> y [rows, out_local]
+  // row-parallel: y = allreduce_tp(x W^T) + b
   Tensor<T> forward(Arena& arena, const Tensor<T>& x);
   // dx += dy W;  dW += dy^T x;  db += sum_rows dy        (dx may be empty: not needed)
+  // (column-parallel: dx is this rank's partial sum; the caller sums it over the group once
+  // for all the layers reading the same input.)
   void backward(Arena& arena, const Tensor<T>& dy, const Tensor<T>& dx);
+
+  int in() const { return in_; }    // local
+  int out() const { return out_; }  // local
 
   Parameter<T>* weight() const { return weight_; }
   Parameter<T>* bias() const { return bias_; }
@@ -26,6 +38,8 @@ class Linear {
  private:
   Parameter<T>* weight_;
   Parameter<T>* bias_;
+  TensorParallelGroup* tp_;
+  bool row_parallel_;
   int in_, out_;
   Tensor<T> x_;  // saved by forward
 };

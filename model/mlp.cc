@@ -31,10 +31,10 @@ void gelu_backward(const Tensor<T>& x, const Tensor<T>& dy, const Tensor<T>& dx)
 }
 
 template <typename T>
-Mlp<T>::Mlp(ParameterStore<T>& params, const std::string& name, int width, int hidden)
-    : fc1_(params, name + ".fc1", width, hidden, Split::kColumn),
-      fc2_(params, name + ".fc2", hidden, width, Split::kRow),
-      hidden_(hidden) {}
+Mlp<T>::Mlp(ParameterStore<T>& params, const std::string& name, int width, int hidden,
+            TensorParallelGroup* tp)
+    : fc1_(params, name + ".fc1", width, hidden, {Split::kColumn}, tp),
+      fc2_(params, name + ".fc2", hidden, width, {Split::kRow}, tp) {}
 
 template <typename T>
 Tensor<T> Mlp<T>::forward(Arena& arena, const Tensor<T>& x) {

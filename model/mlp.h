@@ -18,16 +18,16 @@ void gelu_backward(const Tensor<T>& x, const Tensor<T>& dy, const Tensor<T>& dx)
 template <typename T>
 class Mlp {
  public:
-  Mlp(ParameterStore<T>& params, const std::string& name, int width, int hidden);
+  Mlp(ParameterStore<T>& params, const std::string& name, int width, int hidden,
+      TensorParallelGroup* tp = nullptr);
 
   // h = fc1(x);  y = fc2(gelu(h))
   Tensor<T> forward(Arena& arena, const Tensor<T>& x);
-  // the same steps in reverse; dx += ...
+  // the same steps in reverse; dx += ... (under TP, this rank's partial sum)
   void backward(Arena& arena, const Tensor<T>& dy, const Tensor<T>& dx);
 
  private:
   Linear<T> fc1_, fc2_;
-  int hidden_;
   Tensor<T> h_;  // fc1 output, saved for GELU's backward
 };
 

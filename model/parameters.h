@@ -7,13 +7,44 @@
 #include <cstdint>
 #include <deque>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
 
 namespace primal {
 
-enum class Split { kReplicated, kColumn, kRow, kHeads };
+enum class Split {
+  kReplicated,  // every rank holds all of it
+  kColumn,      // dim 0 cut (output rows of a Linear, column-parallel); see Sharding::blocks
+  kRow,         // last dim cut (input columns of a Linear, row-parallel)
+  kHeads,       // dim 0 (heads) cut
+};
+
+// How a parameter is cut across the tensor-parallel group (SPEC §5). With blocks > 1, dim 0 is
+// that many equal blocks (q|k|v) and each block is cut alike: rank t owns heads
+// [t H/TP, (t+1) H/TP) of every block.
+struct Sharding {
+  Split split = Split::kReplicated;
+  int blocks = 1;
+  // A replicated parameter used by every rank's own heads (attn.concat): its gradient is the
+  // sum of the ranks' gradients.
+  bool sum_grad_over_tp = false;
+};
+
+// This process's place in its tensor-parallel group.
+struct TensorParallelRank {
+  int rank = 0;
+  int size = 1;
+};
+
+// The shape of rank's shard of a tensor of shape full.
+Shape local_shape(const Shape& full, const Sharding& sharding, TensorParallelRank tp);
+// The shard as contiguous runs of the full tensor (row-major): pairs (full offset, length)
+// whose concatenation, in order, is the local tensor. Checkpoints use it to write and to
+// reassemble any slice.
+std::vector<std::pair<int64_t, int64_t>> shard_runs(const Shape& full, const Sharding& sharding,
+                                                   TensorParallelRank tp);
 
 enum class Init {
   kNormal,          // normal(0, 0.02): Linear weights, embeddings
@@ -26,21 +57,30 @@ enum class Init {
 template <typename T>
 struct Parameter {
   std::string name;
-  Shape shape;  // full, unsharded
-  Split split;
+  Shape shape;        // full, unsharded (SPEC §4)
+  Shape local_shape;  // this rank's shard
+  Sharding sharding;
   Init init;
   bool weight_decay;  // false for biases, LayerNorm and Lambda
-  Tensor<T> value;    // bound by ParameterStore::finalize()
+  Tensor<T> value;    // the local shard, bound by ParameterStore::finalize()
   Tensor<T> grad;
 };
 
 template <typename T>
 class ParameterStore {
  public:
-  // Declares a parameter; its storage exists after finalize(). The pointer stays valid.
-  Parameter<T>* add(std::string name, Shape shape, Split split, Init init);
-  // Allocates the buffers and initialises every parameter from (seed, name).
+  explicit ParameterStore(TensorParallelRank tp = {}) : tp_(tp) {}
+
+  // Declares a parameter of full shape; its storage (this rank's shard) exists after
+  // finalize(). The pointer stays valid.
+  Parameter<T>* add(std::string name, Shape shape, Sharding sharding, Init init);
+  Parameter<T>* add(std::string name, Shape shape, Split split, Init init) {
+    return add(std::move(name), shape, Sharding{split, 1}, init);
+  }
+  // Allocates the buffers and initialises every parameter as a whole tensor from
+  // (seed, name), keeping this rank's shard: every layout starts from the same weights.
   void finalize(uint64_t seed);
+  TensorParallelRank tp() const { return tp_; }
 
   std::deque<Parameter<T>>& all() { return params_; }
   const std::deque<Parameter<T>>& all() const { return params_; }
@@ -51,6 +91,7 @@ class ParameterStore {
   void zero_grads() { grads().zero(); }
 
  private:
+  TensorParallelRank tp_;
   std::deque<Parameter<T>> params_;
   std::vector<T> values_, grads_;
 };

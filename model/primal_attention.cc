@@ -15,16 +15,21 @@ constexpr double kPhiEps = 1e-12;
 
 template <typename T>
 PrimalAttention<T>::PrimalAttention(ParameterStore<T>& params, const std::string& name, int width,
-                                    int heads, int low_rank, int sampled_len, bool causal)
-    : qk_(params, name + ".qk", width, 2 * width, Split::kColumn),
+                                    int heads, int low_rank, int sampled_len, bool causal,
+                                    TensorParallelGroup* tp)
+    : qk_(params, name + ".qk", width, 2 * width, {Split::kColumn, 2}, tp),
       we_(params.add(name + ".we", {heads, causal ? width / heads : sampled_len, low_rank},
                      Split::kHeads, Init::kOrthogonalRows)),
       wr_(params.add(name + ".wr", we_->shape, Split::kHeads, Init::kOrthogonalRows)),
       lambda_(params.add(name + ".lambda", {heads, low_rank}, Split::kHeads, Init::kUniform)),
-      concat_(params, name + ".concat", 2 * low_rank, width / heads, Split::kReplicated),
-      proj_(params, name + ".proj", width, width, Split::kRow),
+      // One matrix for all heads: every rank holds it, and its gradient sums over all heads.
+      concat_(params, name + ".concat", 2 * low_rank, width / heads,
+              {Split::kReplicated, 1, /*sum_grad_over_tp=*/true}, tp),
+      proj_(params, name + ".proj", width, width, {Split::kRow}, tp),
       width_(width),
-      heads_(heads),
+      heads_(heads / (tp ? tp->size() : 1)),
+      head_dim_(width / heads),
+      first_head_(tp ? tp->rank() * heads_ : 0),
       rank_(low_rank),
       sampled_len_(sampled_len),
       causal_(causal) {
@@ -36,14 +41,15 @@ PrimalAttention<T>::PrimalAttention(ParameterStore<T>& params, const std::string
 
 template <typename T>
 const T* PrimalAttention<T>::projection(const Side& side, int b, int h) const {
-  const int d = width_ / heads_, s = rank_;
+  const int d = head_dim_, s = rank_;
   if (causal_) return side.w->value.data() + int64_t(h) * d * s;
   return side.w_eff.data() + (int64_t(b) * heads_ + h) * d * s;
 }
 
 template <typename T>
 void PrimalAttention<T>::side_forward(const Tensor<T>& qk, Side& side) {
-  const int B = seq_.B, N = seq_.N, C = width_, H = heads_, d = C / H, s = rank_;
+  // C: the width of this rank's heads; Cx: the model width (rows of x and of the samples Xs).
+  const int B = seq_.B, N = seq_.N, H = heads_, d = head_dim_, C = H * d, Cx = width_, s = rank_;
   const int L = sampled_len_;
   // qin: the prefix mean of q (causal) or q itself, written into u and normalised there.
 #pragma omp parallel for schedule(static) if (int64_t(B) * N * C > kParallelGrain)
@@ -74,7 +80,8 @@ void PrimalAttention<T>::side_forward(const Tensor<T>& qk, Side& side) {
 #pragma omp parallel for schedule(static) if (int64_t(B) * N * C > kParallelGrain)
     for (int bh = 0; bh < B * H; ++bh) {
       const int b = bh / H, h = bh % H;
-      gemm(Trans::kYes, Trans::kNo, d, s, L, T(1), xs_.data() + int64_t(b) * L * C + h * d, C,
+      gemm(Trans::kYes, Trans::kNo, d, s, L, T(1),
+           xs_.data() + int64_t(b) * L * Cx + (first_head_ + h) * d, Cx,
            side.w->value.data() + int64_t(h) * L * s, s, T(0),
            side.w_eff.data() + int64_t(bh) * d * s, s);
     }
@@ -91,17 +98,19 @@ void PrimalAttention<T>::side_forward(const Tensor<T>& qk, Side& side) {
 template <typename T>
 Tensor<T> PrimalAttention<T>::forward(Arena& arena, const Tensor<T>& x, const Sequence& seq,
                                       KsvdPartial& ksvd) {
-  const int B = seq.B, N = seq.N, C = width_, H = heads_, s = rank_, L = sampled_len_;
+  const int B = seq.B, N = seq.N, H = heads_, C = H * head_dim_, Cx = width_, s = rank_;
+  const int L = sampled_len_;
   seq_ = seq;
   if (!causal_) {
     idx_ = arena.alloc<int32_t>({B, L});
-    xs_ = arena.alloc<T>({B, L, C});
+    xs_ = arena.alloc<T>({B, L, Cx});
     for (int b = 0; b < B; ++b) {
       const int64_t len = seq.length(b);
       for (int l = 0; l < L; ++l) {
         const int32_t n = L == 1 ? 0 : int32_t(l * (len - 1) / (L - 1));
         idx_[int64_t(b) * L + l] = n;
-        std::copy_n(x.data() + (int64_t(b) * N + n) * C, C, xs_.data() + (int64_t(b) * L + l) * C);
+        std::copy_n(x.data() + (int64_t(b) * N + n) * Cx, Cx,
+                    xs_.data() + (int64_t(b) * L + l) * Cx);
       }
     }
   }
@@ -111,7 +120,7 @@ Tensor<T> PrimalAttention<T>::forward(Arena& arena, const Tensor<T>& x, const Se
   for (Side* side : {&q_, &k_}) {
     side->u = arena.alloc<T>({B, N, C});
     side->norm = arena.alloc<T>({B, N, H});
-    if (!causal_) side->w_eff = arena.alloc<T>({B, H, C / H, s});
+    if (!causal_) side->w_eff = arena.alloc<T>({B, H, head_dim_, s});
   }
   const Arena::Mark qk_mark = arena.mark();
   Tensor<T> qk = qk_.forward(arena, x);
@@ -147,7 +156,8 @@ Tensor<T> PrimalAttention<T>::forward(Arena& arena, const Tensor<T>& x, const Se
 template <typename T>
 void PrimalAttention<T>::side_backward(Arena& arena, const Side& side, const Tensor<T>& der,
                                        const Tensor<T>& dqk, const Tensor<T>& dxs) {
-  const int B = seq_.B, N = seq_.N, C = width_, H = heads_, d = C / H, s = rank_;
+  // C: the width of this rank's heads; Cx: the model width (rows of x and of the samples Xs).
+  const int B = seq_.B, N = seq_.N, H = heads_, d = head_dim_, C = H * d, Cx = width_, s = rank_;
   const int L = sampled_len_;
   const int64_t ld_er = 2 * s * H;
   const T* dproj = der.data() + side.block * s;  // de or dr inside [e r] rows
@@ -166,7 +176,7 @@ void PrimalAttention<T>::side_backward(Arena& arena, const Side& side, const Ten
       T* dwe = dw_eff.data() + int64_t(bh) * d * s;
       gemm(Trans::kYes, Trans::kNo, d, s, N, T(1), u, C, dp, ld_er, T(0), dwe, s);
       gemm(Trans::kNo, Trans::kYes, L, d, s, T(1), side.w->value.data() + int64_t(h) * L * s, s,
-           dwe, s, T(1), dxs.data() + int64_t(b) * L * C + h * d, C);
+           dwe, s, T(1), dxs.data() + int64_t(b) * L * Cx + (first_head_ + h) * d, Cx);
     }
   }
   if (causal_) {
@@ -180,7 +190,8 @@ void PrimalAttention<T>::side_backward(Arena& arena, const Side& side, const Ten
 #pragma omp parallel for schedule(static) if (int64_t(B) * N * C > kParallelGrain)
     for (int h = 0; h < H; ++h) {
       for (int b = 0; b < B; ++b) {
-        gemm(Trans::kNo, Trans::kNo, L, s, d, T(1), xs_.data() + int64_t(b) * L * C + h * d, C,
+        gemm(Trans::kNo, Trans::kNo, L, s, d, T(1),
+             xs_.data() + int64_t(b) * L * Cx + (first_head_ + h) * d, Cx,
              dw_eff.data() + (int64_t(b) * H + h) * d * s, s, T(1), dw + int64_t(h) * L * s, s);
       }
     }
@@ -220,7 +231,8 @@ void PrimalAttention<T>::side_backward(Arena& arena, const Side& side, const Ten
 template <typename T>
 void PrimalAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Tensor<T>& dx,
                                   const KsvdGrad& ksvd) {
-  const int B = seq_.B, N = seq_.N, C = width_, H = heads_, s = rank_, L = sampled_len_;
+  const int B = seq_.B, N = seq_.N, H = heads_, C = H * head_dim_, Cx = width_, s = rank_;
+  const int L = sampled_len_;
   Tensor<T> dout_o = arena.zeros<T>({int64_t(B) * N, C});
   proj_.backward(arena, dout, dout_o);
   Tensor<T> der = arena.zeros<T>(er_.shape());
@@ -261,7 +273,7 @@ void PrimalAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Ten
   }
 
   Tensor<T> dqk = arena.alloc<T>({B, N, 2 * C});
-  Tensor<T> dxs = causal_ ? Tensor<T>() : arena.zeros<T>({B, L, C});
+  Tensor<T> dxs = causal_ ? Tensor<T>() : arena.zeros<T>({B, L, Cx});
   side_backward(arena, q_, der, dqk, dxs);
   side_backward(arena, k_, der, dqk, dxs);
   qk_.backward(arena, dqk, dx);
@@ -269,9 +281,9 @@ void PrimalAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Ten
 #pragma omp parallel for schedule(static) if (int64_t(B) * N * C > kParallelGrain)
     for (int b = 0; b < B; ++b) {
       for (int l = 0; l < L; ++l) {
-        const T* g = dxs.data() + (int64_t(b) * L + l) * C;
-        T* out = dx.data() + (int64_t(b) * N + idx_[int64_t(b) * L + l]) * C;
-        for (int c = 0; c < C; ++c) out[c] += g[c];
+        const T* g = dxs.data() + (int64_t(b) * L + l) * Cx;
+        T* out = dx.data() + (int64_t(b) * N + idx_[int64_t(b) * L + l]) * Cx;
+        for (int c = 0; c < Cx; ++c) out[c] += g[c];
       }
     }
   }

@@ -15,8 +15,9 @@ class PrimalAttention : public Attention<T> {
  public:
   // causal: the LM form (§3.3, We/Wr [H, d, s] parameters); otherwise the encoder form
   // (§3.2, We/Wr [H, L, s] applied to L tokens sampled from the input).
+  // heads: of the whole layer; under TP this rank computes heads / tp->size() of them.
   PrimalAttention(ParameterStore<T>& params, const std::string& name, int width, int heads,
-                  int low_rank, int sampled_len, bool causal);
+                  int low_rank, int sampled_len, bool causal, TensorParallelGroup* tp = nullptr);
 
   // qk = x Wqk^T + bqk
   // causal:  qin = prefix mean of q (qin_n = mean_{j<=n} q_j), kin likewise; we = We[h]
@@ -61,7 +62,9 @@ class PrimalAttention : public Attention<T> {
   Parameter<T>* lambda_;
   Linear<T> concat_;
   Linear<T> proj_;
-  int width_, heads_, rank_, sampled_len_;
+  int width_;                        // C of the model
+  int heads_, head_dim_, first_head_;  // this rank's heads: [first_head_, first_head_ + heads_)
+  int rank_, sampled_len_;
   bool causal_;
   // saved by forward
   Sequence seq_;

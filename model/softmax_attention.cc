@@ -14,16 +14,17 @@ namespace primal {
 
 template <typename T>
 SoftmaxAttention<T>::SoftmaxAttention(ParameterStore<T>& params, const std::string& name,
-                                      int width, int heads)
-    : qkv_(params, name + ".qkv", width, 3 * width, Split::kColumn),
-      proj_(params, name + ".proj", width, width, Split::kRow),
-      width_(width),
-      heads_(heads) {}
+                                      int width, int heads, TensorParallelGroup* tp)
+    : qkv_(params, name + ".qkv", width, 3 * width, {Split::kColumn, 3}, tp),
+      proj_(params, name + ".proj", width, width, {Split::kRow}, tp),
+      heads_(heads / (tp ? tp->size() : 1)),
+      head_dim_(width / heads) {}
 
 template <typename T>
 Tensor<T> SoftmaxAttention<T>::forward(Arena& arena, const Tensor<T>& x, const Sequence& seq,
                                        KsvdPartial&) {
-  const int B = seq.B, N = seq.N, C = width_, H = heads_, d = C / H;
+  // C: the width of this rank's heads (the model width without tensor parallelism).
+  const int B = seq.B, N = seq.N, H = heads_, d = head_dim_, C = H * d;
   const T scale = T(1 / std::sqrt(double(d)));
   seq_ = seq;
   qkv_out_ = qkv_.forward(arena, x);
@@ -55,7 +56,7 @@ Tensor<T> SoftmaxAttention<T>::forward(Arena& arena, const Tensor<T>& x, const S
 template <typename T>
 void SoftmaxAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Tensor<T>& dx,
                                    const KsvdGrad&) {
-  const int B = seq_.B, N = seq_.N, C = width_, H = heads_, d = C / H;
+  const int B = seq_.B, N = seq_.N, H = heads_, d = head_dim_, C = H * d;
   const T scale = T(1 / std::sqrt(double(d)));
   Tensor<T> dy = arena.zeros<T>({B, N, C});
   proj_.backward(arena, dout, dy);

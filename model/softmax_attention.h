@@ -11,7 +11,9 @@ namespace primal {
 template <typename T>
 class SoftmaxAttention : public Attention<T> {
  public:
-  SoftmaxAttention(ParameterStore<T>& params, const std::string& name, int width, int heads);
+  // heads: of the whole layer; under TP this rank computes heads / tp->size() of them.
+  SoftmaxAttention(ParameterStore<T>& params, const std::string& name, int width, int heads,
+                   TensorParallelGroup* tp = nullptr);
 
   // qkv = x Wqkv^T + bqkv;  A = softmax(q k^T / sqrt(d) + mask);  out = concat_h(A v) Wo^T + bo
   // mask: -inf on future keys (causal) and on padded keys; padded queries get A = 0.
@@ -24,7 +26,7 @@ class SoftmaxAttention : public Attention<T> {
 
  private:
   Linear<T> qkv_, proj_;
-  int width_, heads_;
+  int heads_, head_dim_;  // heads_: this rank's
   // saved by forward
   Sequence seq_;
   Tensor<T> qkv_out_;  // [B, N, 3C]

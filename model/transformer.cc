@@ -21,25 +21,29 @@ void zero_padded_rows(const Tensor<T>& x, const Sequence& seq) {
 
 template <typename T>
 std::unique_ptr<Attention<T>> make_attention(ParameterStore<T>& params, const ModelConfig& config,
-                                             AttentionKind kind, const std::string& name) {
+                                             AttentionKind kind, const std::string& name,
+                                             TensorParallelGroup* tp) {
   if (kind == AttentionKind::kSoftmax) {
-    return std::make_unique<SoftmaxAttention<T>>(params, name, config.width, config.heads);
+    return std::make_unique<SoftmaxAttention<T>>(params, name, config.width, config.heads, tp);
   }
   return std::make_unique<PrimalAttention<T>>(params, name, config.width, config.heads,
                                               config.low_rank, config.sampled_len(),
-                                              config.causal());
+                                              config.causal(), tp);
 }
 
 template <typename T>
 TransformerLayer<T>::TransformerLayer(ParameterStore<T>& params, const ModelConfig& config,
-                                      int index)
+                                      int index, TensorParallelGroup* tp)
     : index_(index),
+      tp_(tp),
       kind_(config.layers[index]),
       dropout_(config.dropout),
       ln1_(params, "layers." + std::to_string(index) + ".ln1", config.width, config.ln_eps),
       ln2_(params, "layers." + std::to_string(index) + ".ln2", config.width, config.ln_eps),
-      attn_(make_attention(params, config, kind_, "layers." + std::to_string(index) + ".attn")),
-      mlp_(params, "layers." + std::to_string(index) + ".mlp", config.width, config.mlp_width) {}
+      attn_(make_attention(params, config, kind_, "layers." + std::to_string(index) + ".attn",
+                           tp)),
+      mlp_(params, "layers." + std::to_string(index) + ".mlp", config.width, config.mlp_width,
+           tp) {}
 
 template <typename T>
 Tensor<T> TransformerLayer<T>::forward(Arena& arena, const Tensor<T>& x, const Sequence& seq,
@@ -67,6 +71,7 @@ void TransformerLayer<T>::backward(Arena& arena, const Tensor<T>& dout, const Te
   dropout_inplace(dbranch, dropout_, seq_, index_, DropoutSite::kMlp);
   Tensor<T> dln = arena.zeros<T>(dout.shape());
   mlp_.backward(arena, dbranch, dln);
+  tp_all_reduce(tp_, dln);  // each rank's slice of the MLP gave a partial sum
   ln2_.backward(arena, dln, dx2);
   // Attention branch: dx = dx2 + LN1'(Attn'(mask Dropout'(dx2)))
   dx.copy_from(dx2);
@@ -75,17 +80,25 @@ void TransformerLayer<T>::backward(Arena& arena, const Tensor<T>& dout, const Te
   zero_padded_rows(dbranch, seq_);
   dln.zero();
   attn_->backward(arena, dbranch, dln, ksvd);
+  tp_all_reduce(tp_, dln);  // each rank's heads gave a partial sum
   ln1_.backward(arena, dln, dx);
 }
 
 template <typename T>
-Transformer<T>::Transformer(const ModelConfig& config)
-    : config_(config), embed_(params_, config_), norm_(params_, "norm", config.width, config.ln_eps) {
+Transformer<T>::Transformer(const ModelConfig& config, TensorParallelGroup* tp)
+    : config_(config),
+      tp_(tp),
+      params_(TensorParallelRank{tp ? tp->rank() : 0, tp ? tp->size() : 1}),
+      embed_(params_, config_),
+      norm_(params_, "norm", config.width, config.ln_eps) {
   check(config.width % config.heads == 0, "model: heads must divide width");
+  const int tp_size = tp ? tp->size() : 1;
+  check(config.heads % tp_size == 0 && config.mlp_width % tp_size == 0,
+        "model: tensor parallelism must divide the heads and the MLP width");
   check(config.head == HeadKind::kClassifier || config.input == InputKind::kTokens,
         "model: the LM head needs token inputs");
   layers_.reserve(config.layers.size());
-  for (int i = 0; i < int(config.layers.size()); ++i) layers_.emplace_back(params_, config_, i);
+  for (int i = 0; i < int(config.layers.size()); ++i) layers_.emplace_back(params_, config_, i, tp);
   if (config.head == HeadKind::kClassifier) {
     head_ = std::make_unique<ClassifierHead<T>>(params_, config_);
   }
@@ -186,7 +199,15 @@ LossTerms Transformer<T>::forward_backward(Arena& arena, const Batch& batch, int
   params_.zero_grads();
   LossTerms out = forward(arena, batch, step);
   backward(arena);
+  sum_grads_over_tp();
   return out;
+}
+
+template <typename T>
+void Transformer<T>::sum_grads_over_tp() {
+  for (auto& p : params_.all()) {
+    if (p.sharding.sum_grad_over_tp) tp_all_reduce(tp_, p.grad);
+  }
 }
 
 template void zero_padded_rows(const Tensor<float>&, const Sequence&);

@@ -19,6 +19,7 @@
 #include "model/ksvd_loss.h"
 #include "model/layernorm.h"
 #include "model/mlp.h"
+#include "model/tensor_parallel.h"
 
 namespace primal {
 
@@ -31,7 +32,8 @@ struct LossTerms {
 template <typename T>
 class TransformerLayer {
  public:
-  TransformerLayer(ParameterStore<T>& params, const ModelConfig& config, int index);
+  TransformerLayer(ParameterStore<T>& params, const ModelConfig& config, int index,
+                   TensorParallelGroup* tp);
 
   Tensor<T> forward(Arena& arena, const Tensor<T>& x, const Sequence& seq, KsvdPartial& ksvd);
   // dout: d loss / d layer output -> dx: d loss / d layer input (overwritten)
@@ -42,6 +44,7 @@ class TransformerLayer {
 
  private:
   int index_;
+  TensorParallelGroup* tp_;
   AttentionKind kind_;
   double dropout_;
   LayerNorm<T> ln1_, ln2_;
@@ -53,7 +56,8 @@ class TransformerLayer {
 template <typename T>
 class Transformer {
  public:
-  explicit Transformer(const ModelConfig& config);
+  // tp: the tensor-parallel group this rank shares the layers with (null: one process).
+  explicit Transformer(const ModelConfig& config, TensorParallelGroup* tp = nullptr);
 
   ParameterStore<T>& params() { return params_; }
   const ModelConfig& config() const { return config_; }
@@ -63,8 +67,12 @@ class Transformer {
   LossTerms forward(Arena& arena, const Batch& batch, int64_t step);
   // Gradients of the last forward's loss, added into params().grads().
   void backward(Arena& arena);
-  // zero grads, forward, backward
+  // zero grads, forward, backward, sum_grads_over_tp
   LossTerms forward_backward(Arena& arena, const Batch& batch, int64_t step);
+  // Sums the gradients of the replicated parameters that every rank's heads use
+  // (attn.concat) over the tensor-parallel group. Once per optimizer step, after the last
+  // backward of gradient accumulation.
+  void sum_grads_over_tp();
 
   // Class probabilities [B, K] (classifier) or next-token probabilities [B*N, V] (LM) of the
   // last forward.
@@ -76,6 +84,7 @@ class Transformer {
 
  private:
   ModelConfig config_;
+  TensorParallelGroup* tp_;
   ParameterStore<T> params_;
   Embedding<T> embed_;
   std::vector<TransformerLayer<T>> layers_;

@@ -1,0 +1,539 @@
+#include "comm/mpi/mpi_communicator.h"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <iostream>
+
+namespace primal {
+namespace {
+
+MPI_Datatype mpi_type(DataType type) {
+  switch (type) {
+    case DataType::kFloat32:
+      return MPI_FLOAT;
+    case DataType::kFloat64:
+      return MPI_DOUBLE;
+    case DataType::kInt64:
+      return MPI_INT64_T;
+  }
+  return MPI_DATATYPE_NULL;
+}
+
+int mpi_count(int64_t count, const char* collective) {
+  if (count < 0 || count > INT_MAX)
+    throw Error(std::string(collective) + ": count " + std::to_string(count) +
+                " is outside what one MPI message carries (0.." + std::to_string(INT_MAX) + ")");
+  return static_cast<int>(count);
+}
+
+void check_op(DataType type, ReduceOp op, const char* collective) {
+  if (type == DataType::kInt64 && op == ReduceOp::kAverage)
+    throw Error(std::string(collective) + ": average of int64 values is not defined; use sum");
+}
+
+// out[i] = ((src[0][i] + src[1][i]) + src[2][i]) + ... (/ n for an average): the same
+// additions in the same order for every element, whatever block it falls in. `out` may be
+// one of the sources.
+template <typename T>
+void reduce_in_rank_order(const T* const* src, int n, int64_t count, T* out, bool average) {
+  constexpr int64_t kChunk = 1024;
+  T tmp[kChunk];
+  const T divisor = static_cast<T>(n);
+  for (int64_t i0 = 0; i0 < count; i0 += kChunk) {
+    const int64_t m = std::min(kChunk, count - i0);
+    const T* s0 = src[0] + i0;
+    for (int64_t j = 0; j < m; ++j) tmp[j] = s0[j];
+    for (int p = 1; p < n; ++p) {
+      const T* s = src[p] + i0;
+      for (int64_t j = 0; j < m; ++j) tmp[j] += s[j];
+    }
+    if (average)
+      for (int64_t j = 0; j < m; ++j) tmp[j] /= divisor;
+    std::copy(tmp, tmp + m, out + i0);
+  }
+}
+
+template <typename T>
+void divide_in_place(T* data, int64_t count, int n) {
+  const T divisor = static_cast<T>(n);
+  for (int64_t i = 0; i < count; ++i) data[i] /= divisor;
+}
+
+void divide(void* data, int64_t count, DataType type, int n) {
+  if (type == DataType::kFloat32) divide_in_place(static_cast<float*>(data), count, n);
+  if (type == DataType::kFloat64) divide_in_place(static_cast<double*>(data), count, n);
+}
+
+std::string format_seconds(double s) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", s);
+  return buf;
+}
+
+void terminate_handler() {
+  std::string what = "terminate called without an active exception";
+  if (std::exception_ptr e = std::current_exception()) {
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+      what = x.what();
+    } catch (...) {
+      what = "unknown exception";
+    }
+  }
+  abort_job(what, 1);
+}
+
+}  // namespace
+
+// One collective in flight: the state machine of the rank-ordered all-reduce and
+// reduce-scatter, or an MPI request (AllReduceAlgorithm::kMpi). Reused: start_*() re-arms a
+// finished one, keeping its scratch memory and request arrays.
+class MpiWork final : public Work {
+ public:
+  explicit MpiWork(MpiCommunicator* comm) : comm_(comm) {}
+  ~MpiWork() override {
+    // A Work dropped while in flight would leave MPI writing into freed memory: finish it.
+    if (stage_ != Stage::kIdle && stage_ != Stage::kDone) wait();
+  }
+
+  void start_all_reduce(void* data, int64_t count, DataType type, ReduceOp op,
+                        const char* collective) {
+    begin(type, op, collective);
+    auto* bytes = static_cast<std::byte*>(data);
+    send_ = bytes;
+    out_ = bytes;
+    count_ = count;
+    gather_ = true;
+    if (comm_->algorithm() == AllReduceAlgorithm::kMpi) {
+      result_ = out_;
+      requests_.assign(1, MPI_REQUEST_NULL);
+      MPI_Iallreduce(MPI_IN_PLACE, data, mpi_count(count, collective), mpi_type(type), MPI_SUM,
+                     comm_->comm_, requests_.data());
+      stage_ = Stage::kMpi;
+      return;
+    }
+    // Balanced blocks: the first count % n ranks get one element more.
+    const int n = comm_->size_;
+    offset_.resize(n + 1);
+    for (int r = 0; r <= n; ++r) offset_[r] = count / n * r + std::min<int64_t>(r, count % n);
+    // Small buffers: every rank gets every buffer and reduces all of it, one round of
+    // messages instead of two (the same additions in the same order).
+    replicated_ =
+        n > 1 && count * esize_ <= static_cast<int64_t>(comm_->options_.replicated_max_bytes);
+    gather_ = !replicated_;
+    result_ = out_ + my_offset() * esize_;
+    start_exchange();
+  }
+
+  void start_reduce_scatter(const void* send, void* recv, int64_t count_per_rank, DataType type,
+                            ReduceOp op, const char* collective) {
+    begin(type, op, collective);
+    const int n = comm_->size_;
+    send_ = static_cast<const std::byte*>(send);
+    out_ = nullptr;
+    count_ = count_per_rank * n;
+    gather_ = false;
+    replicated_ = false;
+    result_ = static_cast<std::byte*>(recv);
+    if (comm_->algorithm() == AllReduceAlgorithm::kMpi) {
+      requests_.assign(1, MPI_REQUEST_NULL);
+      MPI_Ireduce_scatter_block(send, recv, mpi_count(count_per_rank, collective), mpi_type(type),
+                                MPI_SUM, comm_->comm_, requests_.data());
+      stage_ = Stage::kMpi;
+      return;
+    }
+    offset_.resize(n + 1);
+    for (int r = 0; r <= n; ++r) offset_[r] = count_per_rank * r;
+    start_exchange();
+  }
+
+  bool test() override {
+    for (;;) {
+      switch (stage_) {
+        case Stage::kIdle:
+        case Stage::kDone:
+          return true;
+        case Stage::kMpi:
+          if (!all_complete()) return false;
+          if (op_ == ReduceOp::kAverage)
+            divide(result_, gather_ ? count_ : count_ / comm_->size_, type_, comm_->size_);
+          stage_ = Stage::kDone;
+          return true;
+        case Stage::kExchange:
+          if (!all_complete()) return false;
+          reduce();
+          if (gather_)
+            start_gather();
+          else
+            stage_ = Stage::kDone;
+          break;
+        case Stage::kGather:
+          if (!all_complete()) return false;
+          stage_ = Stage::kDone;
+          return true;
+      }
+    }
+  }
+
+  void wait() override {
+    comm_->watch(
+        collective_, [this] { return test(); }, [this] { return missing(); });
+  }
+
+  bool idle() const { return stage_ == Stage::kIdle || stage_ == Stage::kDone; }
+  const MpiCommunicator* comm() const { return comm_; }
+
+ private:
+  enum class Stage { kIdle, kExchange, kGather, kMpi, kDone };
+
+  void begin(DataType type, ReduceOp op, const char* collective) {
+    check(idle(), "MpiWork: re-armed while a collective is in flight");
+    check_op(type, op, collective);
+    type_ = type;
+    op_ = op;
+    replicated_ = false;
+    esize_ = static_cast<int64_t>(data_type_size(type));
+    collective_ = collective;
+  }
+
+  int block_count(int r) const { return static_cast<int>(offset_[r + 1] - offset_[r]); }
+  // What this rank reduces, and what it sends to rank p for that in the exchange.
+  int64_t my_offset() const { return replicated_ ? 0 : offset_[comm_->rank_]; }
+  int my_count() const {
+    return replicated_ ? static_cast<int>(count_) : block_count(comm_->rank_);
+  }
+  int64_t send_offset(int p) const { return replicated_ ? 0 : offset_[p]; }
+  int send_count(int p) const { return replicated_ ? static_cast<int>(count_) : block_count(p); }
+
+  // Stage 1: send block p of our data to rank p; receive block `me` of everyone's.
+  void start_exchange() {
+    const int n = comm_->size_, me = comm_->rank_;
+    mpi_count(replicated_ ? count_ : offset_[1] - offset_[0], collective_);  // fits one message
+    tag_ = comm_->next_tag_base();
+    const int mine = my_count();
+    const size_t need = static_cast<size_t>(n - 1) * mine * esize_;
+    if (need > scratch_bytes_) {
+      scratch_.reset(new std::byte[need]);
+      scratch_bytes_ = need;
+    }
+    requests_.assign(2 * (n - 1), MPI_REQUEST_NULL);
+    peers_.assign(2 * (n - 1), -1);
+    const MPI_Datatype dt = mpi_type(type_);
+    int k = 0;
+    for (int p = 0; p < n; ++p) {
+      if (p == me) continue;
+      if (mine > 0) MPI_Irecv(slot(p), mine, dt, p, tag_, comm_->comm_, &requests_[k]);
+      peers_[k++] = p;
+    }
+    for (int p = 0; p < n; ++p) {
+      if (p == me || send_count(p) == 0) continue;
+      MPI_Isend(send_ + send_offset(p) * esize_, send_count(p), dt, p, tag_, comm_->comm_,
+                &requests_[k++]);
+    }
+    stage_ = Stage::kExchange;
+  }
+
+  // Stage 2 (all-reduce only): send our reduced block to everyone; receive theirs in place.
+  void start_gather() {
+    const int n = comm_->size_, me = comm_->rank_;
+    const MPI_Datatype dt = mpi_type(type_);
+    std::fill(requests_.begin(), requests_.end(), MPI_REQUEST_NULL);
+    std::fill(peers_.begin(), peers_.end(), -1);
+    int k = 0;
+    for (int p = 0; p < n; ++p) {
+      if (p == me) continue;
+      if (block_count(p) > 0)
+        MPI_Irecv(out_ + offset_[p] * esize_, block_count(p), dt, p, tag_ + 1, comm_->comm_,
+                  &requests_[k]);
+      peers_[k++] = p;
+    }
+    for (int p = 0; p < n; ++p) {
+      if (p == me || block_count(me) == 0) continue;
+      MPI_Isend(result_, block_count(me), dt, p, tag_ + 1, comm_->comm_, &requests_[k++]);
+    }
+    stage_ = Stage::kGather;
+  }
+
+  std::byte* slot(int p) const {
+    const int me = comm_->rank_;
+    return scratch_.get() + static_cast<size_t>(p < me ? p : p - 1) * my_count() * esize_;
+  }
+
+  void reduce() {
+    const int n = comm_->size_, me = comm_->rank_;
+    const std::byte* own = send_ + my_offset() * esize_;
+    const std::byte* src[kMaxInline];
+    std::vector<const std::byte*> many;
+    const std::byte** s = src;
+    if (n > kMaxInline) {
+      many.resize(n);
+      s = many.data();
+    }
+    for (int p = 0; p < n; ++p) s[p] = p == me ? own : slot(p);
+    const bool avg = op_ == ReduceOp::kAverage;
+    const int64_t m = my_count();
+    switch (type_) {
+      case DataType::kFloat32:
+        reduce_in_rank_order(reinterpret_cast<const float* const*>(s), n, m,
+                             reinterpret_cast<float*>(result_), avg);
+        break;
+      case DataType::kFloat64:
+        reduce_in_rank_order(reinterpret_cast<const double* const*>(s), n, m,
+                             reinterpret_cast<double*>(result_), avg);
+        break;
+      case DataType::kInt64:
+        reduce_in_rank_order(reinterpret_cast<const int64_t* const*>(s), n, m,
+                             reinterpret_cast<int64_t*>(result_), false);
+        break;
+    }
+  }
+
+  bool all_complete() {
+    int flag = 0;
+    MPI_Testall(static_cast<int>(requests_.size()), requests_.data(), &flag, MPI_STATUSES_IGNORE);
+    return flag != 0;
+  }
+
+  // The ranks whose data has not arrived, for the watchdog's message.
+  std::string missing() {
+    if (stage_ != Stage::kExchange && stage_ != Stage::kGather) return "";
+    std::string ranks;
+    for (size_t k = 0; k < peers_.size(); ++k) {
+      if (peers_[k] < 0) continue;
+      int flag = 0;
+      MPI_Test(&requests_[k], &flag, MPI_STATUS_IGNORE);
+      if (!flag)
+        ranks += (ranks.empty() ? "" : ", ") + std::to_string(comm_->world_rank_of(peers_[k]));
+    }
+    return ranks.empty() ? "" : "waiting for rank " + ranks;
+  }
+
+  static constexpr int kMaxInline = 64;
+  MpiCommunicator* comm_;
+  Stage stage_ = Stage::kIdle;
+  const char* collective_ = "all_reduce";
+  DataType type_ = DataType::kFloat32;
+  ReduceOp op_ = ReduceOp::kSum;
+  int64_t esize_ = 4, count_ = 0;
+  const std::byte* send_ = nullptr;
+  std::byte* out_ = nullptr;     // all-reduce: the whole buffer, gathered in place
+  std::byte* result_ = nullptr;  // where this rank's reduced block goes
+  bool gather_ = false;          // all-reduce by blocks: a second round sends the results back
+  bool replicated_ = false;      // all-reduce of a small buffer: one round, every rank reduces all
+  int tag_ = 0;
+  std::vector<int64_t> offset_;  // block r is [offset_[r], offset_[r+1]) elements
+  std::vector<MPI_Request> requests_;
+  std::vector<int> peers_;  // the rank each receive request waits for; -1 for sends
+  std::unique_ptr<std::byte[]> scratch_;
+  size_t scratch_bytes_ = 0;
+};
+
+MpiCommunicator::MpiCommunicator(MPI_Comm comm, std::string name, MpiOptions options)
+    : comm_(comm), name_(std::move(name)), options_(options) {
+  MPI_Comm_rank(comm_, &rank_);
+  MPI_Comm_size(comm_, &size_);
+  MPI_Group group, world;
+  MPI_Comm_group(comm_, &group);
+  MPI_Comm_group(MPI_COMM_WORLD, &world);
+  std::vector<int> ranks(size_);
+  for (int r = 0; r < size_; ++r) ranks[r] = r;
+  world_ranks_.resize(size_);
+  MPI_Group_translate_ranks(group, size_, ranks.data(), world, world_ranks_.data());
+  MPI_Group_free(&group);
+  MPI_Group_free(&world);
+  int* tag_ub = nullptr;
+  int found = 0;
+  MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_TAG_UB, &tag_ub, &found);
+  if (found && tag_ub) tag_ub_ = *tag_ub;
+  blocking_work_ = std::make_unique<MpiWork>(this);
+}
+
+MpiCommunicator::~MpiCommunicator() {
+  blocking_work_.reset();
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized && comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+}
+
+int MpiCommunicator::next_tag_base() {
+  const int64_t slots = tag_ub_ / 2;  // tags 2k (exchange) and 2k+1 (gather)
+  return static_cast<int>(2 * (sequence_++ % slots));
+}
+
+void MpiCommunicator::check_host(Place place, const char* collective) const {
+  if (place.device != Device::kCpu)
+    throw Error(std::string(collective) + " on group " + name_ +
+                ": the MPI backend takes host buffers; device buffers need the NCCL backend");
+}
+
+template <typename Done, typename Detail>
+void MpiCommunicator::watch(const char* collective, Done&& done, Detail&& detail) {
+  if (done()) return;
+  using Clock = std::chrono::steady_clock;
+  const double limit = options_.timeout_s;
+  const Clock::time_point start = Clock::now();
+  for (int polls = 1; !done(); ++polls) {
+    // Give the core away between polls once the result is not immediate: with more ranks
+    // than cores the rank we wait for may need it.
+    if (polls > 32) sched_yield();
+    if (limit > 0 && polls % 16 == 0 &&
+        std::chrono::duration<double>(Clock::now() - start).count() > limit)
+      watchdog_abort(collective, detail());
+  }
+}
+
+void MpiCommunicator::watch_request(const char* collective, MPI_Request& request) {
+  watch(
+      collective,
+      [&] {
+        int flag = 0;
+        MPI_Test(&request, &flag, MPI_STATUS_IGNORE);
+        return flag != 0;
+      },
+      [] { return std::string(); });
+}
+
+void MpiCommunicator::watchdog_abort(const char* collective, const std::string& detail) {
+  abort(std::string(collective) + " on group " + name_ + " (" + std::to_string(size_) +
+            " ranks) did not complete in " + format_seconds(options_.timeout_s) + " s; aborting" +
+            (detail.empty() ? "" : " (" + detail + ")"),
+        kWatchdogExitCode);
+}
+
+void MpiCommunicator::abort(const std::string& message, int code) {
+  abort_job(message, code);
+}
+
+void MpiCommunicator::do_all_reduce(void* data, int64_t count, DataType type, ReduceOp op,
+                                    Place place) {
+  check_host(place, "all_reduce");
+  blocking_work_->start_all_reduce(data, count, type, op, "all_reduce");
+  blocking_work_->wait();
+}
+
+std::unique_ptr<Work> MpiCommunicator::do_all_reduce_async(void* data, int64_t count, DataType type,
+                                                           ReduceOp op,
+                                                           std::unique_ptr<Work> recycle,
+                                                           Place place) {
+  check_host(place, "all_reduce_async");
+  std::unique_ptr<MpiWork> work;
+  if (auto* w = dynamic_cast<MpiWork*>(recycle.get()); w && w->comm() == this) {
+    w->wait();  // normally done already; the caller handed it back
+    work.reset(static_cast<MpiWork*>(recycle.release()));
+  } else {
+    work = std::make_unique<MpiWork>(this);
+  }
+  work->start_all_reduce(data, count, type, op, "all_reduce_async");
+  return work;
+}
+
+void MpiCommunicator::do_broadcast(void* data, int64_t count, DataType type, int root,
+                                   Place place) {
+  check_host(place, "broadcast");
+  if (root < 0 || root >= size_)
+    throw Error("broadcast on group " + name_ + ": root " + std::to_string(root) +
+                " is not a rank of a group of " + std::to_string(size_));
+  MPI_Request request;
+  MPI_Ibcast(data, mpi_count(count, "broadcast"), mpi_type(type), root, comm_, &request);
+  watch_request("broadcast", request);
+}
+
+void MpiCommunicator::do_all_gather(const void* send, void* recv, int64_t count, DataType type,
+                                    Place place) {
+  check_host(place, "all_gather");
+  const int n = mpi_count(count, "all_gather");
+  const auto* own = static_cast<const std::byte*>(recv) + count * rank_ * data_type_size(type);
+  const void* s = send == own ? MPI_IN_PLACE : send;
+  MPI_Request request;
+  MPI_Iallgather(s, n, mpi_type(type), recv, n, mpi_type(type), comm_, &request);
+  watch_request("all_gather", request);
+}
+
+void MpiCommunicator::do_reduce_scatter(const void* send, void* recv, int64_t count_per_rank,
+                                        DataType type, ReduceOp op, Place place) {
+  check_host(place, "reduce_scatter");
+  blocking_work_->start_reduce_scatter(send, recv, count_per_rank, type, op, "reduce_scatter");
+  blocking_work_->wait();
+}
+
+void MpiCommunicator::barrier() {
+  MPI_Request request;
+  MPI_Ibarrier(comm_, &request);
+  watch_request("barrier", request);
+}
+
+std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key, const std::string& name) {
+  // MPI_Comm_split blocks unwatched; a watched barrier first catches a rank that never comes.
+  barrier();
+  MPI_Comm comm;
+  MPI_Comm_split(comm_, color, key, &comm);
+  return std::make_unique<MpiCommunicator>(comm, name, options_);
+}
+
+MpiRuntime::MpiRuntime(int* argc, char*** argv, MpiOptions options) {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (!initialized) {
+    int provided = 0;
+    MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+    finalize_ = true;
+  }
+  MPI_Comm world;
+  MPI_Comm_dup(MPI_COMM_WORLD, &world);
+  world_ = std::make_unique<MpiCommunicator>(world, "world", options);
+  std::set_terminate(terminate_handler);
+  uncaught_at_start_ = std::uncaught_exceptions();
+}
+
+MpiRuntime::~MpiRuntime() {
+  if (std::uncaught_exceptions() > uncaught_at_start_) {
+    // Unwinding: the other ranks may be waiting for this one in a collective, and
+    // MPI_Finalize would wait for them. Leave MPI as it is; the exception's handler ends the
+    // process (run_or_abort, or the terminate handler) and the launcher ends the job.
+    (void)world_.release();
+    return;
+  }
+  world_.reset();
+  if (finalize_) MPI_Finalize();
+}
+
+int mpi_world_rank() {
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (!initialized || finalized) return 0;
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return rank;
+}
+
+void abort_job(const std::string& message, int code) {
+  std::cout.flush();
+  std::fflush(stdout);
+  std::fprintf(stderr, "rank %d: %s\n", mpi_world_rank(), message.c_str());
+  std::fflush(stderr);
+  int initialized = 0, finalized = 0;
+  MPI_Initialized(&initialized);
+  MPI_Finalized(&finalized);
+  if (initialized && !finalized) MPI_Abort(MPI_COMM_WORLD, code);
+  std::_Exit(code);
+}
+
+int run_or_abort(const std::function<int()>& body, int code) {
+  try {
+    return body();
+  } catch (const std::exception& e) {
+    abort_job(e.what(), code);
+  } catch (...) {
+    abort_job("unknown exception", code);
+  }
+}
+
+}  // namespace primal
