@@ -194,6 +194,33 @@ ModelConfig LoadedConfig::model() const {
   return c;
 }
 
+void LoadedConfig::validate_layout(int world_size) const {
+  const int tp = proto_.parallel().tp();
+  const std::string at = where("parallel.tp");
+  if (tp < 1) throw Error(at, "must be at least 1, got " + std::to_string(tp));
+  if (world_size % tp != 0) {
+    throw Error(at, std::to_string(tp) + " does not divide the " + std::to_string(world_size) +
+                        " processes of the job");
+  }
+  if (proto_.model().heads() % tp != 0) {
+    throw Error(at, std::to_string(tp) + " does not divide model.heads " +
+                        std::to_string(proto_.model().heads()));
+  }
+  if (proto_.model().mlp_width() % tp != 0) {
+    throw Error(at, std::to_string(tp) + " does not divide model.mlp_width " +
+                        std::to_string(proto_.model().mlp_width()));
+  }
+  const int dp = world_size / tp;
+  const int micro = proto_.data().batch_size() / proto_.optimizer().accumulation_steps();
+  if (micro % dp != 0) {
+    throw Error(where("data.batch_size"),
+                "the micro-batch of " + std::to_string(micro) +
+                    " samples (batch_size / accumulation_steps) is not divisible by the " +
+                    std::to_string(dp) + " data-parallel ranks (world " +
+                    std::to_string(world_size) + " / parallel.tp " + std::to_string(tp) + ")");
+  }
+}
+
 void LoadedConfig::validate() const {
   auto fail = [&](const std::string& field, const std::string& what) {
     throw Error(where(field), what);
@@ -252,6 +279,7 @@ void LoadedConfig::validate() const {
   }
   if (t.eval_every() < 0) fail("train.eval_every", "must not be negative");
   if (t.threads() < 0) fail("train.threads", "must not be negative");
+  if (proto_.parallel().bucket_mb() <= 0) fail("parallel.bucket_mb", "must be positive");
 
   const bool lm = m.head() == config::Model::LM;
   const bool cls = !lm && m.pooling() == config::Model::CLS;

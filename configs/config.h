@@ -25,6 +25,9 @@ class LoadedConfig {
   std::string where(const std::string& field_path) const;
   // The model's shape and options, from model { ... } and the train seed.
   ModelConfig model() const;
+  // Checks parallel.tp against a job of world_size processes: it must divide the world, the
+  // heads and the MLP width, and DP = world / tp must divide the micro-batch.
+  void validate_layout(int world_size) const;
 
  private:
   LoadedConfig() = default;

@@ -1,8 +1,9 @@
 // primal: the one binary (SPEC §8).
-//   primal train --config FILE [--set k=v ...]
+//   primal train --config FILE [--set k=v ...]             (also as every rank of mpirun/srun)
 //   primal eval  --config FILE [--set k=v ...] [--weights FILE] [--data FILE | --split val|test]
-// Bad input (config, flags, data, weights) prints one line "primal: error: ..." and exits 2;
-// a run stopped by a non-finite loss exits 3.
+// Exit codes: 0 done; 2 bad input (config, flags, data, weights: one line naming the file and
+// field, from rank 0 when every rank sees it); 3 a collective did not complete within
+// parallel.watchdog_s (a rank died or hangs); 4 a non-finite loss stopped the run; 1 other.
 #include <omp.h>
 
 #include <CLI/CLI.hpp>
@@ -10,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "comm/mpi/mpi_communicator.h"
 #include "core/error.h"
 #include "data/text_dataset.h"
 #include "trainer/safetensors.h"
@@ -20,11 +22,58 @@ namespace {
 
 constexpr int kExitBadInput = 2;
 
-int train(const std::string& config_path, const std::vector<std::string>& overrides) {
-  const LoadedConfig config = LoadedConfig::load(config_path, overrides);
-  Trainer trainer(config);
-  const EvalResult r = trainer.run();
-  std::printf("%s\n", eval_json(r, "val").c_str());
+// Runs step on every rank; if it fails on any, every rank returns false and the failure is
+// printed once: by rank 0 if it failed there (every rank read the same input), else by the
+// ranks that failed, prefixed with their rank.
+template <typename Step>
+bool on_every_rank(Communicator& world, Step step) {
+  std::string error;
+  try {
+    step();
+  } catch (const Error& e) {
+    error = e.what();
+  }
+  const bool failed_here = !error.empty();
+  const bool rank0_failed = world.rank() == 0 && failed_here;
+  int64_t flags[2] = {failed_here ? 1 : 0, rank0_failed ? 1 : 0};
+  if (world.size() > 1) world.all_reduce(flags, 2, ReduceOp::kSum);
+  if (flags[0] == 0) return true;
+  if (world.rank() == 0 && failed_here) {
+    std::fprintf(stderr, "primal: error: %s\n", error.c_str());
+  } else if (failed_here && flags[1] == 0) {
+    std::fprintf(stderr, "primal: error: rank %d: %s\n", world.rank(), error.c_str());
+  }
+  return false;
+}
+
+int train(int* argc, char*** argv, const std::string& config_path,
+          const std::vector<std::string>& overrides) {
+  MpiRuntime mpi(argc, argv);
+  Communicator& world = mpi.world();
+  std::unique_ptr<LoadedConfig> config;
+  if (!on_every_rank(world, [&] {
+        config = std::make_unique<LoadedConfig>(LoadedConfig::load(config_path, overrides));
+        config->validate_layout(world.size());
+      })) {
+    return kExitBadInput;
+  }
+  world.set_timeout_s(config->proto().parallel().watchdog_s());
+  ProcessGroups groups = make_process_groups(world, config->proto().parallel().tp());
+  std::unique_ptr<Trainer> trainer;
+  if (!on_every_rank(world, [&] { trainer = std::make_unique<Trainer>(*config, &groups); })) {
+    return kExitBadInput;
+  }
+  // From here on the ranks work in lockstep: a non-finite loss is seen by all of them alike;
+  // any other failure on one rank ends the whole job (no rank waits forever).
+  try {
+    const EvalResult r = trainer->run();
+    if (world.rank() == 0) std::printf("%s\n", eval_json(r, "val").c_str());
+  } catch (const NonFiniteLoss& e) {
+    if (world.rank() == 0) std::fprintf(stderr, "primal: error: %s\n", e.what());
+    return kExitNonFinite;
+  } catch (const std::exception& e) {
+    abort_job(e.what(), kExitBadInput);
+  }
   return 0;
 }
 
@@ -41,14 +90,14 @@ int eval(const std::string& config_path, const std::vector<std::string>& overrid
     if (config.proto().data().kind() != config::Data::TEXT) {
       throw Error("--data " + data_file, "only text (data.kind: TEXT) is read from a file");
     }
-    data = std::make_unique<TextDataset>(TextDataset::whole_file(data_file, config.proto().data().seq_len()));
+    data = std::make_unique<TextDataset>(
+        TextDataset::whole_file(data_file, config.proto().data().seq_len()));
     which = DataSplit::kTest;
   } else {
     data = make_dataset(config);
   }
   Arena arena;
-  const EvalResult r =
-      evaluate(model, arena, *data, which, config.proto().data().batch_size(), 0);
+  const EvalResult r = evaluate(model, arena, *data, which, config.proto().data().batch_size(), 0);
   std::printf("%s\n", eval_json(r, data_file.empty() ? split : data_file).c_str());
   return 0;
 }
@@ -62,7 +111,8 @@ int main(int argc, char** argv) {
   std::string config_path, weights, data_file, split = "val";
   std::vector<std::string> overrides;
 
-  CLI::App* train = app.add_subcommand("train", "train a model from a config");
+  CLI::App* train = app.add_subcommand(
+      "train", "train a model from a config (under mpirun/srun: one rank of a TP x DP job)");
   train->add_option("--config", config_path, "config file (configs/*.pbtxt)")->required();
   train->add_option("--set", overrides, "override a config field: --set optimizer.lr=3e-4");
 
@@ -82,12 +132,9 @@ int main(int argc, char** argv) {
     const int code = app.exit(e);
     return code == 0 ? 0 : 2;
   }
+  if (*train) return primal::train(&argc, &argv, config_path, overrides);
   try {
-    if (*train) return primal::train(config_path, overrides);
     return primal::eval(config_path, overrides, weights, data_file, split);
-  } catch (const primal::NonFiniteLoss& e) {
-    std::fprintf(stderr, "primal: error: %s\n", e.what());
-    return primal::kExitNonFinite;
   } catch (const primal::Error& e) {
     std::fprintf(stderr, "primal: error: %s\n", e.what());
     return primal::kExitBadInput;

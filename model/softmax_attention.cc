@@ -88,6 +88,11 @@ void SoftmaxAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Te
     gemm(Trans::kYes, Trans::kNo, N, d, N, scale, dS, N, q, 3 * C, T(0), dk, 3 * C);
   }
   qkv_.backward(arena, dqkv, dx);
+  // softmax(q (k + c)^T) = softmax(q k^T) for a key bias shift c: the key bias gradient is
+  // exactly zero (sum_j dS[n, j] = 0 for every row). Computed, it is rounding noise, which
+  // Adam turns into lr-sized steps that differ from one parallel layout to another; so it is
+  // written as the exact value.
+  std::fill_n(qkv_.bias()->grad.data() + C, C, T(0));
 }
 
 template class SoftmaxAttention<float>;

@@ -185,13 +185,18 @@ void Transformer<T>::backward(Arena& arena) {
   size_t primal = ksvd_.grads.size();
   for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) {
     KsvdGrad g;
-    if (it->kind() == AttentionKind::kPrimal) g = ksvd_.grads[--primal];
+    if (it->kind() == AttentionKind::kPrimal) {
+      g = ksvd_.grads[--primal];
+      g.de *= ksvd_data_grad_scale;
+    }
     const Arena::Mark temporaries = arena.mark();
     it->backward(arena, dout, din, g);
     arena.release(temporaries);
     std::swap(dout, din);
+    if (on_grads_final) on_grads_final(int(layers_.rend() - it) - 1);
   }
   embed_.backward(arena, dout);
+  if (on_grads_final) on_grads_final(-1);
 }
 
 template <typename T>

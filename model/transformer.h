@@ -81,6 +81,13 @@ class Transformer {
   // Sums KSVD partials across the ranks that share the loss, in place: [e, r, t] per PRIMAL
   // layer, then the real-token count. Unset on one process.
   std::function<void(std::span<double>)> reduce_ksvd;
+  // Multiplies d loss / d (e- and r-sums) in backward: a data-parallel rank contributes its
+  // samples' share to a KSVD loss over the global batch, and the average over ranks that
+  // follows would divide it by their number (ksvd_sync: GLOBAL sets it to the DP size).
+  double ksvd_data_grad_scale = 1;
+  // Called by backward when layer i's parameter gradients are final, and with -1 when all the
+  // others are (embeddings, final norm, head): data parallelism starts reducing them there.
+  std::function<void(int layer)> on_grads_final;
 
  private:
   ModelConfig config_;

@@ -34,7 +34,7 @@ AdamW<T>::AdamW(ParameterStore<T>& store, AdamWOptions options) : store_(store),
   validate(options_);
   const int64_t n = store_.numel();
   int64_t declared = 0;
-  for (const auto& p : store_.all()) declared += p.shape.numel();
+  for (const auto& p : store_.all()) declared += p.local_shape.numel();
   check(declared == n && (n == 0 || !store_.all().front().value.empty()),
         "AdamW: the ParameterStore is not finalized");
   for (const auto& p : store_.all()) decay_.push_back(p.weight_decay);

@@ -15,6 +15,7 @@ namespace primal {
 static_assert(std::endian::native == std::endian::little, "safetensors is little-endian");
 
 void save_safetensors(const std::string& path, const ParameterStore<float>& store) {
+  check(store.tp().size == 1, "save_safetensors: gather the shards into full tensors first");
   nlohmann::ordered_json header;
   int64_t offset = 0;
   for (const auto& p : store.all()) {
@@ -48,6 +49,7 @@ void save_safetensors(const std::string& path, const ParameterStore<float>& stor
 }
 
 void load_safetensors(const std::string& path, ParameterStore<float>& store) {
+  check(store.tp().size == 1, "load_safetensors: loads full (unsharded) tensors only");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(path, "cannot open the weights file");
   const auto file_size = std::filesystem::file_size(path);

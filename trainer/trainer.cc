@@ -83,52 +83,139 @@ std::unique_ptr<Dataset> make_dataset(const LoadedConfig& config) {
   throw Error(config.where("data.kind"), "unknown data kind");
 }
 
-Trainer::Trainer(const LoadedConfig& config)
+Trainer::Trainer(const LoadedConfig& config, ProcessGroups* groups)
     : config_(config),
       proto_(config.proto()),
+      groups_(groups),
+      tp_size_(groups ? groups->tp_size : 1),
+      dp_size_(groups ? groups->dp_size : 1),
+      dp_rank_(groups ? groups->dp_rank : 0),
+      tp_group_(tp_size_ > 1 ? std::make_unique<CommTensorParallelGroup>(*groups->tp) : nullptr),
       data_(make_dataset(config)),
-      model_(config.model()),
+      model_(config.model(), tp_group_.get()),
       optimizer_(model_.params(), adamw_of(proto_.optimizer())),
       schedule_(schedule_of(proto_)),
       run_dir_(proto_.logging().dir()),
-      tty_(isatty(STDOUT_FILENO)) {
+      tty_(leader() && isatty(STDOUT_FILENO)) {
   if (proto_.train().threads() > 0) omp_set_num_threads(proto_.train().threads());
   const int B = proto_.data().batch_size();
   predictions_per_step_ = model_.config().head == HeadKind::kLm
                               ? int64_t(B) * proto_.data().seq_len()
                               : B;
+  if (groups_ && groups_->world->size() > 1) {
+    // SPEC §3.4: the partial sums of every PRIMAL layer in one all-reduce, over TP (heads),
+    // and over TP x DP (the global batch) with ksvd_sync: GLOBAL. Evaluation runs the same
+    // batches on every DP rank, so it sums over TP only.
+    const bool global = proto_.parallel().ksvd_sync() == config::Parallel::GLOBAL;
+    model_.reduce_ksvd = [this, global](std::span<double> sums) {
+      const bool over_dp = global && !evaluating_ && dp_size_ > 1;
+      Communicator& comm = over_dp ? *groups_->world : *groups_->tp;
+      if (comm.size() > 1) comm.all_reduce(sums.data(), int64_t(sums.size()), ReduceOp::kSum);
+      // Each DP rank added the same t-sums (parameters); each TP rank the same token count.
+      if (over_dp) {
+        for (size_t l = 2; l + 1 < sums.size(); l += 3) sums[l] /= dp_size_;
+      }
+      sums.back() /= tp_size_;
+    };
+    if (global) model_.ksvd_data_grad_scale = dp_size_;
+  }
+  // Gradients become final layer by layer, last layer first, then the rest.
+  auto& params = model_.params().all();
+  const int layers = int(model_.layers().size());
+  ready_of_layer_.assign(layers + 1, {});
+  for (int i = 0; i < int(params.size()); ++i) {
+    int layer = -1;
+    if (params[i].name.rfind("layers.", 0) == 0) layer = std::stoi(params[i].name.substr(7));
+    ready_of_layer_[layer + 1].push_back(i);
+  }
+  if (dp_size_ > 1) {
+    std::vector<GradRange> order;
+    ready_position_.assign(params.size(), -1);
+    const float* base = model_.params().grads().data();
+    for (int layer = layers - 1; layer >= -1; --layer) {
+      for (int i : ready_of_layer_[layer + 1]) {
+        ready_position_[i] = int(order.size());
+        order.push_back({params[i].grad.data() - base, params[i].grad.numel()});
+      }
+    }
+    buckets_ = std::make_unique<GradientBuckets>(
+        *groups_->dp, model_.params().grads().data(), model_.params().numel(), std::move(order),
+        size_t(proto_.parallel().bucket_mb() * (1 << 20)), ReduceOp::kAverage);
+  }
+}
+
+Trainer::~Trainer() {
+  if (metrics_) std::fclose(metrics_);
+}
+
+void Trainer::reduce_gradients_for_layer(int layer) {
+  auto& params = model_.params().all();
+  for (int i : ready_of_layer_[layer + 1]) {
+    if (params[i].sharding.sum_grad_over_tp) tp_all_reduce(tp_group_.get(), params[i].grad);
+  }
+  if (buckets_) {
+    for (int i : ready_of_layer_[layer + 1]) buckets_->mark_ready(ready_position_[i]);
+  }
+}
+
+double Trainer::global_grad_norm_over_shards() {
+  // Sharded gradients count on every TP rank, replicated ones once (they are equal).
+  double sum = 0;
+  const bool replicated_here = !groups_ || groups_->tp_rank == 0;
+  for (const auto& p : model_.params().all()) {
+    if (p.sharding.split != Split::kReplicated || replicated_here) {
+      sum += sum_of_squares(p.grad.data(), p.grad.numel());
+    }
+  }
+  if (tp_size_ > 1) groups_->tp->all_reduce(&sum, 1, ReduceOp::kSum);
+  return std::sqrt(sum);
 }
 
 Trainer::StepResult Trainer::train_step(int64_t step) {
   const int global = proto_.data().batch_size();
   const int micro_steps = proto_.optimizer().accumulation_steps();
-  const int micro = global / micro_steps;
+  const int micro = global / micro_steps, local = micro / dp_size_;
   StepResult r;
   r.lr = learning_rate(schedule_, step);
   model_.params().zero_grads();
-  // Gradient accumulation: micro-batch k is the slice [k*micro, (k+1)*micro) of the step's
-  // global batch, so the samples do not depend on the accumulation setting.
+  // Micro-batch k is the slice [k*micro, (k+1)*micro) of the step's global batch, and this
+  // DP rank takes its share of it: the samples do not depend on the layout or on accumulation.
   for (int k = 0; k < micro_steps; ++k) {
-    data_->train_batch(step, int64_t(k) * micro, micro, global, batch_);
+    const bool last = k + 1 == micro_steps;
+    data_->train_batch(step, int64_t(k) * micro + int64_t(dp_rank_) * local, local, global,
+                       batch_);
     arena_.reset();
     const LossTerms t = model_.forward(arena_, batch_, step);
+    if (last && buckets_) buckets_->begin_backward();
+    if (last && (buckets_ || tp_group_)) {
+      model_.on_grads_final = [this](int layer) { reduce_gradients_for_layer(layer); };
+    } else {
+      model_.on_grads_final = nullptr;
+    }
     model_.backward(arena_);
     r.loss += t.loss / micro_steps;
     r.ce += t.ce / micro_steps;
     r.ksvd += t.ksvd / micro_steps;
   }
+  if (buckets_) buckets_->wait_all();
   if (micro_steps > 1) {
     Tensor<float> g = model_.params().grads();
     const float scale = 1.0f / float(micro_steps);
     for (int64_t i = 0; i < g.numel(); ++i) g[i] *= scale;
   }
-  r.grad_norm = global_grad_norm(model_.params());
+  if (dp_size_ > 1) {
+    double terms[3] = {r.loss, r.ce, r.ksvd};
+    groups_->dp->all_reduce(terms, 3, ReduceOp::kAverage);
+    r.loss = terms[0], r.ce = terms[1], r.ksvd = terms[2];
+  }
+  r.grad_norm = global_grad_norm_over_shards();
   if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm)) {
     if (proto_.train().on_nonfinite() == config::Train::STOP) {
       throw NonFiniteLoss("train: step " + std::to_string(step) + ": the loss is " +
-                  std::to_string(r.loss) + " and the gradient norm " +
-                  std::to_string(r.grad_norm) +
-                  "; lower optimizer.lr, or set train.on_nonfinite: SKIP to drop such steps");
+                          std::to_string(r.loss) + " and the gradient norm " +
+                          std::to_string(r.grad_norm) +
+                          "; lower optimizer.lr, or set train.on_nonfinite: SKIP to drop such "
+                          "steps");
     }
     r.skipped = true;
     return r;
@@ -140,7 +227,48 @@ Trainer::StepResult Trainer::train_step(int64_t step) {
   return r;
 }
 
+void Trainer::write_bucket_trace() {
+  std::filesystem::create_directories(run_dir_);
+  const std::string path =
+      run_dir_ + "/bucket_events.rank" + std::to_string(groups_->world->rank()) + ".jsonl";
+  std::FILE* f = std::fopen(path.c_str(), "w");
+  if (!f) throw Error(path, "cannot open for writing");
+  static const char* kKinds[] = {"param_ready", "issued", "completed", "wait_begin", "wait_end"};
+  for (const BucketEvent& e : buckets_->events()) {
+    std::fprintf(f, "{\"event\":\"%s\",\"index\":%d,\"time_s\":%.9f}\n", kKinds[e.kind], e.index,
+                 e.time_s);
+  }
+  std::fclose(f);
+}
+
+ParameterStore<float> Trainer::gather_full_parameters() {
+  ParameterStore<float> full;
+  for (const auto& p : model_.params().all()) full.add(p.name, p.shape, Split::kReplicated, Init::kZeros);
+  full.finalize(0);
+  std::vector<float> gathered;
+  auto it = full.all().begin();
+  for (const auto& p : model_.params().all()) {
+    Parameter<float>& out = *it++;
+    if (tp_size_ == 1 || p.sharding.split == Split::kReplicated) {
+      out.value.copy_from(p.value);
+      continue;
+    }
+    const int64_t n = p.value.numel();
+    gathered.resize(size_t(n) * tp_size_);
+    groups_->tp->all_gather(p.value.data(), gathered.data(), n);
+    for (int t = 0; t < tp_size_; ++t) {
+      const float* src = gathered.data() + int64_t(t) * n;
+      for (auto [from, length] : shard_runs(p.shape, p.sharding, {t, tp_size_})) {
+        std::copy_n(src, length, out.value.data() + from);
+        src += length;
+      }
+    }
+  }
+  return full;
+}
+
 void Trainer::log_step(int64_t step, const StepResult& r, double step_seconds, double elapsed) {
+  if (!leader()) return;
   const int64_t steps = proto_.train().steps();
   const double rate = double(predictions_per_step_) / step_seconds;
   const bool lm = model_.config().head == HeadKind::kLm;
@@ -170,8 +298,11 @@ void Trainer::log_step(int64_t step, const StepResult& r, double step_seconds, d
 }
 
 EvalResult Trainer::evaluate_and_log(int64_t step) {
+  evaluating_ = true;
   EvalResult r = evaluate(model_, eval_arena_, *data_, DataSplit::kVal,
                           proto_.data().batch_size(), proto_.train().eval_batches());
+  evaluating_ = false;
+  if (!leader()) return r;
   const std::string json = eval_json(r, "val", step);
   std::fprintf(metrics_, "%s\n", json.c_str());
   std::fflush(metrics_);
@@ -188,14 +319,17 @@ EvalResult Trainer::evaluate_and_log(int64_t step) {
 }
 
 EvalResult Trainer::run() {
-  std::filesystem::create_directories(run_dir_);
-  const std::string metrics_path = run_dir_ + "/metrics.jsonl";
-  metrics_ = std::fopen(metrics_path.c_str(), "w");
-  if (!metrics_) throw Error(metrics_path, "cannot open for writing");
   const int64_t steps = proto_.train().steps(), every = proto_.train().eval_every();
-  std::printf("primal train: %s | %lld parameters | %d threads | %lld steps -> %s\n",
-              config_.path().c_str(), (long long)model_.params().numel(), omp_get_max_threads(),
-              (long long)steps, run_dir_.c_str());
+  if (leader()) {
+    std::filesystem::create_directories(run_dir_);
+    const std::string metrics_path = run_dir_ + "/metrics.jsonl";
+    metrics_ = std::fopen(metrics_path.c_str(), "w");
+    if (!metrics_) throw Error(metrics_path, "cannot open for writing");
+    std::printf("primal train: %s | %lld parameters | %d threads x %d ranks (tp %d, dp %d) | "
+                "%lld steps -> %s\n",
+                config_.path().c_str(), (long long)model_.params().numel(), omp_get_max_threads(),
+                tp_size_ * dp_size_, tp_size_, dp_size_, (long long)steps, run_dir_.c_str());
+  }
   evaluate_and_log(0);
   const auto start = Clock::now();
   double window_seconds = 0;
@@ -213,10 +347,14 @@ EvalResult Trainer::run() {
     }
     if (every > 0 && (step + 1) % every == 0 && step + 1 != steps) evaluate_and_log(step + 1);
   }
+  if (buckets_ && proto_.parallel().trace_buckets()) write_bucket_trace();
   EvalResult last = evaluate_and_log(steps);
-  std::fclose(metrics_);
-  metrics_ = nullptr;
-  save_safetensors(run_dir_ + "/model.safetensors", model_.params());
+  ParameterStore<float> full = gather_full_parameters();
+  if (leader()) {
+    std::fclose(metrics_);
+    metrics_ = nullptr;
+    save_safetensors(run_dir_ + "/model.safetensors", full);
+  }
   return last;
 }
 

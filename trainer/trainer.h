@@ -1,12 +1,18 @@
-// The single-process training loop: batches from a Dataset, forward/backward with gradient
-// accumulation, global-norm clipping, AdamW on a schedule, periodic evaluation, and metrics
-// on the console (rank 0) and in <logging.dir>/metrics.jsonl.
+// The training loop, on one process or as one rank of a (TP x DP) job: batches from a
+// Dataset (this rank's slice of the global batch), forward/backward with gradient
+// accumulation, the KSVD all-reduce, the data-parallel gradient average in buckets that start
+// during backward, global-norm clipping over all shards, AdamW on a schedule, periodic
+// evaluation, and metrics on the console and in <logging.dir>/metrics.jsonl (world rank 0).
 #pragma once
 
 #include <cstdio>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "comm/gradient_buckets.h"
+#include "comm/process_groups.h"
+#include "comm/tensor_parallel_group.h"
 #include "configs/config.h"
 #include "data/dataset.h"
 #include "model/transformer.h"
@@ -21,22 +27,28 @@ namespace primal {
 std::unique_ptr<Dataset> make_dataset(const LoadedConfig& config);
 
 // A run stopped by a non-finite loss (train.on_nonfinite: STOP); the CLI exits with
-// kExitNonFinite (bad input is 2).
+// kExitNonFinite (bad input is 2, a job ended by the collectives' watchdog 3).
 class NonFiniteLoss : public Error {
  public:
   using Error::Error;
 };
-inline constexpr int kExitNonFinite = 3;
+inline constexpr int kExitNonFinite = 4;
 
 class Trainer {
  public:
-  explicit Trainer(const LoadedConfig& config);
+  // groups: this rank's world/TP/DP groups; null trains on this process alone.
+  Trainer(const LoadedConfig& config, ProcessGroups* groups = nullptr);
+  ~Trainer();
 
-  // Trains train.steps steps; returns the final validation result. Writes metrics.jsonl and
-  // model.safetensors in logging.dir.
+  // Trains train.steps steps; returns the final validation result. World rank 0 writes
+  // metrics.jsonl and model.safetensors (the full, unsharded weights) in logging.dir.
   EvalResult run();
 
   Transformer<float>& model() { return model_; }
+  // The data-parallel buckets (null without data parallelism), for tests and traces.
+  GradientBuckets* buckets() { return buckets_.get(); }
+  // The full parameter tensors (SPEC §4 shapes), gathered over the TP group.
+  ParameterStore<float> gather_full_parameters();
 
  private:
   struct StepResult {
@@ -44,17 +56,30 @@ class Trainer {
     bool skipped = false;
   };
   StepResult train_step(int64_t step);
+  void reduce_gradients_for_layer(int layer);
+  double global_grad_norm_over_shards();
+  void write_bucket_trace();
   void log_step(int64_t step, const StepResult& r, double step_seconds, double elapsed);
   EvalResult evaluate_and_log(int64_t step);
+  bool leader() const { return !groups_ || groups_->world->rank() == 0; }
 
   const LoadedConfig& config_;
   const config::Config& proto_;
+  ProcessGroups* groups_;
+  int tp_size_ = 1, dp_size_ = 1, dp_rank_ = 0;
+  std::unique_ptr<CommTensorParallelGroup> tp_group_;
   std::unique_ptr<Dataset> data_;
   Transformer<float> model_;
   AdamW<float> optimizer_;
   ScheduleOptions schedule_;
   Arena arena_, eval_arena_;
   Batch batch_;
+  // Data parallelism: parameter indices in the order their gradients become final, the
+  // ones of each layer, and the buckets that average them over the DP group.
+  std::unique_ptr<GradientBuckets> buckets_;
+  std::vector<std::vector<int>> ready_of_layer_;  // [layer + 1] (index 0: the rest)
+  std::vector<int> ready_position_;               // parameter index -> position in ready order
+  bool evaluating_ = false;
   std::string run_dir_;
   std::FILE* metrics_ = nullptr;
   bool tty_ = false;

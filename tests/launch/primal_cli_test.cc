@@ -141,9 +141,9 @@ TEST_F(PrimalCli, BadInputIsOneLineExitTwoAndNothingWritten) {
   }
 }
 
-TEST_F(PrimalCli, NonFiniteLossStopsWithExitThreeOrIsSkipped) {
+TEST_F(PrimalCli, NonFiniteLossStopsWithExitFourOrIsSkipped) {
   Result r = run("train --config " + config() + " --set optimizer.lr=1e30 --set optimizer.grad_clip=0 --set logging.dir=" + run_dir("a"), dir_);
-  EXPECT_EQ(r.code, 3) << r.out << r.err;
+  EXPECT_EQ(r.code, 4) << r.out << r.err;
   EXPECT_NE(r.err.find("lower optimizer.lr"), std::string::npos) << r.err;
   Result s = run("train --config " + config() + " --set optimizer.lr=1e30 --set optimizer.grad_clip=0 --set train.on_nonfinite=SKIP --set logging.dir=" + run_dir("b"), dir_);
   EXPECT_EQ(s.code, 0) << s.err;
