@@ -83,20 +83,25 @@ struct LoadedConfig::Locations {
 
 LoadedConfig LoadedConfig::load(const std::string& path,
                                 const std::vector<std::string>& overrides) {
-  LoadedConfig out;
-  out.path_ = path;
-  out.locations_ = std::make_shared<Locations>();
   std::ifstream file(path);
   if (!file) throw Error(path, "cannot read the config file");
   std::stringstream text;
   text << file.rdbuf();
+  return parse(text.str(), path, overrides);
+}
+
+LoadedConfig LoadedConfig::parse(const std::string& text, const std::string& origin,
+                                 const std::vector<std::string>& overrides, bool require_data) {
+  LoadedConfig out;
+  out.path_ = origin;
+  out.locations_ = std::make_shared<Locations>();
   pb::TextFormat::Parser parser;
-  ErrorCollector errors(path);
+  ErrorCollector errors(origin);
   parser.RecordErrorsTo(&errors);
   parser.WriteLocationsTo(&out.locations_->tree);
-  if (!parser.ParseFromString(text.str(), &out.proto_)) throw Error(errors.first(text.str()));
+  if (!parser.ParseFromString(text, &out.proto_)) throw Error(errors.first(text));
   for (const std::string& assignment : overrides) out.apply_override(assignment);
-  out.validate();
+  out.validate(require_data);
   return out;
 }
 
@@ -221,7 +226,7 @@ void LoadedConfig::validate_layout(int world_size) const {
   }
 }
 
-void LoadedConfig::validate() const {
+void LoadedConfig::validate(bool require_data) const {
   auto fail = [&](const std::string& field, const std::string& what) {
     throw Error(where(field), what);
   };
@@ -327,7 +332,14 @@ void LoadedConfig::validate() const {
          std::to_string(positions) + " positions per sample exceed model.max_len " +
              std::to_string(m.max_len()));
   }
-  if (d.kind() != config::Data::LISTOPS) {
+  const config::Checkpoint& k = proto_.checkpoint();
+  if (k.every() < 0) fail("checkpoint.every", "must not be negative (0: only at the end)");
+  if (k.keep() < 0) fail("checkpoint.keep", "must not be negative (0 keeps every checkpoint)");
+  if (k.stop_at_step() < 0 || k.stop_at_step() > t.steps()) {
+    fail("checkpoint.stop_at_step",
+         "must lie in [0, train.steps " + std::to_string(t.steps()) + "] (0: never)");
+  }
+  if (require_data && d.kind() != config::Data::LISTOPS) {
     if (!d.has_path()) fail("data.path", "is required for data.kind " + config::Data::Kind_Name(d.kind()));
     std::error_code ec;
     if (!std::filesystem::exists(d.path(), ec)) {

@@ -17,6 +17,10 @@ class LoadedConfig {
   // Parses path, then applies overrides ("optimizer.lr=3e-4"; repeated fields take a comma
   // list), then validates. Throws primal::Error.
   static LoadedConfig load(const std::string& path, const std::vector<std::string>& overrides);
+  // The same from text that `origin` names in messages (a checkpoint's manifest). With
+  // require_data false, data.path need not exist (the data of a run elsewhere).
+  static LoadedConfig parse(const std::string& text, const std::string& origin,
+                            const std::vector<std::string>& overrides, bool require_data = true);
 
   const config::Config& proto() const { return proto_; }
   const std::string& path() const { return path_; }
@@ -32,7 +36,7 @@ class LoadedConfig {
  private:
   LoadedConfig() = default;
   void apply_override(const std::string& assignment);
-  void validate() const;
+  void validate(bool require_data = true) const;
 
   config::Config proto_;
   std::string path_;

@@ -1,9 +1,15 @@
 // primal: the one binary (SPEC §8).
-//   primal train --config FILE [--set k=v ...]             (also as every rank of mpirun/srun)
-//   primal eval  --config FILE [--set k=v ...] [--weights FILE] [--data FILE | --split val|test]
-// Exit codes: 0 done; 2 bad input (config, flags, data, weights: one line naming the file and
-// field, from rank 0 when every rank sees it); 3 a collective did not complete within
-// parallel.watchdog_s (a rank died or hangs); 4 a non-finite loss stopped the run; 1 other.
+//   primal train  --config FILE [--set k=v ...] [--resume auto|DIR]
+//                 (also as every rank of mpirun/srun)
+//   primal eval   (--config FILE [--weights FILE] | --checkpoint DIR [--config FILE])
+//                 [--set k=v ...] [--data FILE | --split val|test]
+//   primal export --checkpoint DIR --out FILE.safetensors
+//   primal import FILE.safetensors --config FILE [--set k=v ...] --out DIR
+// Exit codes: 0 done; 2 bad input (config, flags, data, weights, checkpoint: one line naming the
+// file and field, from rank 0 when every rank sees it); 3 a collective did not complete within
+// parallel.watchdog_s (a rank died or hangs); 4 a non-finite loss stopped the run; 75 training
+// stopped early by SIGTERM/SIGUSR1 or checkpoint.stop_at_step after saving a checkpoint (requeue
+// and continue with --resume auto); 1 other.
 #include <omp.h>
 
 #include <CLI/CLI.hpp>
@@ -14,6 +20,7 @@
 #include "comm/mpi/mpi_communicator.h"
 #include "core/error.h"
 #include "data/text_dataset.h"
+#include "trainer/checkpoint.h"
 #include "trainer/safetensors.h"
 #include "trainer/trainer.h"
 
@@ -47,9 +54,11 @@ bool on_every_rank(Communicator& world, Step step) {
 }
 
 int train(int* argc, char*** argv, const std::string& config_path,
-          const std::vector<std::string>& overrides) {
+          const std::vector<std::string>& overrides, const std::string& resume) {
   MpiRuntime mpi(argc, argv);
   Communicator& world = mpi.world();
+  // Before anything slow: a preemption notice during start-up still ends in a checkpoint.
+  install_stop_signal_handlers();
   std::unique_ptr<LoadedConfig> config;
   if (!on_every_rank(world, [&] {
         config = std::make_unique<LoadedConfig>(LoadedConfig::load(config_path, overrides));
@@ -60,13 +69,17 @@ int train(int* argc, char*** argv, const std::string& config_path,
   world.set_timeout_s(config->proto().parallel().watchdog_s());
   ProcessGroups groups = make_process_groups(world, config->proto().parallel().tp());
   std::unique_ptr<Trainer> trainer;
-  if (!on_every_rank(world, [&] { trainer = std::make_unique<Trainer>(*config, &groups); })) {
+  if (!on_every_rank(world, [&] {
+        trainer = std::make_unique<Trainer>(*config, &groups);
+        if (!resume.empty()) trainer->resume(resume);
+      })) {
     return kExitBadInput;
   }
   // From here on the ranks work in lockstep: a non-finite loss is seen by all of them alike;
   // any other failure on one rank ends the whole job (no rank waits forever).
   try {
     const EvalResult r = trainer->run();
+    if (trainer->stopped()) return kExitRequeue;
     if (world.rank() == 0) std::printf("%s\n", eval_json(r, "val").c_str());
   } catch (const NonFiniteLoss& e) {
     if (world.rank() == 0) std::fprintf(stderr, "primal: error: %s\n", e.what());
@@ -78,12 +91,23 @@ int train(int* argc, char*** argv, const std::string& config_path,
 }
 
 int eval(const std::string& config_path, const std::vector<std::string>& overrides,
-         std::string weights, const std::string& data_file, const std::string& split) {
-  const LoadedConfig config = LoadedConfig::load(config_path, overrides);
+         std::string weights, const std::string& checkpoint, const std::string& data_file,
+         const std::string& split) {
+  if (config_path.empty() && checkpoint.empty()) {
+    throw Error("eval", "needs --config FILE or --checkpoint DIR");
+  }
+  // A checkpoint carries its config; the data file named by --data replaces its data.path.
+  const LoadedConfig config = config_path.empty()
+                                  ? load_checkpoint_config(checkpoint, overrides, data_file.empty())
+                                  : LoadedConfig::load(config_path, overrides);
   if (config.proto().train().threads() > 0) omp_set_num_threads(config.proto().train().threads());
-  if (weights.empty()) weights = config.proto().logging().dir() + "/model.safetensors";
   Transformer<float> model(config.model());
-  load_safetensors(weights, model.params());
+  if (!checkpoint.empty()) {
+    load_checkpoint_weights(checkpoint, model.params());
+  } else {
+    if (weights.empty()) weights = config.proto().logging().dir() + "/model.safetensors";
+    load_safetensors(weights, model.params());
+  }
   std::unique_ptr<Dataset> data;
   DataSplit which = split == "test" ? DataSplit::kTest : DataSplit::kVal;
   if (!data_file.empty()) {
@@ -102,29 +126,69 @@ int eval(const std::string& config_path, const std::vector<std::string>& overrid
   return 0;
 }
 
+int export_weights(const std::string& checkpoint, const std::string& out) {
+  const int64_t step = export_checkpoint(checkpoint, out);
+  std::printf("primal export: %s (step %lld) -> %s\n", resolve_checkpoint(checkpoint).c_str(),
+              (long long)step, out.c_str());
+  return 0;
+}
+
+int import_weights(const std::string& file, const std::string& config_path,
+                   const std::vector<std::string>& overrides, const std::string& out) {
+  const LoadedConfig config = LoadedConfig::load(config_path, overrides);
+  import_checkpoint(file, config, out);
+  std::printf("primal import: %s -> %s/%s (step 0)\n", file.c_str(), out.c_str(),
+              checkpoint_step_name(0).c_str());
+  return 0;
+}
+
 }  // namespace
 }  // namespace primal
 
 int main(int argc, char** argv) {
   CLI::App app{"primal: trains Primal-Attention Transformers (Primal-Attention, NeurIPS 2023)"};
   app.require_subcommand(1);
-  std::string config_path, weights, data_file, split = "val";
+  std::string config_path, weights, data_file, split = "val", resume, checkpoint, out, import_file;
   std::vector<std::string> overrides;
 
   CLI::App* train = app.add_subcommand(
       "train", "train a model from a config (under mpirun/srun: one rank of a TP x DP job)");
   train->add_option("--config", config_path, "config file (configs/*.pbtxt)")->required();
   train->add_option("--set", overrides, "override a config field: --set optimizer.lr=3e-4");
+  train->add_option("--resume", resume,
+                    "auto: continue from the newest valid checkpoint in checkpoint.dir (start "
+                    "fresh if there is none); DIR: exactly that checkpoint (any TP x DP layout)");
 
   CLI::App* eval = app.add_subcommand("eval", "evaluate trained weights; prints one JSON line");
-  eval->add_option("--config", config_path, "config file (configs/*.pbtxt)")->required();
+  eval->add_option("--config", config_path,
+                   "config file (configs/*.pbtxt); default with --checkpoint: its own config");
   eval->add_option("--set", overrides, "override a config field");
-  eval->add_option("--weights", weights,
-                   "model.safetensors to evaluate (default: <logging.dir>/model.safetensors)");
+  auto* weights_opt =
+      eval->add_option("--weights", weights,
+                       "model.safetensors to evaluate (default: <logging.dir>/model.safetensors)");
+  eval->add_option("--checkpoint", checkpoint,
+                   "a checkpoint to evaluate: a step directory, or a checkpoint directory (its "
+                   "latest)")
+      ->excludes(weights_opt);
   auto* data_opt = eval->add_option("--data", data_file, "a text file to evaluate on (LM configs)");
   eval->add_option("--split", split, "val or test")
       ->check(CLI::IsMember({"val", "test"}))
       ->excludes(data_opt);
+
+  CLI::App* exp = app.add_subcommand(
+      "export",
+      "write a checkpoint's parameters to .safetensors (SPEC §4 names, full shapes, F32)");
+  exp->add_option("--checkpoint", checkpoint, "a step directory, or a checkpoint directory")
+      ->required();
+  exp->add_option("--out", out, "the .safetensors file to write")->required();
+
+  CLI::App* imp = app.add_subcommand(
+      "import", "make a step-0 checkpoint from a .safetensors file (resume it with --resume DIR)");
+  imp->add_option("file", import_file, ".safetensors with every parameter of the model")
+      ->required();
+  imp->add_option("--config", config_path, "the model's config file")->required();
+  imp->add_option("--set", overrides, "override a config field");
+  imp->add_option("--out", out, "the checkpoint directory to create")->required();
 
   try {
     app.parse(argc, argv);
@@ -132,9 +196,11 @@ int main(int argc, char** argv) {
     const int code = app.exit(e);
     return code == 0 ? 0 : 2;
   }
-  if (*train) return primal::train(&argc, &argv, config_path, overrides);
+  if (*train) return primal::train(&argc, &argv, config_path, overrides, resume);
   try {
-    return primal::eval(config_path, overrides, weights, data_file, split);
+    if (*exp) return primal::export_weights(checkpoint, out);
+    if (*imp) return primal::import_weights(import_file, config_path, overrides, out);
+    return primal::eval(config_path, overrides, weights, checkpoint, data_file, split);
   } catch (const primal::Error& e) {
     std::fprintf(stderr, "primal: error: %s\n", e.what());
     return primal::kExitBadInput;

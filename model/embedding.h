@@ -24,6 +24,7 @@ class Embedding {
   void backward(Arena& arena, const Tensor<T>& dx);
 
   Parameter<T>* tokens() const { return tok_; }
+  Parameter<T>* positions() const { return pos_; }
 
  private:
   const ModelConfig& config_;

@@ -40,6 +40,20 @@ class PrimalAttention : public Attention<T> {
   Parameter<T>* we() const { return we_; }
   Parameter<T>* wr() const { return wr_; }
   Parameter<T>* lambda() const { return lambda_; }
+  // The layer's Linears, for inference code that runs them one row at a time (Generator).
+  Linear<T>& qk_linear() { return qk_; }
+  Linear<T>& concat_linear() { return concat_; }
+  Linear<T>& proj_linear() { return proj_; }
+  // What the last forward saved, for analysis (the attention spectrum): phi(qin) and phi(kin)
+  // [B, N, C] of this rank's heads, and the [d, s] matrix that projects head h (this rank's
+  // numbering) of sample b: We[h], Wr[h] (causal) or Xs[b,h] We[h], Xs[b,h] Wr[h] (encoder).
+  const Tensor<T>& saved_u_q() const { return q_.u; }
+  const Tensor<T>& saved_u_k() const { return k_.u; }
+  const T* saved_we(int b, int h) const { return projection(q_, b, h); }
+  const T* saved_wr(int b, int h) const { return projection(k_, b, h); }
+  int local_heads() const { return heads_; }
+  int head_dim() const { return head_dim_; }
+  int low_rank() const { return rank_; }
 
  private:
   // One side of the projection: queries with We (block 0) or keys with Wr (block 1).

@@ -24,6 +24,13 @@ class SoftmaxAttention : public Attention<T> {
   void backward(Arena& arena, const Tensor<T>& dout, const Tensor<T>& dx,
                 const KsvdGrad& ksvd) override;
 
+  // The layer's Linears, for inference code that runs them one row at a time (Generator).
+  Linear<T>& qkv_linear() { return qkv_; }
+  Linear<T>& proj_linear() { return proj_; }
+  // The last forward's attention matrices A [B, H, N, N] of this rank's heads (analysis: the
+  // attention spectrum). Valid until the arena that forward used is reset.
+  const Tensor<T>& saved_attention() const { return attn_; }
+
  private:
   Linear<T> qkv_, proj_;
   int heads_, head_dim_;  // heads_: this rank's

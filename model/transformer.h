@@ -41,6 +41,10 @@ class TransformerLayer {
 
   AttentionKind kind() const { return kind_; }
   Attention<T>& attention() { return *attn_; }
+  // The layer's pieces, for inference code that runs them one row at a time (Generator).
+  LayerNorm<T>& ln1() { return ln1_; }
+  LayerNorm<T>& ln2() { return ln2_; }
+  Mlp<T>& mlp() { return mlp_; }
 
  private:
   int index_;
@@ -62,6 +66,8 @@ class Transformer {
   ParameterStore<T>& params() { return params_; }
   const ModelConfig& config() const { return config_; }
   std::vector<TransformerLayer<T>>& layers() { return layers_; }
+  Embedding<T>& embedding() { return embed_; }
+  LayerNorm<T>& final_norm() { return norm_; }
 
   // Loss of the batch. step keys dropout. Keeps what backward() needs in the arena.
   LossTerms forward(Arena& arena, const Batch& batch, int64_t step);
@@ -77,6 +83,8 @@ class Transformer {
   // Class probabilities [B, K] (classifier) or next-token probabilities [B*N, V] (LM) of the
   // last forward.
   const Tensor<T>& probabilities() const { return probs_; }
+  // LN_f(x) [B, N, C] of the last forward (LM logits = final_hidden() tok_emb^T).
+  const Tensor<T>& final_hidden() const { return final_x_; }
 
   // Sums KSVD partials across the ranks that share the loss, in place: [e, r, t] per PRIMAL
   // layer, then the real-token count. Unset on one process.

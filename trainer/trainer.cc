@@ -5,7 +5,9 @@
 
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "data/fashion_mnist.h"
@@ -18,6 +20,33 @@ namespace primal {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// The signal that asked the loop to stop (0: none). A handler may only set a flag.
+volatile std::sig_atomic_t g_stop_signal = 0;
+
+extern "C" void on_stop_signal(int signal) {
+  g_stop_signal = signal;
+}
+
+// metrics.jsonl of a resumed run: the lines up to the resumed step stay (the run before the
+// stop wrote them), later ones (steps the resume repeats) go, so the file reads like one run.
+void keep_metrics_up_to(const std::string& path, int64_t step) {
+  std::ifstream in(path);
+  if (!in) return;
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_object() && j.contains("step") && j["step"].is_number() &&
+        j["step"].get<int64_t>() > step) {
+      continue;
+    }
+    kept += line + "\n";
+  }
+  in.close();
+  const std::string tmp = path + ".tmp";
+  std::ofstream(tmp, std::ios::trunc) << kept;
+  std::filesystem::rename(tmp, path);
+}
 
 DataOrder order_of(const config::Data& d) {
   return d.order() == config::Data::SEQUENTIAL ? DataOrder::kSequential : DataOrder::kRandom;
@@ -61,6 +90,15 @@ std::string duration(double seconds) {
 
 }  // namespace
 
+void install_stop_signal_handlers() {
+  struct sigaction action {};
+  action.sa_handler = on_stop_signal;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;  // interrupted reads and writes go on
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGUSR1, &action, nullptr);
+}
+
 std::unique_ptr<Dataset> make_dataset(const LoadedConfig& config) {
   const config::Data& d = config.proto().data();
   const uint64_t seed = config.proto().train().seed();
@@ -94,6 +132,7 @@ Trainer::Trainer(const LoadedConfig& config, ProcessGroups* groups)
       data_(make_dataset(config)),
       model_(config.model(), tp_group_.get()),
       optimizer_(model_.params(), adamw_of(proto_.optimizer())),
+      checkpointer_(std::make_unique<Checkpointer>(config, groups, model_.params(), optimizer_)),
       schedule_(schedule_of(proto_)),
       run_dir_(proto_.logging().dir()),
       tty_(leader() && isatty(STDOUT_FILENO)) {
@@ -279,7 +318,8 @@ void Trainer::log_step(int64_t step, const StepResult& r, double step_seconds, d
                               {"elapsed_s", elapsed}};
   std::fprintf(metrics_, "%s\n", j.dump().c_str());
   std::fflush(metrics_);
-  const double eta = elapsed / double(step + 1) * double(steps - step - 1);
+  // A resumed run has timed only the steps since its start.
+  const double eta = elapsed / double(step + 1 - start_step_) * double(steps - step - 1);
   char line[256];
   std::snprintf(line, sizeof(line),
                 "step %6lld/%lld | loss %.4f | ce %.4f | ksvd %.3e | lr %.2e | gnorm %.3f | %.0f %s | "
@@ -318,24 +358,40 @@ EvalResult Trainer::evaluate_and_log(int64_t step) {
   return r;
 }
 
+void Trainer::resume(const std::string& what) {
+  const Checkpointer::Resumed r = checkpointer_->resume(what);
+  if (!r.found) return;
+  if (r.step > proto_.train().steps()) {
+    throw CheckpointError(r.dir, "is at step " + std::to_string(r.step) + ", beyond train.steps " +
+                                     std::to_string(proto_.train().steps()));
+  }
+  start_step_ = r.step;
+  resumed_ = true;
+}
+
 EvalResult Trainer::run() {
   const int64_t steps = proto_.train().steps(), every = proto_.train().eval_every();
   if (leader()) {
     std::filesystem::create_directories(run_dir_);
     const std::string metrics_path = run_dir_ + "/metrics.jsonl";
-    metrics_ = std::fopen(metrics_path.c_str(), "w");
+    if (resumed_) keep_metrics_up_to(metrics_path, start_step_);
+    metrics_ = std::fopen(metrics_path.c_str(), resumed_ ? "a" : "w");
     if (!metrics_) throw Error(metrics_path, "cannot open for writing");
     std::printf("primal train: %s | %lld parameters | %d threads x %d ranks (tp %d, dp %d) | "
                 "%lld steps -> %s\n",
                 config_.path().c_str(), (long long)model_.params().numel(), omp_get_max_threads(),
                 tp_size_ * dp_size_, tp_size_, dp_size_, (long long)steps, run_dir_.c_str());
   }
-  evaluate_and_log(0);
+  if (!resumed_) evaluate_and_log(0);
   const auto start = Clock::now();
   double window_seconds = 0;
-  for (int64_t step = 0; step < steps; ++step) {
+  const int64_t save_every = proto_.checkpoint().every();
+  const int64_t stop_at = proto_.checkpoint().stop_at_step();
+  double lr = learning_rate(schedule_, std::max<int64_t>(start_step_ - 1, 0));
+  for (int64_t step = start_step_; step < steps; ++step) {
     const auto t0 = Clock::now();
     const StepResult r = train_step(step);
+    lr = r.lr;
     const double seconds = std::chrono::duration<double>(Clock::now() - t0).count();
     window_seconds += seconds;
     const int64_t log_every = proto_.train().log_every();
@@ -346,7 +402,35 @@ EvalResult Trainer::run() {
       window_seconds = 0;
     }
     if (every > 0 && (step + 1) % every == 0 && step + 1 != steps) evaluate_and_log(step + 1);
+    // Every rank takes part in the same saves, so they must agree on a stop request that
+    // perhaps only one of them received: one small all-reduce per step.
+    const int64_t done = step + 1;
+    const bool stop = checkpointer_->agree(g_stop_signal != 0 || done == stop_at);
+    if (stop && done < steps) {
+      if (checkpointer_->last_step() != done) checkpointer_->save(done, lr);
+      checkpointer_->wait();
+      stopped_ = true;
+      if (leader()) {
+        if (tty_) std::printf("\n");
+        std::printf(
+            "primal train: stopped after step %lld (%s); checkpoint %s/%s; exit %d: "
+            "continue with --resume auto\n",
+            (long long)done,
+            g_stop_signal == SIGTERM   ? "SIGTERM"
+            : g_stop_signal == SIGUSR1 ? "SIGUSR1"
+            : done == stop_at          ? "checkpoint.stop_at_step"
+                                       : "a signal to another rank",
+            checkpointer_->root().c_str(), checkpoint_step_name(done).c_str(), kExitRequeue);
+        std::fflush(stdout);
+        std::fclose(metrics_);
+        metrics_ = nullptr;
+      }
+      return {};
+    }
+    if (save_every > 0 && done % save_every == 0 && done != steps) checkpointer_->save(done, lr);
   }
+  if (checkpointer_->last_step() != steps) checkpointer_->save(steps, lr);
+  checkpointer_->wait();
   if (buckets_ && proto_.parallel().trace_buckets()) write_bucket_trace();
   EvalResult last = evaluate_and_log(steps);
   ParameterStore<float> full = gather_full_parameters();

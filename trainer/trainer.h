@@ -17,6 +17,7 @@
 #include "data/dataset.h"
 #include "model/transformer.h"
 #include "trainer/adamw.h"
+#include "trainer/checkpointer.h"
 #include "trainer/evaluation.h"
 #include "trainer/schedule.h"
 
@@ -34,17 +35,36 @@ class NonFiniteLoss : public Error {
 };
 inline constexpr int kExitNonFinite = 4;
 
+// A run stopped early by SIGTERM or SIGUSR1 (or checkpoint.stop_at_step) after it saved a
+// checkpoint exits with kExitRequeue (EX_TEMPFAIL): "requeue me", and the requeued job
+// continues with `primal train --resume auto` (docs/checkpoints.md).
+inline constexpr int kExitRequeue = 75;
+
+// From now on SIGTERM and SIGUSR1 ask the training loop to stop: it finishes the current step,
+// every rank agrees on that step, saves a checkpoint and returns with Trainer::stopped().
+void install_stop_signal_handlers();
+
 class Trainer {
  public:
   // groups: this rank's world/TP/DP groups; null trains on this process alone.
   Trainer(const LoadedConfig& config, ProcessGroups* groups = nullptr);
   ~Trainer();
 
-  // Trains train.steps steps; returns the final validation result. World rank 0 writes
+  // Collective: restores a checkpoint before run() ("auto": the newest valid one of
+  // checkpoint.dir, if any; else that checkpoint exactly). Throws CheckpointError.
+  void resume(const std::string& what);
+
+  // Trains up to train.steps steps; returns the final validation result. World rank 0 writes
   // metrics.jsonl and model.safetensors (the full, unsharded weights) in logging.dir.
+  // Checkpoints: every checkpoint.every steps, at the end, and on a stop request.
   EvalResult run();
+  // Whether run() stopped early on a signal or checkpoint.stop_at_step (and saved).
+  bool stopped() const { return stopped_; }
+  int64_t start_step() const { return start_step_; }
+  Checkpointer& checkpointer() { return *checkpointer_; }
 
   Transformer<float>& model() { return model_; }
+  AdamW<float>& optimizer() { return optimizer_; }
   // The data-parallel buckets (null without data parallelism), for tests and traces.
   GradientBuckets* buckets() { return buckets_.get(); }
   // The full parameter tensors (SPEC §4 shapes), gathered over the TP group.
@@ -71,6 +91,9 @@ class Trainer {
   std::unique_ptr<Dataset> data_;
   Transformer<float> model_;
   AdamW<float> optimizer_;
+  std::unique_ptr<Checkpointer> checkpointer_;
+  int64_t start_step_ = 0;  // the step a resumed run continues with
+  bool resumed_ = false, stopped_ = false;
   ScheduleOptions schedule_;
   Arena arena_, eval_arena_;
   Batch batch_;

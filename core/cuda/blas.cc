@@ -1,0 +1,141 @@
+#include "core/cuda/blas.h"
+
+#include <type_traits>
+
+#include "core/cuda/check.h"
+
+namespace primal::cuda {
+namespace {
+
+template <typename T>
+cudaDataType_t data_type() {
+  if constexpr (std::is_same_v<T, float>)
+    return CUDA_R_32F;
+  else
+    return CUDA_R_16BF;
+}
+
+cublasOperation_t op(Trans t) {
+  return t == Trans::kYes ? CUBLAS_OP_T : CUBLAS_OP_N;
+}
+
+// Owned cuBLASLt descriptors of one call.
+struct LtDescs {
+  cublasLtMatmulDesc_t matmul = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulPreference_t pref = nullptr;
+  ~LtDescs() {
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (c) cublasLtMatrixLayoutDestroy(c);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (matmul) cublasLtMatmulDescDestroy(matmul);
+  }
+};
+
+}  // namespace
+
+Blas::Blas(cudaStream_t stream) : stream_(stream) {
+  PRIMAL_CUBLAS_CHECK(cublasCreate(&handle_));
+  PRIMAL_CUBLAS_CHECK(cublasLtCreate(&lt_));
+  PRIMAL_CUBLAS_CHECK(cublasSetStream(handle_, stream_));
+  PRIMAL_CUDA_CHECK(cudaMalloc(&workspace_, workspace_bytes_));
+  PRIMAL_CUBLAS_CHECK(cublasSetWorkspace(handle_, workspace_, workspace_bytes_));
+}
+
+Blas::~Blas() {
+  if (workspace_) cudaFree(workspace_);
+  if (lt_) cublasLtDestroy(lt_);
+  if (handle_) cublasDestroy(handle_);
+}
+
+void Blas::set_stream(cudaStream_t stream) {
+  stream_ = stream;
+  PRIMAL_CUBLAS_CHECK(cublasSetStream(handle_, stream_));
+}
+
+template <typename TA, typename TC>
+void Blas::gemm(Trans ta, Trans tb, int M, int N, int K, float alpha, const TA* A, int64_t lda,
+                const TA* B, int64_t ldb, float beta, TC* C, int64_t ldc) {
+  flops_.fetch_add(2ull * M * N * K, std::memory_order_relaxed);
+  const cublasComputeType_t compute =
+      std::is_same_v<TA, float> && allow_tf32_ ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  PRIMAL_CUBLAS_CHECK(cublasGemmEx(handle_, op(tb), op(ta), N, M, K, &alpha, B, data_type<TA>(),
+                                   int(ldb), A, data_type<TA>(), int(lda), &beta, C,
+                                   data_type<TC>(), int(ldc), compute, CUBLAS_GEMM_DEFAULT));
+}
+
+template <typename TA, typename TC>
+void Blas::gemm_strided_batched(Trans ta, Trans tb, int M, int N, int K, float alpha, const TA* A,
+                                int64_t lda, int64_t strideA, const TA* B, int64_t ldb,
+                                int64_t strideB, float beta, TC* C, int64_t ldc, int64_t strideC,
+                                int batch) {
+  flops_.fetch_add(2ull * M * N * K * uint64_t(batch), std::memory_order_relaxed);
+  const cublasComputeType_t compute =
+      std::is_same_v<TA, float> && allow_tf32_ ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  PRIMAL_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
+      handle_, op(tb), op(ta), N, M, K, &alpha, B, data_type<TA>(), int(ldb), strideB, A,
+      data_type<TA>(), int(lda), strideA, &beta, C, data_type<TC>(), int(ldc), strideC, batch,
+      compute, CUBLAS_GEMM_DEFAULT));
+}
+
+template <typename TA, typename TC>
+void Blas::gemm_lt(Trans ta, Trans tb, int M, int N, int K, const TA* A, int64_t lda, const TA* B,
+                   int64_t ldb, const TC* bias, float beta, TC* C, int64_t ldc) {
+  flops_.fetch_add(2ull * M * N * K, std::memory_order_relaxed);
+  const cublasComputeType_t compute =
+      std::is_same_v<TA, float> && allow_tf32_ ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  LtDescs d;
+  PRIMAL_CUBLAS_CHECK(cublasLtMatmulDescCreate(&d.matmul, compute, CUDA_R_32F));
+  // Column-major: D^T [N, M] = op(B)^T [N, K] op(A)^T [K, M].
+  const cublasOperation_t first = op(tb), second = op(ta);
+  PRIMAL_CUBLAS_CHECK(
+      cublasLtMatmulDescSetAttribute(d.matmul, CUBLASLT_MATMUL_DESC_TRANSA, &first, sizeof first));
+  PRIMAL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.matmul, CUBLASLT_MATMUL_DESC_TRANSB, &second,
+                                                     sizeof second));
+  if (bias) {
+    // The bias runs along the rows of the column-major D^T: N of them, one per output column
+    // of the row-major C.
+    const cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_BIAS;
+    PRIMAL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.matmul, CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                                       &epilogue, sizeof epilogue));
+    PRIMAL_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d.matmul, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                       &bias, sizeof bias));
+  }
+  // Stored shapes of the column-major operands, before op().
+  const bool b_t = tb == Trans::kYes, a_t = ta == Trans::kYes;
+  PRIMAL_CUBLAS_CHECK(
+      cublasLtMatrixLayoutCreate(&d.a, data_type<TA>(), b_t ? K : N, b_t ? N : K, ldb));
+  PRIMAL_CUBLAS_CHECK(
+      cublasLtMatrixLayoutCreate(&d.b, data_type<TA>(), a_t ? M : K, a_t ? K : M, lda));
+  PRIMAL_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&d.c, data_type<TC>(), N, M, ldc));
+  PRIMAL_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&d.pref));
+  PRIMAL_CUBLAS_CHECK(
+      cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                           &workspace_bytes_, sizeof workspace_bytes_));
+  cublasLtMatmulHeuristicResult_t heuristic{};
+  int found = 0;
+  PRIMAL_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt_, d.matmul, d.a, d.b, d.c, d.c, d.pref, 1,
+                                                     &heuristic, &found));
+  if (found == 0)
+    throw Error("Blas::gemm_lt", "cuBLASLt has no algorithm for M=" + std::to_string(M) +
+                                     " N=" + std::to_string(N) + " K=" + std::to_string(K));
+  const float alpha = 1;
+  PRIMAL_CUBLAS_CHECK(cublasLtMatmul(lt_, d.matmul, &alpha, B, d.a, A, d.b, &beta, C, d.c, C, d.c,
+                                     &heuristic.algo, workspace_, workspace_bytes_, stream_));
+}
+
+#define PRIMAL_BLAS_INSTANTIATE(TA, TC)                                                           \
+  template void Blas::gemm<TA, TC>(Trans, Trans, int, int, int, float, const TA*, int64_t,        \
+                                   const TA*, int64_t, float, TC*, int64_t);                      \
+  template void Blas::gemm_strided_batched<TA, TC>(Trans, Trans, int, int, int, float, const TA*, \
+                                                   int64_t, int64_t, const TA*, int64_t, int64_t, \
+                                                   float, TC*, int64_t, int64_t, int);            \
+  template void Blas::gemm_lt<TA, TC>(Trans, Trans, int, int, int, const TA*, int64_t, const TA*, \
+                                      int64_t, const TC*, float, TC*, int64_t);
+PRIMAL_BLAS_INSTANTIATE(float, float)
+PRIMAL_BLAS_INSTANTIATE(bf16, float)
+PRIMAL_BLAS_INSTANTIATE(bf16, bf16)
+#undef PRIMAL_BLAS_INSTANTIATE
+
+}  // namespace primal::cuda

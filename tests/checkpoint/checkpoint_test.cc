@@ -1,0 +1,369 @@
+// The checkpoint format without MPI: shards written as the TP ranks of one layout write them
+// and read back under others (values and AdamW moments, bit for bit), the errors of damaged
+// and foreign checkpoints, `latest`, pruning, and a background save equal to a blocking one.
+#include "trainer/checkpoint.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "trainer/checkpointer.h"
+#include "trainer/trainer.h"
+
+namespace primal {
+namespace {
+
+namespace fs = std::filesystem;
+
+class TempDir {
+ public:
+  TempDir() {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    path_ = fs::temp_directory_path() /
+            ("primal_checkpoint_test_" + std::to_string(getpid()) + "_" + info->name());
+    fs::remove_all(path_);
+    fs::create_directories(path_);
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  std::string operator/(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  fs::path path_;
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+void spit(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
+}
+
+// Every kind of sharding the model uses (SPEC §5), with shapes every TP in {1, 2, 4} divides.
+// `width` changes the shapes: a store of "another model".
+std::unique_ptr<ParameterStore<float>> make_store(TensorParallelRank tp, int width = 8) {
+  auto s = std::make_unique<ParameterStore<float>>(tp);
+  s->add("embed.tok.weight", {16, width}, Split::kReplicated, Init::kNormal);
+  s->add("layers.0.attn.qkv.weight", {3 * width, width}, Sharding{Split::kColumn, 3},
+         Init::kNormal);
+  s->add("layers.0.attn.qkv.bias", {3 * width}, Sharding{Split::kColumn, 3}, Init::kNormal);
+  s->add("layers.0.attn.we", {4, 2, 3}, Split::kHeads, Init::kOrthogonalRows);
+  s->add("layers.0.attn.concat.weight", {2, 6}, Sharding{Split::kReplicated, 1, true},
+         Init::kNormal);
+  s->add("layers.0.attn.proj.weight", {width, width}, Split::kRow, Init::kNormal);
+  s->add("layers.0.mlp.fc1.weight", {2 * width, width}, Split::kColumn, Init::kNormal);
+  s->add("norm.weight", {width}, Split::kReplicated, Init::kUniform);
+  s->finalize(7);
+  return s;
+}
+
+// Moments that differ per element and per kind: a function of the full index, so any slice
+// can be checked against what it must hold.
+float moment(int kind, int param, int64_t full_index) {
+  return float(kind * 1000 + param * 100) + 0.001f * float(full_index);
+}
+void fill_moments(ParameterStore<float>& s, std::vector<float>& m, std::vector<float>& v) {
+  m.assign(size_t(s.numel()), 0);
+  v.assign(size_t(s.numel()), 0);
+  int64_t local = 0;
+  int index = 0;
+  for (const auto& p : s.all()) {
+    int64_t i = local;
+    for (auto [from, length] : shard_runs(p.shape, p.sharding, s.tp())) {
+      for (int64_t j = 0; j < length; ++j, ++i) {
+        m[i] = moment(1, index, from + j);
+        v[i] = moment(2, index, from + j);
+      }
+    }
+    local += p.local_shape.numel();
+    ++index;
+  }
+}
+
+checkpoint::TrainingState state_at(int64_t step) {
+  checkpoint::TrainingState s;
+  s.set_step(step);
+  s.set_adamw_steps(step);
+  s.set_data_cursor(step);
+  return s;
+}
+
+// Saves a checkpoint at `step` as the TP ranks of a tp-way layout would.
+void save_as_layout(const std::string& root, int tp, int64_t step, int keep = 0, int width = 8) {
+  const std::string tmp = begin_checkpoint(root, step);
+  std::vector<WrittenShard> shards;
+  std::unique_ptr<ParameterStore<float>> any;
+  for (int t = 0; t < tp; ++t) {
+    auto s = make_store({t, tp}, width);
+    std::vector<float> m, v;
+    fill_moments(*s, m, v);
+    shards.push_back(write_shard(tmp, *s, {s->values().data(), m.data(), v.data()}, step));
+    any = std::move(s);
+  }
+  commit_checkpoint(root, tmp, build_manifest(*any, shards, 2, state_at(step), "model {}"), keep);
+}
+
+TEST(Checkpoint, SavedUnderOneLayoutLoadsBitwiseUnderEveryOther) {
+  TempDir dir;
+  for (int saved : {1, 2, 4}) {
+    const std::string root = dir / ("tp" + std::to_string(saved));
+    save_as_layout(root, saved, 5);
+    const std::string step_dir = resolve_checkpoint(root);
+    EXPECT_EQ(step_dir, root + "/step_00000005");
+    const checkpoint::Manifest m = read_manifest(step_dir);
+    EXPECT_EQ(m.layout().tp(), saved);
+    EXPECT_EQ(m.files_size(), saved);
+    for (int tp : {1, 2, 4}) {
+      for (int t = 0; t < tp; ++t) {
+        auto expected = make_store({t, tp});  // init is layout-independent (SPEC §3.5)
+        std::vector<float> em, ev;
+        fill_moments(*expected, em, ev);
+        auto loaded = make_store({t, tp});
+        loaded->values().zero();
+        std::vector<float> lm(em.size(), -1), lv(ev.size(), -1);
+        load_shards(step_dir, m, *loaded, lm.data(), lv.data());
+        ASSERT_EQ(0, std::memcmp(loaded->values().data(), expected->values().data(),
+                                 size_t(expected->numel()) * sizeof(float)))
+            << "saved tp " << saved << ", loaded as rank " << t << " of " << tp;
+        EXPECT_EQ(lm, em) << "exp_avg, saved tp " << saved << ", rank " << t << " of " << tp;
+        EXPECT_EQ(lv, ev) << "exp_avg_sq, saved tp " << saved << ", rank " << t << " of " << tp;
+      }
+    }
+  }
+}
+
+TEST(Checkpoint, ReplicatedTensorsAreWrittenOnceShardedOnesByEveryRank) {
+  TempDir dir;
+  save_as_layout(dir / "ck", 4, 1);
+  const checkpoint::Manifest m = read_manifest(dir / "ck/step_00000001");
+  for (const auto& t : m.tensors()) {
+    const bool replicated = t.split() == checkpoint::Tensor::REPLICATED;
+    EXPECT_EQ(t.shards_size(), replicated ? 1 : 4) << t.name();
+    for (const auto& s : t.shards()) {
+      EXPECT_EQ(s.value().bytes(), s.exp_avg().bytes());
+      EXPECT_EQ(s.value().bytes(), s.exp_avg_sq().bytes());
+    }
+  }
+  // A rank reads only the files its slice overlaps: rank 1 of 4 under the same layout never
+  // opens shard 0's file for its sharded tensors (a damaged shard 3 does not concern it).
+  spit(dir / "ck/step_00000001/shard_3_of_4.bin", "x");
+  auto s = make_store({1, 4});
+  // Replicated tensors live in shard 0, sharded ones in shard 1: shard 3 is not read.
+  EXPECT_NO_THROW(load_checkpoint_weights(dir / "ck", *s));
+}
+
+// Runs f, which must throw CheckpointError naming `file`; returns the message.
+template <typename F>
+std::string expect_error_naming(F f, const std::string& file) {
+  try {
+    f();
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find(file), std::string::npos) << e.what();
+    return e.what();
+  }
+  ADD_FAILURE() << "no CheckpointError naming " << file;
+  return "";
+}
+
+class Damaged : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    save_as_layout(dir_ / "ck", 2, 10);
+    step_ = dir_ / "ck/step_00000010";
+    shard_ = step_ + "/shard_1_of_2.bin";
+    manifest_ = step_ + "/manifest.pb";
+    store_ = make_store({0, 1});
+    before_.assign(store_->values().data(), store_->values().data() + store_->numel());
+    store_->values().zero();
+  }
+  // The store is untouched when the load fails.
+  void expect_store_untouched() {
+    for (int64_t i = 0; i < store_->numel(); ++i) ASSERT_EQ(store_->values()[i], 0.0f);
+  }
+  void load() { load_checkpoint_weights(dir_ / "ck", *store_); }
+
+  TempDir dir_;
+  std::string step_, shard_, manifest_;
+  std::unique_ptr<ParameterStore<float>> store_;
+  std::vector<float> before_;
+};
+
+TEST_F(Damaged, TruncatedShardNamesTheFile) {
+  const std::string bytes = slurp(shard_);
+  spit(shard_, bytes.substr(0, bytes.size() - 10));
+  const std::string msg = expect_error_naming([&] { load(); }, shard_);
+  EXPECT_NE(msg.find("truncated"), std::string::npos) << msg;
+  expect_store_untouched();
+}
+
+TEST_F(Damaged, FlippedByteIsAChecksumMismatchNamingTheFileAndTensor) {
+  std::string bytes = slurp(shard_);
+  bytes[bytes.size() / 3] ^= 0x10;  // inside the values of some sharded tensor
+  spit(shard_, bytes);
+  auto moments = make_store({0, 1});
+  std::vector<float> m(size_t(moments->numel())), v(m.size());
+  const std::string msg = expect_error_naming(
+      [&] { load_shards(step_, read_manifest(step_), *store_, m.data(), v.data()); }, shard_);
+  EXPECT_NE(msg.find("checksum mismatch"), std::string::npos) << msg;
+  expect_store_untouched();
+  EXPECT_THROW(verify_shard_files(step_, read_manifest(step_)), CheckpointError);
+}
+
+TEST_F(Damaged, MissingManifestNamesIt) {
+  fs::remove(manifest_);
+  const std::string msg = expect_error_naming([&] { load(); }, manifest_);
+  EXPECT_NE(msg.find("missing"), std::string::npos) << msg;
+}
+
+TEST_F(Damaged, WrongFormatVersionNamesTheManifestAndBothVersions) {
+  checkpoint::Manifest m = read_manifest(step_);
+  m.set_format_version(99);
+  spit(manifest_, m.SerializeAsString());
+  const std::string msg = expect_error_naming([&] { load(); }, manifest_);
+  EXPECT_NE(msg.find("format version 99"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("reads version 1"), std::string::npos) << msg;
+}
+
+TEST_F(Damaged, AnotherModelsShapeNamesTheTensorAndBothShapes) {
+  auto wider = make_store({0, 1}, 12);
+  const std::string msg =
+      expect_error_naming([&] { load_checkpoint_weights(dir_ / "ck", *wider); }, manifest_);
+  EXPECT_NE(msg.find("embed.tok.weight"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("[16, 8]"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("[16, 12]"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("another model"), std::string::npos) << msg;
+}
+
+TEST_F(Damaged, AShardFromAnotherCheckpointIsCaughtByItsHeader) {
+  save_as_layout(dir_ / "other", 2, 20);
+  fs::copy_file(dir_ / "other/step_00000020/shard_1_of_2.bin", shard_,
+                fs::copy_options::overwrite_existing);
+  expect_error_naming([&] { load(); }, shard_);
+}
+
+TEST(Checkpoint, LatestIsWrittenLastAndCandidatesGoNewestFirst) {
+  TempDir dir;
+  const std::string root = dir / "ck";
+  EXPECT_TRUE(checkpoint_candidates(root).empty());  // no directory yet
+  for (int64_t step : {5, 10, 15}) save_as_layout(root, 1, step);
+  EXPECT_EQ(slurp(root + "/latest"), "step_00000015\n");
+  EXPECT_EQ(checkpoint_candidates(root),
+            (std::vector<std::string>{root + "/step_00000015", root + "/step_00000010",
+                                      root + "/step_00000005"}));
+  // A newer directory than `latest` (a run that was rolled back) is not a candidate.
+  spit(root + "/latest", "step_00000010\n");
+  EXPECT_EQ(checkpoint_candidates(root),
+            (std::vector<std::string>{root + "/step_00000010", root + "/step_00000005"}));
+  // A save that died before its rename leaves only a temporary directory: never a candidate,
+  // and the next save clears it.
+  fs::create_directories(root + "/.step_00000020.tmp");
+  EXPECT_EQ(checkpoint_candidates(root).size(), 2u);
+  save_as_layout(root, 1, 25);
+  EXPECT_FALSE(fs::exists(root + "/.step_00000020.tmp"));
+}
+
+TEST(Checkpoint, KeepsTheNewestKAndMovesAnExistingStepAsideInsteadOfDeletingIt) {
+  TempDir dir;
+  const std::string root = dir / "ck";
+  for (int64_t step : {1, 2, 3, 4}) save_as_layout(root, 1, step, /*keep=*/2);
+  EXPECT_FALSE(fs::exists(root + "/step_00000001"));
+  EXPECT_FALSE(fs::exists(root + "/step_00000002"));
+  EXPECT_TRUE(fs::exists(root + "/step_00000003"));
+  EXPECT_TRUE(fs::exists(root + "/step_00000004"));
+  const std::string old_manifest = slurp(root + "/step_00000004/manifest.pb");
+  save_as_layout(root, 2, 4, /*keep=*/2);  // the same step again, under another layout
+  EXPECT_EQ(slurp(root + "/step_00000004.replaced-1/manifest.pb"), old_manifest);
+  EXPECT_EQ(read_manifest(root + "/step_00000004").layout().tp(), 2);
+  // Pruning never counts or deletes the moved-aside directory.
+  EXPECT_TRUE(fs::exists(root + "/step_00000003"));
+}
+
+TEST(Checkpoint, ResolvesAStepDirectoryOrARootAndRejectsAnythingElse) {
+  TempDir dir;
+  save_as_layout(dir / "ck", 1, 3);
+  EXPECT_EQ(resolve_checkpoint(dir / "ck"), dir / "ck/step_00000003");
+  EXPECT_EQ(resolve_checkpoint(dir / "ck/step_00000003"), dir / "ck/step_00000003");
+  expect_error_naming([&] { resolve_checkpoint(dir / "nothing"); }, dir / "nothing");
+  fs::create_directories(dir / "empty");
+  auto store = make_store({0, 1});
+  expect_error_naming([&] { load_checkpoint_weights(dir / "empty", *store); },
+                      dir / "empty/manifest.pb");
+}
+
+// ---- With the Trainer (one process)
+
+std::string corpus(const TempDir& dir) {
+  std::ofstream f(dir / "corpus.txt");
+  for (int i = 0; i < 300; ++i)
+    f << "In the beginning God created the heaven and the earth. " << i % 37 << "\n";
+  return dir / "corpus.txt";
+}
+
+LoadedConfig tiny_config(const TempDir& dir, const std::string& run, bool async, int64_t steps) {
+  std::ostringstream text;
+  text << "model { width: 16 heads: 2 mlp_width: 32 max_len: 16 layers: [SOFTMAX, PRIMAL] "
+          "low_rank: 3 rank_multi: 2 dropout: 0.1 }\n"
+       << "data { path: \"" << corpus(dir) << "\" seq_len: 16 batch_size: 4 }\n"
+       << "schedule { warmup_steps: 2 }\n"
+       << "train { steps: " << steps
+       << " eval_every: 0 eval_batches: 1 log_every: 100 threads: 1 }\n"
+       << "checkpoint { every: 3 keep: 0 async_save: " << (async ? "true" : "false") << " }\n"
+       << "logging { dir: \"" << (dir / run) << "\" }\n";
+  return LoadedConfig::parse(text.str(), "tiny", {});
+}
+
+TEST(Checkpointer, BackgroundSaveWritesTheSameShardsAsABlockingOne) {
+  TempDir dir;
+  std::vector<std::string> shards[2];
+  for (int async : {0, 1}) {
+    const LoadedConfig config = tiny_config(dir, async ? "async" : "sync", async, 10);
+    Trainer trainer(config);
+    trainer.run();
+    const std::string root = dir / (std::string(async ? "async" : "sync") + "/checkpoints");
+    for (int64_t step : {3, 6, 9, 10}) {
+      shards[async].push_back(slurp(root + "/" + checkpoint_step_name(step) + "/shard_0_of_1.bin"));
+    }
+  }
+  ASSERT_EQ(shards[0].size(), 4u);
+  for (size_t i = 0; i < shards[0].size(); ++i) {
+    EXPECT_FALSE(shards[0][i].empty());
+    EXPECT_EQ(shards[0][i], shards[1][i]) << "checkpoint " << i;
+  }
+}
+
+TEST(Checkpointer, ResumeRestoresParametersMomentsAndStepCount) {
+  TempDir dir;
+  const LoadedConfig config = tiny_config(dir, "a", false, 6);
+  Trainer first(config);
+  first.run();
+  Trainer second(config);
+  second.resume("auto");
+  EXPECT_EQ(second.start_step(), 6);
+  auto& a = first.model().params();
+  auto& b = second.model().params();
+  const size_t bytes = size_t(a.numel()) * sizeof(float);
+  ASSERT_EQ(0, std::memcmp(a.values().data(), b.values().data(), bytes));
+  EXPECT_EQ(0, std::memcmp(first.optimizer().exp_avg().data(), second.optimizer().exp_avg().data(),
+                           bytes));
+  EXPECT_EQ(0, std::memcmp(first.optimizer().exp_avg_sq().data(),
+                           second.optimizer().exp_avg_sq().data(), bytes));
+  EXPECT_EQ(second.optimizer().steps(), 6);
+  // A step directory exactly, under a fresh trainer.
+  Trainer third(config);
+  third.resume(dir / "a/checkpoints/step_00000003");
+  EXPECT_EQ(third.start_step(), 3);
+  EXPECT_THROW(third.resume(dir / "a/checkpoints/step_00000004"), CheckpointError);
+}
+
+}  // namespace
+}  // namespace primal

@@ -1,0 +1,221 @@
+"""A real Slurm on localhost for tests: munged, slurmctld and slurmd started by hand with their
+own configuration in a temporary directory, and stopped by the PIDs in their pidfiles.
+
+    with SlurmCluster(workdir) as slurm:
+        job = slurm.sbatch(script_path, extra_args)
+        slurm.wait_state(job, {"COMPLETED"})
+
+Facts this relies on: ../shared/notes/slurm-and-mpi-on-one-machine.md.
+"""
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+
+class SlurmError(RuntimeError):
+    pass
+
+
+def _run(cmd, env=None, check=True, timeout=60):
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                       env=env, timeout=timeout)
+    if check and p.returncode != 0:
+        raise SlurmError("%s failed (%d): %s" % (" ".join(cmd), p.returncode, p.stdout.strip()))
+    return p.stdout
+
+
+def ensure_installed():
+    """Installs slurm-wlm and munge from Debian when missing (the test needs root)."""
+    if all(shutil.which(b) for b in ("slurmctld", "slurmd", "munged", "sbatch")):
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    _run(["apt-get", "update", "-qq"], env=env, timeout=600)
+    _run(["apt-get", "install", "-y", "-qq", "--no-install-recommends", "slurm-wlm", "munge"],
+         env=env, timeout=900)
+
+
+class SlurmCluster:
+    def __init__(self, workdir, cpus=None):
+        self.dir = os.path.abspath(workdir)
+        self.host = socket.gethostname()
+        self.conf = os.path.join(self.dir, "slurm.conf")
+        self.env = dict(os.environ, SLURM_CONF=self.conf)
+        self.pids = {}  # daemon -> pid we started
+        self.cpus = cpus
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def __enter__(self):
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    def start(self):
+        ensure_installed()
+        for sub in ("state", "spool", "log"):
+            os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+        self._start_munge()
+        self._write_conf()
+        self._start_daemon("slurmctld", ["/usr/sbin/slurmctld", "-f", self.conf],
+                           os.path.join(self.dir, "slurmctld.pid"))
+        self._start_daemon("slurmd", ["/usr/sbin/slurmd", "-f", self.conf],
+                           os.path.join(self.dir, "slurmd.pid"))
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            out = _run(["sinfo", "-h", "-o", "%T"], env=self.env, check=False)
+            if "idle" in out or "mixed" in out or "allocated" in out:
+                return
+            time.sleep(0.5)
+        raise SlurmError("the node did not become idle: " + out + self.logs())
+
+    def stop(self):
+        """Stops what we started, by PID; waits until the processes are gone."""
+        for name in ("slurmd", "slurmctld", "munged"):
+            pid = self.pids.pop(name, None)
+            if pid is None:
+                continue
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+            deadline = time.time() + 20
+            while time.time() < deadline and _alive(pid):
+                time.sleep(0.2)
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        # Job steps left behind by a failed test.
+        for pid in _pids_named("slurmstepd"):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def _start_munge(self):
+        existing = _pids_named("munged")
+        if existing:
+            return  # a munged of the machine's own: use it, and leave it running
+        os.makedirs("/run/munge", exist_ok=True)
+        shutil.chown("/run/munge", "munge", "munge")
+        _run(["runuser", "-u", "munge", "--", "/usr/sbin/munged"])
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            pids = _pids_named("munged")
+            if pids:
+                self.pids["munged"] = pids[0]
+                return
+            time.sleep(0.1)
+        raise SlurmError("munged did not start")
+
+    def _start_daemon(self, name, cmd, pidfile):
+        _run(cmd, env=self.env)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            try:
+                self.pids[name] = int(open(pidfile).read().strip())
+                return
+            except (OSError, ValueError):
+                time.sleep(0.1)
+        raise SlurmError(name + " did not write its pidfile" + self.logs())
+
+    def _write_conf(self):
+        node = _run(["/usr/sbin/slurmd", "-C"]).splitlines()[0]
+        node = re.sub(r"^NodeName=\S+", "NodeName=%s NodeAddr=127.0.0.1" % self.host, node)
+        if self.cpus:
+            node = re.sub(r"CPUs=\d+", "CPUs=%d" % self.cpus, node)
+        d = self.dir
+        lines = [
+            "ClusterName=primaltest",
+            "SlurmctldHost=%s(127.0.0.1)" % self.host,
+            "SlurmUser=root",
+            "AuthType=auth/munge",
+            "ProctrackType=proctrack/linuxproc",
+            "TaskPlugin=task/none",
+            "SelectType=select/cons_tres",
+            "SelectTypeParameters=CR_Core",
+            "MpiDefault=pmix",
+            "ReturnToService=2",
+            "JobRequeue=1",
+            "StateSaveLocation=%s/state" % d,
+            "SlurmdSpoolDir=%s/spool" % d,
+            "SlurmctldPidFile=%s/slurmctld.pid" % d,
+            "SlurmdPidFile=%s/slurmd.pid" % d,
+            "SlurmctldLogFile=%s/log/slurmctld.log" % d,
+            "SlurmdLogFile=%s/log/slurmd.log" % d,
+            "MailProg=/bin/true",
+            # Requeued jobs run again after about 15 s instead of 2 minutes.
+            "AuthInfo=cred_expire=10",
+            "SchedulerParameters=sched_interval=5,bf_interval=5",
+            "SlurmdParameters=config_overrides",
+            node,
+            "PartitionName=debug Nodes=%s Default=YES MaxTime=INFINITE State=UP" % self.host,
+        ]
+        with open(self.conf, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    # -- jobs ------------------------------------------------------------------------------
+    def sbatch(self, script, args=(), env=None):
+        out = _run(["sbatch", "--parsable"] + list(args) + [script], env=dict(self.env, **(env or {})))
+        return out.strip().split(";")[0]
+
+    def state(self, job):
+        out = _run(["scontrol", "show", "job", job], env=self.env, check=False)
+        m = re.search(r"JobState=(\S+)", out)
+        restarts = re.search(r"Restarts=(\d+)", out)
+        return (m.group(1) if m else "UNKNOWN"), int(restarts.group(1)) if restarts else 0
+
+    def wait_state(self, job, states, timeout=300):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            st, _ = self.state(job)
+            if st in states:
+                return st
+            time.sleep(0.5)
+        raise SlurmError("job %s not in %s after %d s (now %s)%s" % (job, states, timeout,
+                                                                     self.state(job), self.logs()))
+
+    def signal(self, job, sig="USR1", batch=True):
+        _run(["scancel", "--signal=" + sig] + (["--batch"] if batch else ["--full"]) + [job],
+             env=self.env)
+
+    def logs(self):
+        text = ""
+        for name in ("slurmctld.log", "slurmd.log"):
+            p = os.path.join(self.dir, "log", name)
+            if os.path.exists(p):
+                text += "\n--- %s (tail)\n" % name + "".join(open(p).readlines()[-15:])
+        return text
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _pids_named(name):
+    pids = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open("/proc/%s/comm" % pid) as f:
+                    if f.read().strip() == name:
+                        pids.append(int(pid))
+            except OSError:
+                pass
+    return pids
