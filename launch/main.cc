@@ -5,6 +5,8 @@
 //                 [--set k=v ...] [--data FILE | --split val|test]
 //   primal export --checkpoint DIR --out FILE.safetensors
 //   primal import FILE.safetensors --config FILE [--set k=v ...] --out DIR
+//   primal generate --checkpoint DIR --prompt TEXT [--tokens N] [--temperature T] [--seed S]
+//   primal spectrum --checkpoint DIR [--batches K] [--out PREFIX]
 // Exit codes: 0 done; 2 bad input (config, flags, data, weights, checkpoint: one line naming the
 // file and field, from rank 0 when every rank sees it); 3 a collective did not complete within
 // parallel.watchdog_s (a rank died or hangs); 4 a non-finite loss stopped the run; 75 training
@@ -20,6 +22,9 @@
 #include "comm/mpi/mpi_communicator.h"
 #include "core/error.h"
 #include "data/text_dataset.h"
+#include "launch/generate.h"
+#include "launch/launcher.h"
+#include "launch/spectrum.h"
 #include "trainer/checkpoint.h"
 #include "trainer/safetensors.h"
 #include "trainer/trainer.h"
@@ -68,6 +73,14 @@ int train(int* argc, char*** argv, const std::string& config_path,
   }
   world.set_timeout_s(config->proto().parallel().watchdog_s());
   ProcessGroups groups = make_process_groups(world, config->proto().parallel().tp());
+  if (world.rank() == 0) {
+    LaunchEnvironment env = detect_launch_environment();
+    // The MPI world is the authority; the launcher's variables give the node-local rank.
+    env.rank = world.rank();
+    env.size = world.size();
+    std::printf("primal train: layout %s\n",
+                describe_layout(env, groups.tp_size, groups.tp_rank, groups.dp_rank).c_str());
+  }
   std::unique_ptr<Trainer> trainer;
   if (!on_every_rank(world, [&] {
         trainer = std::make_unique<Trainer>(*config, &groups);
@@ -142,6 +155,38 @@ int import_weights(const std::string& file, const std::string& config_path,
   return 0;
 }
 
+// The model a command reads: from a checkpoint (its own config, or --config) on one process.
+std::unique_ptr<Transformer<float>> load_model(const std::string& checkpoint,
+                                               const std::string& config_path,
+                                               const std::vector<std::string>& overrides,
+                                               std::unique_ptr<LoadedConfig>& config) {
+  config = std::make_unique<LoadedConfig>(
+      config_path.empty() ? load_checkpoint_config(checkpoint, overrides, false)
+                          : LoadedConfig::load(config_path, overrides));
+  if (config->proto().train().threads() > 0) {
+    omp_set_num_threads(config->proto().train().threads());
+  }
+  auto model = std::make_unique<Transformer<float>>(config->model());
+  load_checkpoint_weights(checkpoint, model->params());
+  return model;
+}
+
+int generate(const std::string& checkpoint, const std::string& config_path,
+             const std::vector<std::string>& overrides, const std::string& prompt, int tokens,
+             double temperature, uint64_t seed) {
+  std::unique_ptr<LoadedConfig> config;
+  auto model = load_model(checkpoint, config_path, overrides, config);
+  return run_generate(*model, prompt, tokens, temperature, seed, stdout);
+}
+
+int spectrum(const std::string& checkpoint, const std::string& config_path,
+             const std::vector<std::string>& overrides, int batches, const std::string& out) {
+  std::unique_ptr<LoadedConfig> config;
+  auto model = load_model(checkpoint, config_path, overrides, config);
+  return run_spectrum(*model, *make_dataset(*config), batches,
+                      config->proto().data().batch_size(), out);
+}
+
 }  // namespace
 }  // namespace primal
 
@@ -190,6 +235,31 @@ int main(int argc, char** argv) {
   imp->add_option("--set", overrides, "override a config field");
   imp->add_option("--out", out, "the checkpoint directory to create")->required();
 
+  std::string prompt, spectrum_out = "spectrum";
+  int tokens = 200, batches = 4;
+  double temperature = 0.8;
+  uint64_t seed = 1;
+  CLI::App* gen = app.add_subcommand(
+      "generate", "continue a text prompt with a trained byte-level LM (incremental decoding)");
+  gen->add_option("--checkpoint", checkpoint, "a step directory, or a checkpoint directory")
+      ->required();
+  gen->add_option("--config", config_path, "default: the checkpoint's own config");
+  gen->add_option("--set", overrides, "override a config field");
+  gen->add_option("--prompt", prompt, "the text to continue")->required();
+  gen->add_option("--tokens", tokens, "bytes to generate")->check(CLI::NonNegativeNumber);
+  gen->add_option("--temperature", temperature, "0: greedy")->check(CLI::NonNegativeNumber);
+  gen->add_option("--seed", seed, "sampling seed");
+
+  CLI::App* spec = app.add_subcommand(
+      "spectrum", "singular values of every layer's attention on validation data: CSV + SVG");
+  spec->add_option("--checkpoint", checkpoint, "a step directory, or a checkpoint directory")
+      ->required();
+  spec->add_option("--config", config_path, "default: the checkpoint's own config");
+  spec->add_option("--set", overrides, "override a config field");
+  spec->add_option("--batches", batches, "validation batches to average over")
+      ->check(CLI::PositiveNumber);
+  spec->add_option("--out", spectrum_out, "output prefix: PREFIX.csv and PREFIX.svg");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -200,6 +270,11 @@ int main(int argc, char** argv) {
   try {
     if (*exp) return primal::export_weights(checkpoint, out);
     if (*imp) return primal::import_weights(import_file, config_path, overrides, out);
+    if (*gen) {
+      return primal::generate(checkpoint, config_path, overrides, prompt, tokens, temperature,
+                              seed);
+    }
+    if (*spec) return primal::spectrum(checkpoint, config_path, overrides, batches, spectrum_out);
     return primal::eval(config_path, overrides, weights, checkpoint, data_file, split);
   } catch (const primal::Error& e) {
     std::fprintf(stderr, "primal: error: %s\n", e.what());

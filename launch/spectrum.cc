@@ -38,7 +38,7 @@ int run_spectrum(Transformer<float>& model, const Dataset& data, int batches, in
     const int count = int(std::min<int64_t>(batch_size, total - first));
     data.eval_batch(DataSplit::kVal, first, count, batch);
     arena.reset();
-    model.forward(arena, batch, 0);
+    model.forward(arena, batch, 0, /*training=*/false);
     spectrum.add_last_forward(batch);
   }
   write_spectrum_csv(out_prefix + ".csv", spectrum.layers());

@@ -9,7 +9,7 @@ namespace primal {
 template <typename T>
 void dropout_inplace(const Tensor<T>& x, double p, const Sequence& seq, int layer,
                      DropoutSite site) {
-  if (p <= 0) return;
+  if (p <= 0 || !seq.training) return;
   const uint64_t stream = (uint64_t(seq.step) << 24) ^ (uint64_t(layer) << 4) ^ uint64_t(site);
   const CounterRng rng(seq.seed ^ 0xD0D0D0D0ull, stream);
   const int64_t per_sample = x.numel() / seq.B;

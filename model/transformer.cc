@@ -106,11 +106,11 @@ Transformer<T>::Transformer(const ModelConfig& config, TensorParallelGroup* tp)
 }
 
 template <typename T>
-LossTerms Transformer<T>::forward(Arena& arena, const Batch& batch, int64_t step) {
+LossTerms Transformer<T>::forward(Arena& arena, const Batch& batch, int64_t step, bool training) {
   const int cls = config_.has_cls() ? 1 : 0, C = config_.width;
   batch_ = &batch;
   seq_ = Sequence{batch.B, batch.N + cls, nullptr, config_.causal(), config_.seed, step,
-                  batch.sample_offset};
+                  batch.sample_offset, training};
   if (!batch.lengths.empty()) {
     lengths_ = arena.alloc<int32_t>({batch.B});
     for (int b = 0; b < batch.B; ++b) lengths_[b] = batch.lengths[b] + cls;

@@ -69,8 +69,9 @@ class Transformer {
   Embedding<T>& embedding() { return embed_; }
   LayerNorm<T>& final_norm() { return norm_; }
 
-  // Loss of the batch. step keys dropout. Keeps what backward() needs in the arena.
-  LossTerms forward(Arena& arena, const Batch& batch, int64_t step);
+  // Loss of the batch. step keys dropout; training = false turns dropout off (evaluation).
+  // Keeps what backward() needs in the arena.
+  LossTerms forward(Arena& arena, const Batch& batch, int64_t step, bool training = true);
   // Gradients of the last forward's loss, added into params().grads().
   void backward(Arena& arena);
   // zero grads, forward, backward, sum_grads_over_tp

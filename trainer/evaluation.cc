@@ -19,7 +19,7 @@ EvalResult evaluate(Transformer<float>& model, Arena& arena, const Dataset& data
     const int count = int(std::min<int64_t>(batch_size, total - first));
     data.eval_batch(split, first, count, batch);
     arena.reset();
-    const LossTerms t = model.forward(arena, batch, 0);
+    const LossTerms t = model.forward(arena, batch, 0, /*training=*/false);
     ce_sum += t.ce * double(t.predictions);
     ksvd_sum += t.ksvd;
     r.predictions += t.predictions;

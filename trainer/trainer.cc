@@ -137,6 +137,10 @@ Trainer::Trainer(const LoadedConfig& config, ProcessGroups* groups)
       run_dir_(proto_.logging().dir()),
       tty_(leader() && isatty(STDOUT_FILENO)) {
   if (proto_.train().threads() > 0) omp_set_num_threads(proto_.train().threads());
+  // After the thread count is set: the measured peak (for MFU) uses the training's threads.
+  telemetry_ = std::make_unique<Telemetry>(config_, groups_ ? groups_->world->rank() : 0,
+                                           groups_ ? groups_->world->size() : 1);
+  ksvd_terms_.assign(model_.config().num_primal_layers(), 0.0);
   const int B = proto_.data().batch_size();
   predictions_per_step_ = model_.config().head == HeadKind::kLm
                               ? int64_t(B) * proto_.data().seq_len()
@@ -217,6 +221,7 @@ Trainer::StepResult Trainer::train_step(int64_t step) {
   StepResult r;
   r.lr = learning_rate(schedule_, step);
   model_.params().zero_grads();
+  std::fill(ksvd_terms_.begin(), ksvd_terms_.end(), 0.0);
   // Micro-batch k is the slice [k*micro, (k+1)*micro) of the step's global batch, and this
   // DP rank takes its share of it: the samples do not depend on the layout or on accumulation.
   for (int k = 0; k < micro_steps; ++k) {
@@ -235,6 +240,7 @@ Trainer::StepResult Trainer::train_step(int64_t step) {
     r.loss += t.loss / micro_steps;
     r.ce += t.ce / micro_steps;
     r.ksvd += t.ksvd / micro_steps;
+    for (size_t j = 0; j < ksvd_terms_.size(); ++j) ksvd_terms_[j] += t.ksvd_terms[j] / micro_steps;
   }
   if (buckets_) buckets_->wait_all();
   if (micro_steps > 1) {
@@ -318,6 +324,15 @@ void Trainer::log_step(int64_t step, const StepResult& r, double step_seconds, d
                               {"elapsed_s", elapsed}};
   std::fprintf(metrics_, "%s\n", j.dump().c_str());
   std::fflush(metrics_);
+  telemetry_->on_step(step + 1,
+                      {.loss = r.loss,
+                       .ce = r.ce,
+                       .ksvd = r.ksvd,
+                       .ksvd_terms = ksvd_terms_,
+                       .lr = r.lr,
+                       .grad_norm = r.grad_norm,
+                       .step_seconds = step_seconds},
+                      &model_.params());
   // A resumed run has timed only the steps since its start.
   const double eta = elapsed / double(step + 1 - start_step_) * double(steps - step - 1);
   char line[256];
@@ -346,6 +361,7 @@ EvalResult Trainer::evaluate_and_log(int64_t step) {
   const std::string json = eval_json(r, "val", step);
   std::fprintf(metrics_, "%s\n", json.c_str());
   std::fflush(metrics_);
+  telemetry_->on_eval(step, "val", r);
   if (tty_) std::printf("\n");
   if (r.accuracy >= 0) {
     std::printf("eval  step %lld | val loss %.4f | ce %.4f | accuracy %.4f\n", (long long)step,
@@ -425,6 +441,7 @@ EvalResult Trainer::run() {
         std::fclose(metrics_);
         metrics_ = nullptr;
       }
+      telemetry_->close();
       return {};
     }
     if (save_every > 0 && done % save_every == 0 && done != steps) checkpointer_->save(done, lr);
@@ -433,6 +450,7 @@ EvalResult Trainer::run() {
   checkpointer_->wait();
   if (buckets_ && proto_.parallel().trace_buckets()) write_bucket_trace();
   EvalResult last = evaluate_and_log(steps);
+  telemetry_->close();
   ParameterStore<float> full = gather_full_parameters();
   if (leader()) {
     std::fclose(metrics_);

@@ -20,6 +20,7 @@
 #include "trainer/checkpointer.h"
 #include "trainer/evaluation.h"
 #include "trainer/schedule.h"
+#include "trainer/telemetry.h"
 
 namespace primal {
 
@@ -105,6 +106,8 @@ class Trainer {
   bool evaluating_ = false;
   std::string run_dir_;
   std::FILE* metrics_ = nullptr;
+  std::unique_ptr<Telemetry> telemetry_;  // TensorBoard (logging.logdir), world rank 0
+  std::vector<double> ksvd_terms_;         // J_l of the last step, per PRIMAL layer
   bool tty_ = false;
   int64_t predictions_per_step_ = 0;
 };
