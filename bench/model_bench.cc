@@ -39,7 +39,8 @@ std::vector<BenchCase> cases() {
   for (AttentionKind k : {kPrimal, kSoftmax}) {
     const std::string name = k == kPrimal ? "primal" : "softmax";
     out.push_back({"listops_" + name, k, 32, 2000});
-    for (int n : {1024, 2048, 4096, 8192}) out.push_back({name + "_n" + std::to_string(n), k, 8, n});
+    for (int n : {1024, 2048, 4096, 8192})
+      out.push_back({name + "_n" + std::to_string(n), k, 8, n});
   }
   return out;
 }

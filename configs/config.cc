@@ -161,7 +161,8 @@ std::string LoadedConfig::where(const std::string& field_path) const {
     const pb::FieldDescriptor* field = type->FindFieldByName(parts[i]);
     if (!field) break;
     if (i + 1 == parts.size()) {
-      const pb::TextFormat::ParseLocation loc = tree->GetLocation(field, field->is_repeated() ? 0 : -1);
+      const pb::TextFormat::ParseLocation loc =
+          tree->GetLocation(field, field->is_repeated() ? 0 : -1);
       if (loc.line >= 0) return path_ + ":" + std::to_string(loc.line + 1) + ": " + field_path;
       break;
     }
@@ -261,8 +262,8 @@ void LoadedConfig::validate(bool require_data) const {
   }
   if (m.layers_size() == 0) fail("model.layers", "needs at least one layer (SOFTMAX or PRIMAL)");
   if (m.width() % m.heads() != 0) {
-    fail("model.heads", std::to_string(m.heads()) + " does not divide model.width " +
-                            std::to_string(m.width()));
+    fail("model.heads",
+         std::to_string(m.heads()) + " does not divide model.width " + std::to_string(m.width()));
   }
   if (m.dropout() < 0 || m.dropout() >= 1) fail("model.dropout", "must lie in [0, 1)");
   if (m.eta() < 0) fail("model.eta", "must not be negative");
@@ -271,8 +272,8 @@ void LoadedConfig::validate(bool require_data) const {
   if (o.weight_decay() < 0) fail("optimizer.weight_decay", "must not be negative");
   if (o.grad_clip() < 0) fail("optimizer.grad_clip", "must not be negative (0 disables)");
   if (d.batch_size() % o.accumulation_steps() != 0) {
-    fail("optimizer.accumulation_steps", "must divide data.batch_size " +
-                                             std::to_string(d.batch_size()));
+    fail("optimizer.accumulation_steps",
+         "must divide data.batch_size " + std::to_string(d.batch_size()));
   }
   if (proto_.schedule().warmup_steps() < 0) fail("schedule.warmup_steps", "must not be negative");
   if (proto_.schedule().warmup_steps() > t.steps()) {
@@ -340,13 +341,14 @@ void LoadedConfig::validate(bool require_data) const {
          "must lie in [0, train.steps " + std::to_string(t.steps()) + "] (0: never)");
   }
   if (require_data && d.kind() != config::Data::LISTOPS) {
-    if (!d.has_path()) fail("data.path", "is required for data.kind " + config::Data::Kind_Name(d.kind()));
+    if (!d.has_path())
+      fail("data.path", "is required for data.kind " + config::Data::Kind_Name(d.kind()));
     std::error_code ec;
     if (!std::filesystem::exists(d.path(), ec)) {
-      fail("data.path", "'" + d.path() + "' does not exist" +
-                            (d.kind() == config::Data::TEXT
-                                 ? " (the KJV corpus is made by scripts/setup.sh)"
-                                 : ""));
+      fail("data.path",
+           "'" + d.path() + "' does not exist" +
+               (d.kind() == config::Data::TEXT ? " (the KJV corpus is made by scripts/setup.sh)"
+                                               : ""));
     }
   }
 }

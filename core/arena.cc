@@ -5,7 +5,9 @@
 namespace primal {
 namespace {
 constexpr size_t kAlign = 64;
-size_t round_up(size_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
+size_t round_up(size_t n) {
+  return (n + kAlign - 1) / kAlign * kAlign;
+}
 }  // namespace
 
 Arena::Arena(size_t first_block_bytes) : first_block_bytes_(first_block_bytes) {}

@@ -59,9 +59,9 @@ class Arena {
   void* alloc_bytes(size_t bytes);
 
   std::vector<Block> blocks_;
-  size_t block_ = 0;       // block being filled
-  size_t offset_ = 0;      // bytes used in blocks_[block_]
-  size_t used_before_ = 0; // bytes used in blocks before block_
+  size_t block_ = 0;        // block being filled
+  size_t offset_ = 0;       // bytes used in blocks_[block_]
+  size_t used_before_ = 0;  // bytes used in blocks before block_
   size_t first_block_bytes_;
   size_t growth_count_ = 0;
   size_t peak_bytes_ = 0;

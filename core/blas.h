@@ -16,20 +16,22 @@ inline std::atomic<uint64_t> gemm_flops{0};
 
 enum class Trans { kNo, kYes };
 
-inline CBLAS_TRANSPOSE cblas_trans(Trans t) { return t == Trans::kYes ? CblasTrans : CblasNoTrans; }
+inline CBLAS_TRANSPOSE cblas_trans(Trans t) {
+  return t == Trans::kYes ? CblasTrans : CblasNoTrans;
+}
 
 inline void gemm(Trans ta, Trans tb, int M, int N, int K, float alpha, const float* A, int lda,
                  const float* B, int ldb, float beta, float* C, int ldc) {
   gemm_flops.fetch_add(2ull * M * N * K, std::memory_order_relaxed);
-  cblas_sgemm(CblasRowMajor, cblas_trans(ta), cblas_trans(tb), M, N, K, alpha, A, lda, B, ldb,
-              beta, C, ldc);
+  cblas_sgemm(CblasRowMajor, cblas_trans(ta), cblas_trans(tb), M, N, K, alpha, A, lda, B, ldb, beta,
+              C, ldc);
 }
 
 inline void gemm(Trans ta, Trans tb, int M, int N, int K, double alpha, const double* A, int lda,
                  const double* B, int ldb, double beta, double* C, int ldc) {
   gemm_flops.fetch_add(2ull * M * N * K, std::memory_order_relaxed);
-  cblas_dgemm(CblasRowMajor, cblas_trans(ta), cblas_trans(tb), M, N, K, alpha, A, lda, B, ldb,
-              beta, C, ldc);
+  cblas_dgemm(CblasRowMajor, cblas_trans(ta), cblas_trans(tb), M, N, K, alpha, A, lda, B, ldb, beta,
+              C, ldc);
 }
 
 }  // namespace primal

@@ -61,12 +61,14 @@ class Tensor {
   T& operator[](int64_t i) const { return data_[i]; }
 
   Tensor reshape(Shape shape) const {
-    if (shape.numel() != numel()) throw Error("Tensor::reshape: " + shape_.str() + " -> " + shape.str());
+    if (shape.numel() != numel())
+      throw Error("Tensor::reshape: " + shape_.str() + " -> " + shape.str());
     return Tensor(data_, shape, device_);
   }
   void zero() const { std::memset(data_, 0, sizeof(T) * numel()); }
   void copy_from(const Tensor& src) const {
-    if (src.numel() != numel()) throw Error("Tensor::copy_from: " + src.shape_.str() + " into " + shape_.str());
+    if (src.numel() != numel())
+      throw Error("Tensor::copy_from: " + src.shape_.str() + " into " + shape_.str());
     std::memcpy(data_, src.data_, sizeof(T) * numel());
   }
 

@@ -45,7 +45,8 @@ LaunchEnvironment detect_launch_environment(
     env.rank = read_int(get, "SLURM_PROCID", 0);
     env.size = read_int(get, "SLURM_NTASKS", 1);
     env.local_rank = read_int(get, "SLURM_LOCALID", 0);
-    env.local_size = read_int(get, "SLURM_NTASKS_PER_NODE", read_int(get, "SLURM_TASKS_PER_NODE", 1));
+    env.local_size =
+        read_int(get, "SLURM_NTASKS_PER_NODE", read_int(get, "SLURM_TASKS_PER_NODE", 1));
   } else {
     env.launcher = "none";
   }

@@ -12,7 +12,7 @@ namespace primal {
 struct LaunchEnvironment {
   std::string launcher;  // "OpenMPI mpirun", "MPICH/Hydra", "Slurm srun", "none"
   int rank = 0, size = 1, local_rank = 0, local_size = 1;
-  std::string node;      // host name
+  std::string node;  // host name
 };
 
 // getenv by default; tests pass their own lookup.

@@ -160,9 +160,9 @@ std::unique_ptr<Transformer<float>> load_model(const std::string& checkpoint,
                                                const std::string& config_path,
                                                const std::vector<std::string>& overrides,
                                                std::unique_ptr<LoadedConfig>& config) {
-  config = std::make_unique<LoadedConfig>(
-      config_path.empty() ? load_checkpoint_config(checkpoint, overrides, false)
-                          : LoadedConfig::load(config_path, overrides));
+  config = std::make_unique<LoadedConfig>(config_path.empty()
+                                              ? load_checkpoint_config(checkpoint, overrides, false)
+                                              : LoadedConfig::load(config_path, overrides));
   if (config->proto().train().threads() > 0) {
     omp_set_num_threads(config->proto().train().threads());
   }
@@ -183,8 +183,8 @@ int spectrum(const std::string& checkpoint, const std::string& config_path,
              const std::vector<std::string>& overrides, int batches, const std::string& out) {
   std::unique_ptr<LoadedConfig> config;
   auto model = load_model(checkpoint, config_path, overrides, config);
-  return run_spectrum(*model, *make_dataset(*config), batches,
-                      config->proto().data().batch_size(), out);
+  return run_spectrum(*model, *make_dataset(*config), batches, config->proto().data().batch_size(),
+                      out);
 }
 
 }  // namespace

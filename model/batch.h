@@ -8,12 +8,12 @@ namespace primal {
 
 struct Batch {
   int B = 0;
-  int N = 0;                      // input positions per sample (a CLS slot is added on top)
-  std::vector<int32_t> tokens;    // [B, N]              (tokens input)
-  std::vector<float> patches;     // [B, N, patch_dim]   (patches input)
-  std::vector<int32_t> targets;   // [B, N] (LM: next token) or [B] (classifier: class)
-  std::vector<int32_t> lengths;   // [B] real input positions (classifier); empty: all N
-  int64_t sample_offset = 0;      // global index of sample 0 (keys dropout masks)
+  int N = 0;                     // input positions per sample (a CLS slot is added on top)
+  std::vector<int32_t> tokens;   // [B, N]              (tokens input)
+  std::vector<float> patches;    // [B, N, patch_dim]   (patches input)
+  std::vector<int32_t> targets;  // [B, N] (LM: next token) or [B] (classifier: class)
+  std::vector<int32_t> lengths;  // [B] real input positions (classifier); empty: all N
+  int64_t sample_offset = 0;     // global index of sample 0 (keys dropout masks)
 };
 
 }  // namespace primal

@@ -16,21 +16,21 @@ enum class Pooling { kMean, kCls };
 struct ModelConfig {
   HeadKind head = HeadKind::kLm;
   InputKind input = InputKind::kTokens;
-  int vocab = 256;        // V (tokens input)
-  int patch_dim = 0;      // P*P*channels (patches input)
-  int width = 64;         // C
-  int heads = 2;          // H
-  int mlp_width = 128;    // F
-  int max_len = 256;      // N_max: rows of the position table (including the CLS slot)
-  int low_rank = 20;      // s
-  int rank_multi = 10;    // m
+  int vocab = 256;      // V (tokens input)
+  int patch_dim = 0;    // P*P*channels (patches input)
+  int width = 64;       // C
+  int heads = 2;        // H
+  int mlp_width = 128;  // F
+  int max_len = 256;    // N_max: rows of the position table (including the CLS slot)
+  int low_rank = 20;    // s
+  int rank_multi = 10;  // m
   std::vector<AttentionKind> layers = {AttentionKind::kPrimal};
   double ln_eps = 1e-5;
-  double eta = 0.1;       // weight of the KSVD loss
+  double eta = 0.1;  // weight of the KSVD loss
   double dropout = 0.0;
   Pooling pooling = Pooling::kMean;
-  int num_classes = 10;   // K
-  int head_width = 128;   // Fh
+  int num_classes = 10;  // K
+  int head_width = 128;  // Fh
   uint64_t seed = 0;
 
   bool causal() const { return head == HeadKind::kLm; }

@@ -2,8 +2,8 @@
 
 #include <algorithm>
 
-#include "core/parallel.h"
 #include <cmath>
+#include "core/parallel.h"
 
 #include "core/reduce.h"
 

@@ -4,6 +4,7 @@
 
 #include "core/parallel.h"
 
+#include "core/element_math.h"
 #include "core/reduce.h"
 
 namespace primal {
@@ -33,8 +34,8 @@ Tensor<T> LayerNorm<T>::forward(Arena& arena, const Tensor<T>& x) {
     mean /= T(C);
     for (int64_t j = 0; j < C; ++j) var += (xr[j] - mean) * (xr[j] - mean);
     var /= T(C);
-    T rstd = T(1) / std::sqrt(var + T(eps_));
-    for (int64_t j = 0; j < C; ++j) yr[j] = (xr[j] - mean) * rstd * w[j] + b[j];
+    const T rstd = em::layernorm_rstd(var, T(eps_));
+    for (int64_t j = 0; j < C; ++j) yr[j] = em::layernorm_normalise(xr[j], mean, rstd, w[j], b[j]);
     mean_[r] = mean;
     rstd_[r] = rstd;
   }
@@ -60,8 +61,8 @@ void LayerNorm<T>::backward(Arena& arena, const Tensor<T>& dy, const Tensor<T>& 
     sum_dxhat /= T(C);
     sum_dxhat_xhat /= T(C);
     for (int64_t j = 0; j < C; ++j) {
-      T xhat = (xr[j] - mean) * rstd;
-      dxr[j] += rstd * (dyr[j] * w[j] - sum_dxhat - xhat * sum_dxhat_xhat);
+      const T xhat = (xr[j] - mean) * rstd;
+      dxr[j] += em::layernorm_dx(dyr[j] * w[j], xhat, sum_dxhat, sum_dxhat_xhat, rstd);
     }
   }
   // dw and db side by side in one [2C] reduction.

@@ -12,8 +12,8 @@ Linear<T>::Linear(ParameterStore<T>& params, const std::string& name, int in, in
                   Sharding sharding, TensorParallelGroup* tp)
     : weight_(params.add(name + ".weight", {out, in}, sharding, Init::kNormal)),
       // A row-parallel layer's bias is added once, after the all-reduce: replicated.
-      bias_(params.add(name + ".bias", {out},
-                       sharding.split == Split::kRow ? Sharding{} : sharding, Init::kZeros)),
+      bias_(params.add(name + ".bias", {out}, sharding.split == Split::kRow ? Sharding{} : sharding,
+                       Init::kZeros)),
       tp_(tp),
       row_parallel_(sharding.split == Split::kRow && tp && tp->size() > 1),
       in_(int(weight_->local_shape[1])),
@@ -26,8 +26,8 @@ Tensor<T> Linear<T>::forward(Arena& arena, const Tensor<T>& x) {
   Tensor<T> y = arena.alloc<T>({rows, out_});
   const T* b = bias_->value.data();
   if (row_parallel_) {
-    gemm(Trans::kNo, Trans::kYes, rows, out_, in_, T(1), x.data(), in_, weight_->value.data(),
-         in_, T(0), y.data(), out_);
+    gemm(Trans::kNo, Trans::kYes, rows, out_, in_, T(1), x.data(), in_, weight_->value.data(), in_,
+         T(0), y.data(), out_);
     tp_all_reduce(tp_, y);
 #pragma omp parallel for schedule(static) if (rows * out_ > kParallelGrain)
     for (int64_t r = 0; r < rows; ++r)
@@ -45,8 +45,8 @@ template <typename T>
 void Linear<T>::backward(Arena& arena, const Tensor<T>& dy, const Tensor<T>& dx) {
   const int64_t rows = x_.numel() / in_;
   if (!dx.empty()) {
-    gemm(Trans::kNo, Trans::kNo, rows, in_, out_, T(1), dy.data(), out_, weight_->value.data(),
-         in_, T(1), dx.data(), in_);
+    gemm(Trans::kNo, Trans::kNo, rows, in_, out_, T(1), dy.data(), out_, weight_->value.data(), in_,
+         T(1), dx.data(), in_);
   }
   gemm(Trans::kYes, Trans::kNo, out_, in_, rows, T(1), dy.data(), out_, x_.data(), in_, T(1),
        weight_->grad.data(), in_);

@@ -1,33 +1,22 @@
 #include "model/mlp.h"
 
-#include <cmath>
-
+#include "core/element_math.h"
 #include "core/parallel.h"
-#include <numbers>
-
-#include "core/fast_math.h"
 
 namespace primal {
 
 template <typename T>
 Tensor<T> gelu_forward(Arena& arena, const Tensor<T>& x) {
   Tensor<T> y = arena.alloc<T>(x.shape());
-  const T inv_sqrt2 = T(1 / std::numbers::sqrt2);
 #pragma omp parallel for schedule(static) if (x.numel() > kParallelGrain)
-  for (int64_t i = 0; i < x.numel(); ++i) y[i] = T(0.5) * x[i] * (T(1) + erf_vec(x[i] * inv_sqrt2));
+  for (int64_t i = 0; i < x.numel(); ++i) y[i] = em::gelu(x[i]);
   return y;
 }
 
 template <typename T>
 void gelu_backward(const Tensor<T>& x, const Tensor<T>& dy, const Tensor<T>& dx) {
-  const T inv_sqrt2 = T(1 / std::numbers::sqrt2);
-  const T inv_sqrt_2pi = T(0.5 * std::numbers::inv_sqrtpi * std::numbers::sqrt2);
 #pragma omp parallel for schedule(static) if (x.numel() > kParallelGrain)
-  for (int64_t i = 0; i < x.numel(); ++i) {
-    T cdf = T(0.5) * (T(1) + erf_vec(x[i] * inv_sqrt2));
-    T pdf = inv_sqrt_2pi * std::exp(T(-0.5) * x[i] * x[i]);
-    dx[i] = dy[i] * (cdf + x[i] * pdf);
-  }
+  for (int64_t i = 0; i < x.numel(); ++i) dx[i] = dy[i] * em::gelu_grad(x[i]);
 }
 
 template <typename T>

@@ -10,7 +10,8 @@ namespace {
 
 // Rows of the [rows, cols] Gaussian matrix made orthonormal by modified Gram-Schmidt:
 // the Q of a QR with positive diagonal, as torch.nn.init.orthogonal_ produces.
-void orthonormalise_rows(std::vector<double>& a, int64_t rows, int64_t cols, const std::string& name) {
+void orthonormalise_rows(std::vector<double>& a, int64_t rows, int64_t cols,
+                         const std::string& name) {
   check(rows <= cols, "orthogonal init of " + name + ": more rows than columns");
   for (int64_t i = 0; i < rows; ++i) {
     double* ri = &a[i * cols];
@@ -35,8 +36,11 @@ void init_values(Init init, const std::string& name, const Shape& shape, uint64_
   out.assign(n, 0.0);
   CounterRng rng(seed, fnv1a(name));
   switch (init) {
-    case Init::kZeros: break;
-    case Init::kOnes: std::fill(out.begin(), out.end(), 1.0); break;
+    case Init::kZeros:
+      break;
+    case Init::kOnes:
+      std::fill(out.begin(), out.end(), 1.0);
+      break;
     case Init::kNormal:
       for (int64_t i = 0; i < n; ++i) out[i] = 0.02 * rng.normal(i);
       break;
@@ -55,23 +59,31 @@ Shape local_shape(const Shape& full, const Sharding& sharding, TensorParallelRan
   const int axis = sharding.split == Split::kRow ? full.rank() - 1 : 0;
   const int64_t cut = sharding.split == Split::kRow ? 1 : sharding.blocks;
   if (full[axis] % (cut * tp.size) != 0) {
-    throw Error("a parameter of shape " + full.str() + " cannot be cut " +
-                std::to_string(tp.size) + " ways (tensor parallelism)");
+    throw Error("a parameter of shape " + full.str() + " cannot be cut " + std::to_string(tp.size) +
+                " ways (tensor parallelism)");
   }
   Shape local;
   std::array<int64_t, Shape::kMaxRank> dims{};
   for (int i = 0; i < full.rank(); ++i) dims[i] = i == axis ? full[i] / tp.size : full[i];
   switch (full.rank()) {
-    case 1: local = {dims[0]}; break;
-    case 2: local = {dims[0], dims[1]}; break;
-    case 3: local = {dims[0], dims[1], dims[2]}; break;
-    default: local = {dims[0], dims[1], dims[2], dims[3]}; break;
+    case 1:
+      local = {dims[0]};
+      break;
+    case 2:
+      local = {dims[0], dims[1]};
+      break;
+    case 3:
+      local = {dims[0], dims[1], dims[2]};
+      break;
+    default:
+      local = {dims[0], dims[1], dims[2], dims[3]};
+      break;
   }
   return local;
 }
 
 std::vector<std::pair<int64_t, int64_t>> shard_runs(const Shape& full, const Sharding& sharding,
-                                                   TensorParallelRank tp) {
+                                                    TensorParallelRank tp) {
   const Shape local = local_shape(full, sharding, tp);
   if (local == full) return {{0, full.numel()}};
   if (sharding.split == Split::kRow) {

@@ -44,7 +44,7 @@ Shape local_shape(const Shape& full, const Sharding& sharding, TensorParallelRan
 // whose concatenation, in order, is the local tensor. Checkpoints use it to write and to
 // reassemble any slice.
 std::vector<std::pair<int64_t, int64_t>> shard_runs(const Shape& full, const Sharding& sharding,
-                                                   TensorParallelRank tp);
+                                                    TensorParallelRank tp);
 
 enum class Init {
   kNormal,          // normal(0, 0.02): Linear weights, embeddings

@@ -2,16 +2,14 @@
 
 #include <algorithm>
 
-#include "core/parallel.h"
 #include <cmath>
+#include "core/parallel.h"
 
 #include "core/blas.h"
+#include "core/element_math.h"
 #include "core/reduce.h"
 
 namespace primal {
-namespace {
-constexpr double kPhiEps = 1e-12;
-}  // namespace
 
 template <typename T>
 PrimalAttention<T>::PrimalAttention(ParameterStore<T>& params, const std::string& name, int width,
@@ -61,7 +59,7 @@ void PrimalAttention<T>::side_forward(const Tensor<T>& qk, Side& side) {
         std::copy(q, q + C, u);
       } else {
         const T* prev = u - C;  // qin_{n-1}: qin_n = (n qin_{n-1} + q_n) / (n + 1)
-        for (int c = 0; c < C; ++c) u[c] = n == 0 ? q[c] : (T(n) * prev[c] + q[c]) / T(n + 1);
+        for (int c = 0; c < C; ++c) u[c] = em::prefix_mean_step(n == 0 ? q[c] : prev[c], q[c], n);
       }
     }
   }
@@ -73,7 +71,7 @@ void PrimalAttention<T>::side_forward(const Tensor<T>& qk, Side& side) {
     for (int j = 0; j < d; ++j) sq += u[j] * u[j];
     const T norm = std::sqrt(sq);
     side.norm[row] = norm;
-    const T inv = T(1) / std::max(norm, T(kPhiEps));
+    const T inv = em::phi_scale(norm);
     for (int j = 0; j < d; ++j) u[j] *= inv;
   }
   if (!causal_) {
@@ -182,8 +180,8 @@ void PrimalAttention<T>::side_backward(Arena& arena, const Side& side, const Ten
   if (causal_) {
     // dWe[h] = sum over all (b, n) of u^T de: one GEMM per head over B*N rows.
     for (int h = 0; h < H; ++h) {
-      gemm(Trans::kYes, Trans::kNo, d, s, B * N, T(1), side.u.data() + h * d, C,
-           dproj + h * 2 * s, ld_er, T(1), dw + int64_t(h) * d * s, s);
+      gemm(Trans::kYes, Trans::kNo, d, s, B * N, T(1), side.u.data() + h * d, C, dproj + h * 2 * s,
+           ld_er, T(1), dw + int64_t(h) * d * s, s);
     }
   } else {
     // dWe[h] = sum_b Xs[b,h] dwe[b,h], b in order.
@@ -202,13 +200,9 @@ void PrimalAttention<T>::side_backward(Arena& arena, const Side& side, const Ten
     const T* u = side.u.data() + row * d;
     T* g = du.data() + row * d;
     const T norm = side.norm[row];
-    if (norm < T(kPhiEps)) {
-      for (int j = 0; j < d; ++j) g[j] /= T(kPhiEps);
-      continue;
-    }
     T dot = 0;
     for (int j = 0; j < d; ++j) dot += u[j] * g[j];
-    for (int j = 0; j < d; ++j) g[j] = (g[j] - u[j] * dot) / norm;
+    for (int j = 0; j < d; ++j) g[j] = em::phi_grad(g[j], u[j], dot, norm);
   }
   // Into dqk's block; through the prefix mean for the causal form:
   // dq_j = sum_{n >= j} dqin_n / (n + 1), a reverse running sum.

@@ -76,7 +76,7 @@ class PrimalAttention : public Attention<T> {
   Parameter<T>* lambda_;
   Linear<T> concat_;
   Linear<T> proj_;
-  int width_;                        // C of the model
+  int width_;                          // C of the model
   int heads_, head_dim_, first_head_;  // this rank's heads: [first_head_, first_head_ + heads_)
   int rank_, sampled_len_;
   bool causal_;

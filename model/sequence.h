@@ -11,10 +11,10 @@ struct Sequence {
   int N = 0;                         // positions per sample, the CLS slot included
   const int32_t* lengths = nullptr;  // real positions per sample (CLS included); null: all N
   bool causal = false;
-  uint64_t seed = 0;                 // dropout keys: (seed, step, layer, site, element)
+  uint64_t seed = 0;  // dropout keys: (seed, step, layer, site, element)
   int64_t step = 0;
-  int64_t sample_offset = 0;         // global index of sample 0 of this batch
-  bool training = true;              // false: no dropout (evaluation, generation)
+  int64_t sample_offset = 0;  // global index of sample 0 of this batch
+  bool training = true;       // false: no dropout (evaluation, generation)
 
   int length(int b) const { return lengths ? lengths[b] : N; }
   bool is_real(int b, int n) const { return n < length(b); }

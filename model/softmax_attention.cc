@@ -13,8 +13,8 @@
 namespace primal {
 
 template <typename T>
-SoftmaxAttention<T>::SoftmaxAttention(ParameterStore<T>& params, const std::string& name,
-                                      int width, int heads, TensorParallelGroup* tp)
+SoftmaxAttention<T>::SoftmaxAttention(ParameterStore<T>& params, const std::string& name, int width,
+                                      int heads, TensorParallelGroup* tp)
     : qkv_(params, name + ".qkv", width, 3 * width, {Split::kColumn, 3}, tp),
       proj_(params, name + ".proj", width, width, {Split::kRow}, tp),
       heads_(heads / (tp ? tp->size() : 1)),

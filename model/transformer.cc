@@ -40,10 +40,9 @@ TransformerLayer<T>::TransformerLayer(ParameterStore<T>& params, const ModelConf
       dropout_(config.dropout),
       ln1_(params, "layers." + std::to_string(index) + ".ln1", config.width, config.ln_eps),
       ln2_(params, "layers." + std::to_string(index) + ".ln2", config.width, config.ln_eps),
-      attn_(make_attention(params, config, kind_, "layers." + std::to_string(index) + ".attn",
-                           tp)),
-      mlp_(params, "layers." + std::to_string(index) + ".mlp", config.width, config.mlp_width,
-           tp) {}
+      attn_(make_attention(params, config, kind_, "layers." + std::to_string(index) + ".attn", tp)),
+      mlp_(params, "layers." + std::to_string(index) + ".mlp", config.width, config.mlp_width, tp) {
+}
 
 template <typename T>
 Tensor<T> TransformerLayer<T>::forward(Arena& arena, const Tensor<T>& x, const Sequence& seq,
@@ -109,8 +108,8 @@ template <typename T>
 LossTerms Transformer<T>::forward(Arena& arena, const Batch& batch, int64_t step, bool training) {
   const int cls = config_.has_cls() ? 1 : 0, C = config_.width;
   batch_ = &batch;
-  seq_ = Sequence{batch.B, batch.N + cls, nullptr, config_.causal(), config_.seed, step,
-                  batch.sample_offset, training};
+  seq_ = Sequence{batch.B, batch.N + cls,       nullptr, config_.causal(), config_.seed,
+                  step,    batch.sample_offset, training};
   if (!batch.lengths.empty()) {
     lengths_ = arena.alloc<int32_t>({batch.B});
     for (int b = 0; b < batch.B; ++b) lengths_[b] = batch.lengths[b] + cls;

@@ -26,7 +26,7 @@ namespace primal {
 struct LossTerms {
   double loss = 0, ce = 0, ksvd = 0;
   std::span<const double> ksvd_terms;  // J_l per PRIMAL layer (valid until the next forward)
-  int64_t predictions = 0;         // CE averaged over this many targets
+  int64_t predictions = 0;             // CE averaged over this many targets
 };
 
 template <typename T>

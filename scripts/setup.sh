@@ -17,6 +17,7 @@ packages=(
   zlib1g-dev                 # gzip'd IDX files (Fashion-MNIST)
   bible-kjv bible-kjv-text   # the default text corpus (SPEC §7), exported by data/prepare_kjv.sh
   dataset-fashion-mnist      # /usr/share/datasets/fashion-mnist
+  slurm-wlm munge            # the slurm test starts its own daemons on localhost
   libopenmpi-dev openmpi-bin  # MPI backend of comm/ (mpirun for the mpi tests)
 )
 

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <cstdio>
 
+#include "core/element_math.h"
+
 namespace primal {
 namespace {
 
@@ -93,14 +95,12 @@ void AdamW<T>::step(double lr) {
   }
   ++steps_;
   const AdamWOptions& o = options_;
-  const double t = double(steps_);
-  const double bc1 = 1 - std::pow(o.beta1, t), bc2 = 1 - std::pow(o.beta2, t);
-  const T decay = T(1 - lr * o.weight_decay);
-  const T b1 = T(o.beta1), one_minus_b1 = T(1 - o.beta1);
-  const T b2 = T(o.beta2), one_minus_b2 = T(1 - o.beta2);
-  const T neg_step_size = T(-(lr / bc1));
-  const T bc2_sqrt = T(std::sqrt(bc2));
-  const T eps = T(o.eps);
+  // The per-step scalars with and without weight decay (core/element_math.h, shared with the
+  // GPU kernel).
+  const em::AdamWScalars<T> with_decay =
+      em::adamw_scalars<T>(lr, o.beta1, o.beta2, o.eps, o.weight_decay, true, steps_);
+  const em::AdamWScalars<T> without_decay =
+      em::adamw_scalars<T>(lr, o.beta1, o.beta2, o.eps, o.weight_decay, false, steps_);
 
   T* p = store_.values().data();
   const T* g = store_.grads().data();
@@ -109,19 +109,13 @@ void AdamW<T>::step(double lr) {
   // Every element is independent: any split over threads gives the same result.
 #pragma omp parallel if (store_.numel() >= kParallelMin)
   for (const Run& run : runs_) {
-    const T f = run.decay ? decay : T(1);
+    const em::AdamWScalars<T>& s = run.decay ? with_decay : without_decay;
 #pragma omp for schedule(static) nowait
     for (int64_t i = run.begin; i < run.end; ++i) {
       // This file is compiled with -ffp-contract=off: the fused multiply-adds are the
-      // explicit ones, where torch's kernels (as Debian's GCC built them) use them: add_'s
-      // vectorised fmadd(g, alpha, m), and addcmul_'s m + (value*g)*g, which GCC contracts.
-      const T pi = p[i] * f;
-      const T mi = std::fma(g[i], one_minus_b1, m[i] * b1);
-      const T vi = std::fma(one_minus_b2 * g[i], g[i], v[i] * b2);
-      const T denom = std::sqrt(vi) / bc2_sqrt + eps;
-      p[i] = pi + neg_step_size * mi / denom;
-      m[i] = mi;
-      v[i] = vi;
+      // explicit ones of adamw_update, where torch's kernels (as Debian's GCC built them) use
+      // them: add_'s vectorised fmadd(g, alpha, m), and addcmul_'s m + (value*g)*g.
+      em::adamw_update(p[i], m[i], v[i], g[i], s);
     }
   }
 }

@@ -22,7 +22,8 @@ void save_safetensors(const std::string& path, const ParameterStore<float>& stor
     std::vector<int64_t> shape;
     for (int i = 0; i < p.shape.rank(); ++i) shape.push_back(p.shape[i]);
     const int64_t bytes = p.shape.numel() * int64_t(sizeof(float));
-    header[p.name] = {{"dtype", "F32"}, {"shape", shape}, {"data_offsets", {offset, offset + bytes}}};
+    header[p.name] = {
+        {"dtype", "F32"}, {"shape", shape}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
   header["__metadata__"] = {{"format", "pt"}, {"producer", "primal"}};
@@ -89,8 +90,8 @@ void load_safetensors(const std::string& path, ParameterStore<float>& store) {
     auto offsets = entry.value("data_offsets", std::vector<uint64_t>{});
     const uint64_t bytes = p.shape.numel() * sizeof(float);
     if (offsets.size() != 2 || offsets[1] - offsets[0] != bytes || offsets[1] > data_size) {
-      throw Error(path, "tensor '" + p.name + "' has bad data_offsets " +
-                            entry["data_offsets"].dump());
+      throw Error(path,
+                  "tensor '" + p.name + "' has bad data_offsets " + entry["data_offsets"].dump());
     }
     sources.emplace_back(&p, offsets[0]);
   }

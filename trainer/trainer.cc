@@ -59,10 +59,18 @@ ScheduleOptions schedule_of(const config::Config& c) {
   s.total_steps = c.train().steps();
   s.min_lr = c.schedule().min_lr();
   switch (c.schedule().kind()) {
-    case config::Schedule::CONSTANT: s.kind = ScheduleOptions::kConstant; break;
-    case config::Schedule::COSINE: s.kind = ScheduleOptions::kCosine; break;
-    case config::Schedule::LINEAR: s.kind = ScheduleOptions::kLinear; break;
-    case config::Schedule::INVERSE_SQRT: s.kind = ScheduleOptions::kInverseSqrt; break;
+    case config::Schedule::CONSTANT:
+      s.kind = ScheduleOptions::kConstant;
+      break;
+    case config::Schedule::COSINE:
+      s.kind = ScheduleOptions::kCosine;
+      break;
+    case config::Schedule::LINEAR:
+      s.kind = ScheduleOptions::kLinear;
+      break;
+    case config::Schedule::INVERSE_SQRT:
+      s.kind = ScheduleOptions::kInverseSqrt;
+      break;
   }
   validate(s);
   return s;
@@ -142,9 +150,8 @@ Trainer::Trainer(const LoadedConfig& config, ProcessGroups* groups)
                                            groups_ ? groups_->world->size() : 1);
   ksvd_terms_.assign(model_.config().num_primal_layers(), 0.0);
   const int B = proto_.data().batch_size();
-  predictions_per_step_ = model_.config().head == HeadKind::kLm
-                              ? int64_t(B) * proto_.data().seq_len()
-                              : B;
+  predictions_per_step_ =
+      model_.config().head == HeadKind::kLm ? int64_t(B) * proto_.data().seq_len() : B;
   if (groups_ && groups_->world->size() > 1) {
     // SPEC §3.4: the partial sums of every PRIMAL layer in one all-reduce, over TP (heads),
     // and over TP x DP (the global batch) with ksvd_sync: GLOBAL. Evaluation runs the same
@@ -226,8 +233,7 @@ Trainer::StepResult Trainer::train_step(int64_t step) {
   // DP rank takes its share of it: the samples do not depend on the layout or on accumulation.
   for (int k = 0; k < micro_steps; ++k) {
     const bool last = k + 1 == micro_steps;
-    data_->train_batch(step, int64_t(k) * micro + int64_t(dp_rank_) * local, local, global,
-                       batch_);
+    data_->train_batch(step, int64_t(k) * micro + int64_t(dp_rank_) * local, local, global, batch_);
     arena_.reset();
     const LossTerms t = model_.forward(arena_, batch_, step);
     if (last && buckets_) buckets_->begin_backward();
@@ -288,7 +294,8 @@ void Trainer::write_bucket_trace() {
 
 ParameterStore<float> Trainer::gather_full_parameters() {
   ParameterStore<float> full;
-  for (const auto& p : model_.params().all()) full.add(p.name, p.shape, Split::kReplicated, Init::kZeros);
+  for (const auto& p : model_.params().all())
+    full.add(p.name, p.shape, Split::kReplicated, Init::kZeros);
   full.finalize(0);
   std::vector<float> gathered;
   auto it = full.all().begin();
@@ -317,10 +324,10 @@ void Trainer::log_step(int64_t step, const StepResult& r, double step_seconds, d
   const int64_t steps = proto_.train().steps();
   const double rate = double(predictions_per_step_) / step_seconds;
   const bool lm = model_.config().head == HeadKind::kLm;
-  nlohmann::ordered_json j = {{"step", step + 1},         {"loss", r.loss},
-                              {"ce", r.ce},               {"ksvd", r.ksvd},
-                              {"lr", r.lr},               {"grad_norm", r.grad_norm},
-                              {"skipped", r.skipped},     {lm ? "tokens_per_s" : "samples_per_s", rate},
+  nlohmann::ordered_json j = {{"step", step + 1},     {"loss", r.loss},
+                              {"ce", r.ce},           {"ksvd", r.ksvd},
+                              {"lr", r.lr},           {"grad_norm", r.grad_norm},
+                              {"skipped", r.skipped}, {lm ? "tokens_per_s" : "samples_per_s", rate},
                               {"elapsed_s", elapsed}};
   std::fprintf(metrics_, "%s\n", j.dump().c_str());
   std::fflush(metrics_);
@@ -336,11 +343,12 @@ void Trainer::log_step(int64_t step, const StepResult& r, double step_seconds, d
   // A resumed run has timed only the steps since its start.
   const double eta = elapsed / double(step + 1 - start_step_) * double(steps - step - 1);
   char line[256];
-  std::snprintf(line, sizeof(line),
-                "step %6lld/%lld | loss %.4f | ce %.4f | ksvd %.3e | lr %.2e | gnorm %.3f | %.0f %s | "
-                "eta %s%s",
-                (long long)(step + 1), (long long)steps, r.loss, r.ce, r.ksvd, r.lr, r.grad_norm, rate,
-                lm ? "tok/s" : "samples/s", duration(eta).c_str(), r.skipped ? " | SKIPPED" : "");
+  std::snprintf(
+      line, sizeof(line),
+      "step %6lld/%lld | loss %.4f | ce %.4f | ksvd %.3e | lr %.2e | gnorm %.3f | %.0f %s | "
+      "eta %s%s",
+      (long long)(step + 1), (long long)steps, r.loss, r.ce, r.ksvd, r.lr, r.grad_norm, rate,
+      lm ? "tok/s" : "samples/s", duration(eta).c_str(), r.skipped ? " | SKIPPED" : "");
   if (tty_) {
     const int width = 20, done = int(width * (step + 1) / steps);
     std::printf("\r[%s%s] %s\033[K", std::string(done, '#').c_str(),
@@ -354,8 +362,8 @@ void Trainer::log_step(int64_t step, const StepResult& r, double step_seconds, d
 
 EvalResult Trainer::evaluate_and_log(int64_t step) {
   evaluating_ = true;
-  EvalResult r = evaluate(model_, eval_arena_, *data_, DataSplit::kVal,
-                          proto_.data().batch_size(), proto_.train().eval_batches());
+  EvalResult r = evaluate(model_, eval_arena_, *data_, DataSplit::kVal, proto_.data().batch_size(),
+                          proto_.train().eval_batches());
   evaluating_ = false;
   if (!leader()) return r;
   const std::string json = eval_json(r, "val", step);
@@ -393,10 +401,11 @@ EvalResult Trainer::run() {
     if (resumed_) keep_metrics_up_to(metrics_path, start_step_);
     metrics_ = std::fopen(metrics_path.c_str(), resumed_ ? "a" : "w");
     if (!metrics_) throw Error(metrics_path, "cannot open for writing");
-    std::printf("primal train: %s | %lld parameters | %d threads x %d ranks (tp %d, dp %d) | "
-                "%lld steps -> %s\n",
-                config_.path().c_str(), (long long)model_.params().numel(), omp_get_max_threads(),
-                tp_size_ * dp_size_, tp_size_, dp_size_, (long long)steps, run_dir_.c_str());
+    std::printf(
+        "primal train: %s | %lld parameters | %d threads x %d ranks (tp %d, dp %d) | "
+        "%lld steps -> %s\n",
+        config_.path().c_str(), (long long)model_.params().numel(), omp_get_max_threads(),
+        tp_size_ * dp_size_, tp_size_, dp_size_, (long long)steps, run_dir_.c_str());
   }
   if (!resumed_) evaluate_and_log(0);
   const auto start = Clock::now();

@@ -107,7 +107,7 @@ class Trainer {
   std::string run_dir_;
   std::FILE* metrics_ = nullptr;
   std::unique_ptr<Telemetry> telemetry_;  // TensorBoard (logging.logdir), world rank 0
-  std::vector<double> ksvd_terms_;         // J_l of the last step, per PRIMAL layer
+  std::vector<double> ksvd_terms_;        // J_l of the last step, per PRIMAL layer
   bool tty_ = false;
   int64_t predictions_per_step_ = 0;
 };

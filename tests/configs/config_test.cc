@@ -17,9 +17,10 @@ namespace fs = std::filesystem;
 class ConfigTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("primal_config_test_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
-            "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir_ =
+        fs::temp_directory_path() /
+        ("primal_config_test_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) +
+         "_" + ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::create_directories(dir_);
     corpus_ = (dir_ / "corpus.txt").string();
     std::ofstream(corpus_) << std::string(10000, 'a');
@@ -34,7 +35,9 @@ class ConfigTest : public ::testing::Test {
   }
   std::string valid() const {
     return "model {\n  width: 32\n  heads: 4\n  max_len: 64\n  layers: [SOFTMAX, PRIMAL]\n}\n"
-           "data {\n  path: \"" + corpus_ + "\"\n  seq_len: 64\n  batch_size: 4\n}\n"
+           "data {\n  path: \"" +
+           corpus_ +
+           "\"\n  seq_len: 64\n  batch_size: 4\n}\n"
            "train {\n  steps: 10\n}\nschedule {\n  warmup_steps: 2\n}\n";
   }
   // The message of the Error that loading throws ("" when it loads).
@@ -55,7 +58,9 @@ class ConfigTest : public ::testing::Test {
   EXPECT_NE(std::string(haystack).find(needle), std::string::npos) << (haystack)
 
 TEST_F(ConfigTest, ValidConfigLoadsWithDefaultsAndOverrides) {
-  LoadedConfig c = LoadedConfig::load(write(valid()), {"optimizer.lr=3e-4", "model.layers=PRIMAL,PRIMAL,SOFTMAX", "data.order=SEQUENTIAL"});
+  LoadedConfig c = LoadedConfig::load(
+      write(valid()),
+      {"optimizer.lr=3e-4", "model.layers=PRIMAL,PRIMAL,SOFTMAX", "data.order=SEQUENTIAL"});
   EXPECT_EQ(c.proto().model().width(), 32);
   EXPECT_EQ(c.proto().optimizer().lr(), 3e-4);
   EXPECT_EQ(c.proto().optimizer().beta2(), 0.999);  // default from the schema
@@ -63,7 +68,7 @@ TEST_F(ConfigTest, ValidConfigLoadsWithDefaultsAndOverrides) {
   EXPECT_EQ(c.proto().data().order(), config::Data::SEQUENTIAL);
   ModelConfig m = c.model();
   EXPECT_EQ(m.layers, (std::vector<AttentionKind>{AttentionKind::kPrimal, AttentionKind::kPrimal,
-                                                   AttentionKind::kSoftmax}));
+                                                  AttentionKind::kSoftmax}));
   EXPECT_EQ(m.head_dim(), 8);
   EXPECT_HAS(c.where("model.heads"), "run.pbtxt:3: model.heads");
   EXPECT_HAS(c.where("optimizer.lr"), "--set optimizer.lr");
@@ -71,8 +76,8 @@ TEST_F(ConfigTest, ValidConfigLoadsWithDefaultsAndOverrides) {
 }
 
 TEST_F(ConfigTest, ShippedConfigsParse) {
-  for (const char* name : {"lm_kjv", "lm_kjv_primalformer", "lm_kjv_transformer",
-                           "fashion_mnist_vit", "listops"}) {
+  for (const char* name :
+       {"lm_kjv", "lm_kjv_primalformer", "lm_kjv_transformer", "fashion_mnist_vit", "listops"}) {
     const std::string path = std::string(PRIMAL_SOURCE_DIR) + "/configs/" + name + ".pbtxt";
     // The data may not be prepared on this machine: point TEXT configs at the test corpus.
     std::vector<std::string> overrides;
@@ -83,7 +88,8 @@ TEST_F(ConfigTest, ShippedConfigsParse) {
       LoadedConfig::load(path, overrides);
     } catch (const Error& e) {
       const std::string what = e.what();
-      EXPECT_TRUE(std::string(name) == "fashion_mnist_vit" && what.find("does not exist") != std::string::npos)
+      EXPECT_TRUE(std::string(name) == "fashion_mnist_vit" &&
+                  what.find("does not exist") != std::string::npos)
           << what;
     }
   }
@@ -98,28 +104,101 @@ struct BadCase {
 
 TEST_F(ConfigTest, EachBadInputGetsOneMessageNamingFileLineAndField) {
   const std::vector<BadCase> cases = {
-      {"unknown field", "  width: 32\n", "  width: 32\n  widht: 3\n", {}, {"run.pbtxt:3:", "model.widht:", "no field named \"widht\""}},
-      {"wrong type", "  width: 32\n", "  width: \"wide\"\n", {}, {"run.pbtxt:2:10: model.width:", "Expected integer"}},
+      {"unknown field",
+       "  width: 32\n",
+       "  width: 32\n  widht: 3\n",
+       {},
+       {"run.pbtxt:3:", "model.widht:", "no field named \"widht\""}},
+      {"wrong type",
+       "  width: 32\n",
+       "  width: \"wide\"\n",
+       {},
+       {"run.pbtxt:2:10: model.width:", "Expected integer"}},
       {"syntax error", "  heads: 4\n", "  heads 4 }\n", {}, {"run.pbtxt:"}},
-      {"heads do not divide width", "  heads: 4\n", "  heads: 5\n", {}, {"run.pbtxt:3: model.heads", "does not divide model.width 32"}},
-      {"zero width", "  width: 32\n", "  width: 0\n", {}, {"run.pbtxt:2: model.width", "must be positive"}},
-      {"no layers", "  layers: [SOFTMAX, PRIMAL]\n", "", {}, {"model.layers", "at least one layer"}},
-      {"unknown layer kind", "[SOFTMAX, PRIMAL]", "[SOFTMAX, LINEAR]", {}, {"run.pbtxt:5:", "model.layers:", "LINEAR"}},
-      {"seq_len above max_len", "  seq_len: 64\n", "  seq_len: 65\n", {}, {"run.pbtxt:9: data.seq_len", "exceed model.max_len 64"}},
-      {"missing data file", "corpus.txt", "nowhere.txt", {}, {"run.pbtxt:8: data.path", "nowhere.txt' does not exist"}},
-      {"dropout out of range", "  heads: 4\n", "  heads: 4\n  dropout: 1.5\n", {}, {"model.dropout", "[0, 1)"}},
+      {"heads do not divide width",
+       "  heads: 4\n",
+       "  heads: 5\n",
+       {},
+       {"run.pbtxt:3: model.heads", "does not divide model.width 32"}},
+      {"zero width",
+       "  width: 32\n",
+       "  width: 0\n",
+       {},
+       {"run.pbtxt:2: model.width", "must be positive"}},
+      {"no layers",
+       "  layers: [SOFTMAX, PRIMAL]\n",
+       "",
+       {},
+       {"model.layers", "at least one layer"}},
+      {"unknown layer kind",
+       "[SOFTMAX, PRIMAL]",
+       "[SOFTMAX, LINEAR]",
+       {},
+       {"run.pbtxt:5:", "model.layers:", "LINEAR"}},
+      {"seq_len above max_len",
+       "  seq_len: 64\n",
+       "  seq_len: 65\n",
+       {},
+       {"run.pbtxt:9: data.seq_len", "exceed model.max_len 64"}},
+      {"missing data file",
+       "corpus.txt",
+       "nowhere.txt",
+       {},
+       {"run.pbtxt:8: data.path", "nowhere.txt' does not exist"}},
+      {"dropout out of range",
+       "  heads: 4\n",
+       "  heads: 4\n  dropout: 1.5\n",
+       {},
+       {"model.dropout", "[0, 1)"}},
       {"negative lr", "", "", {"optimizer.lr=-1"}, {"--set optimizer.lr", "must be positive"}},
-      {"warmup beyond steps", "  warmup_steps: 2\n", "  warmup_steps: 20\n", {}, {"run.pbtxt:16: schedule.warmup_steps", "exceeds train.steps 10"}},
-      {"accumulation does not divide batch", "", "", {"optimizer.accumulation_steps=3"}, {"--set optimizer.accumulation_steps", "must divide data.batch_size 4"}},
-      {"lm on patches", "", "", {"model.input=PATCHES"}, {"model.input", "the LM head needs TOKENS"}},
-      {"text with a classifier", "", "", {"model.head=CLASSIFIER"}, {"data.kind", "TEXT trains the LM head"}},
-      {"byte text with another vocab", "", "", {"model.vocab=100"}, {"model.vocab", "needs vocab 256"}},
-      {"set: unknown field", "", "", {"optimizer.learning_rate=1"}, {"--set optimizer.learning_rate", "unknown field 'learning_rate'"}},
-      {"set: bad value", "", "", {"model.width=wide"}, {"--set model.width", "'wide' is not a valid int32"}},
-      {"set: no equals sign", "", "", {"model.width"}, {"--set model.width", "expected FIELD=VALUE"}},
+      {"warmup beyond steps",
+       "  warmup_steps: 2\n",
+       "  warmup_steps: 20\n",
+       {},
+       {"run.pbtxt:16: schedule.warmup_steps", "exceeds train.steps 10"}},
+      {"accumulation does not divide batch",
+       "",
+       "",
+       {"optimizer.accumulation_steps=3"},
+       {"--set optimizer.accumulation_steps", "must divide data.batch_size 4"}},
+      {"lm on patches",
+       "",
+       "",
+       {"model.input=PATCHES"},
+       {"model.input", "the LM head needs TOKENS"}},
+      {"text with a classifier",
+       "",
+       "",
+       {"model.head=CLASSIFIER"},
+       {"data.kind", "TEXT trains the LM head"}},
+      {"byte text with another vocab",
+       "",
+       "",
+       {"model.vocab=100"},
+       {"model.vocab", "needs vocab 256"}},
+      {"set: unknown field",
+       "",
+       "",
+       {"optimizer.learning_rate=1"},
+       {"--set optimizer.learning_rate", "unknown field 'learning_rate'"}},
+      {"set: bad value",
+       "",
+       "",
+       {"model.width=wide"},
+       {"--set model.width", "'wide' is not a valid int32"}},
+      {"set: no equals sign",
+       "",
+       "",
+       {"model.width"},
+       {"--set model.width", "expected FIELD=VALUE"}},
       {"set: message, not field", "", "", {"model=3"}, {"--set model", "is a message"}},
       {"set: bad enum", "", "", {"data.order=SHUFFLED"}, {"--set data.order", "not a valid enum"}},
-      {"low rank above sampled tokens", "", "", {"model.head=CLASSIFIER", "data.kind=LISTOPS", "model.low_rank=80", "model.rank_multi=1", "data.listops_min_len=10"}, {"model.low_rank", "exceeds the 64 sampled tokens"}},
+      {"low rank above sampled tokens",
+       "",
+       "",
+       {"model.head=CLASSIFIER", "data.kind=LISTOPS", "model.low_rank=80", "model.rank_multi=1",
+        "data.listops_min_len=10"},
+       {"model.low_rank", "exceeds the 64 sampled tokens"}},
   };
   ASSERT_GE(cases.size(), 15u);
   for (const BadCase& c : cases) {

@@ -10,8 +10,8 @@ namespace primal {
 TEST(Philox, MatchesRandom123KnownAnswers) {
   PhiloxBlock zero = philox4x32({0, 0}, {0, 0, 0, 0});
   EXPECT_EQ(zero, (PhiloxBlock{0x6627e8d5u, 0xe169c58du, 0xbc57ac4cu, 0x9b00dbd8u}));
-  PhiloxBlock ones = philox4x32({0xffffffffu, 0xffffffffu},
-                                {0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu});
+  PhiloxBlock ones =
+      philox4x32({0xffffffffu, 0xffffffffu}, {0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu});
   EXPECT_EQ(ones, (PhiloxBlock{0x408f276du, 0x41c83b0eu, 0xa20bc7c6u, 0x6d5451fdu}));
 }
 

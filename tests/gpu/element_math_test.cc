@@ -12,7 +12,6 @@
 #include <vector>
 
 #include "core/arena.h"
-#include "core/fast_math.h"
 #include "model/layernorm.h"
 #include "model/mlp.h"
 #include "model/parameters.h"
@@ -44,12 +43,16 @@ class ElementMath : public ::testing::Test {};
 using Scalars = ::testing::Types<float, double>;
 TYPED_TEST_SUITE(ElementMath, Scalars);
 
-TEST(ElementMathErf, IsTheCpuApproximationBitForBit) {
-  for (float x = -5.f; x <= 5.f; x += 0.001f) {
-    const float a = em::erf_approx(x), b = erf_approx(x);
-    EXPECT_EQ(0, std::memcmp(&a, &b, sizeof a)) << x;
+// The float erf used by GELU stays within 5e-7 of the true erf (a few float ulps near +-1);
+// the double path is erf itself.
+TEST(ElementMathErf, FloatApproximationIsWithinAFewUlpsOfErf) {
+  double worst = 0;
+  for (double x = -7; x <= 7; x += 1e-4) {
+    const float f = float(x);
+    worst = std::max(worst, std::abs(double(em::erf_approx(f)) - std::erf(double(f))));
   }
-  EXPECT_NEAR(em::erf_approx(0.5f), std::erf(0.5f), 2e-7);
+  EXPECT_LT(worst, 5e-7);
+  EXPECT_EQ(em::erf_t(0.3), std::erf(0.3));
 }
 
 TYPED_TEST(ElementMath, GeluMatchesTheMlpLayer) {

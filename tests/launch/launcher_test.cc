@@ -17,9 +17,11 @@ LaunchEnvironment detect(std::map<std::string, std::string> vars) {
 
 TEST(Launcher, OpenMpiVariablesWinOverTheBatchStepsSlurmProcid) {
   // mpirun inside an sbatch allocation: every rank sees SLURM_PROCID=0 of the batch step.
-  LaunchEnvironment e = detect({{"OMPI_COMM_WORLD_RANK", "3"}, {"OMPI_COMM_WORLD_SIZE", "4"},
+  LaunchEnvironment e = detect({{"OMPI_COMM_WORLD_RANK", "3"},
+                                {"OMPI_COMM_WORLD_SIZE", "4"},
                                 {"OMPI_COMM_WORLD_LOCAL_RANK", "1"},
-                                {"OMPI_COMM_WORLD_LOCAL_SIZE", "2"}, {"SLURM_PROCID", "0"},
+                                {"OMPI_COMM_WORLD_LOCAL_SIZE", "2"},
+                                {"SLURM_PROCID", "0"},
                                 {"SLURM_STEP_ID", "0"}});
   EXPECT_EQ(e.launcher, "OpenMPI mpirun");
   EXPECT_EQ(e.rank, 3);
@@ -29,23 +31,29 @@ TEST(Launcher, OpenMpiVariablesWinOverTheBatchStepsSlurmProcid) {
 }
 
 TEST(Launcher, SrunWithPmixAndPmi2) {
-  LaunchEnvironment e = detect({{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "8"},
-                                {"SLURM_LOCALID", "1"}, {"SLURM_STEP_ID", "2"},
-                                {"SLURM_NTASKS_PER_NODE", "4"}, {"PMIX_RANK", "5"}});
+  LaunchEnvironment e = detect({{"SLURM_PROCID", "5"},
+                                {"SLURM_NTASKS", "8"},
+                                {"SLURM_LOCALID", "1"},
+                                {"SLURM_STEP_ID", "2"},
+                                {"SLURM_NTASKS_PER_NODE", "4"},
+                                {"PMIX_RANK", "5"}});
   EXPECT_EQ(e.launcher, "Slurm srun (PMIx)");
   EXPECT_EQ(e.rank, 5);
   EXPECT_EQ(e.size, 8);
   EXPECT_EQ(e.local_rank, 1);
   EXPECT_EQ(e.local_size, 4);
-  e = detect({{"SLURM_PROCID", "1"}, {"SLURM_NTASKS", "2"}, {"SLURM_LOCALID", "1"},
-              {"SLURM_STEP_ID", "0"}, {"PMI_RANK", "1"}});
+  e = detect({{"SLURM_PROCID", "1"},
+              {"SLURM_NTASKS", "2"},
+              {"SLURM_LOCALID", "1"},
+              {"SLURM_STEP_ID", "0"},
+              {"PMI_RANK", "1"}});
   EXPECT_EQ(e.launcher, "Slurm srun");
   EXPECT_EQ(e.rank, 1);
 }
 
 TEST(Launcher, HydraAndNone) {
-  LaunchEnvironment e = detect({{"PMI_RANK", "2"}, {"PMI_SIZE", "3"}, {"MPI_LOCALRANKID", "2"},
-                                {"MPI_LOCALNRANKS", "3"}});
+  LaunchEnvironment e = detect(
+      {{"PMI_RANK", "2"}, {"PMI_SIZE", "3"}, {"MPI_LOCALRANKID", "2"}, {"MPI_LOCALNRANKS", "3"}});
   EXPECT_EQ(e.launcher, "MPICH/Hydra");
   EXPECT_EQ(e.rank, 2);
   EXPECT_EQ(e.size, 3);
@@ -53,7 +61,8 @@ TEST(Launcher, HydraAndNone) {
   e = detect({});
   EXPECT_EQ(e.launcher, "none");
   EXPECT_EQ(e.size, 1);
-  EXPECT_EQ(describe_layout(e, 1, 0, 0).rfind("world 1 = tp 1 x dp 1 | rank 0 (tp 0, dp 0)", 0), 0u);
+  EXPECT_EQ(describe_layout(e, 1, 0, 0).rfind("world 1 = tp 1 x dp 1 | rank 0 (tp 0, dp 0)", 0),
+            0u);
 }
 
 }  // namespace

@@ -25,8 +25,8 @@ struct Result {
 // Runs the primal binary with args (shell-quoted by the caller); captures stdout and stderr.
 Result run(const std::string& args, const fs::path& dir) {
   const fs::path out = dir / "stdout.txt", err = dir / "stderr.txt";
-  const std::string cmd = std::string(PRIMAL_BINARY) + " " + args + " >" + out.string() + " 2>" +
-                          err.string();
+  const std::string cmd =
+      std::string(PRIMAL_BINARY) + " " + args + " >" + out.string() + " 2>" + err.string();
   const int status = std::system(cmd.c_str());
   auto slurp = [](const fs::path& p) {
     std::ifstream f(p);
@@ -41,7 +41,8 @@ class PrimalCli : public ::testing::Test {
  protected:
   void SetUp() override {
     dir_ = fs::temp_directory_path() /
-           ("primal_cli_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+           ("primal_cli_" +
+            std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
     fs::remove_all(dir_);
     fs::create_directories(dir_);
     // A real text: this repository's spec-like prose, repeated to a few hundred KB.
@@ -54,7 +55,8 @@ class PrimalCli : public ::testing::Test {
     std::ofstream(dir_ / "tiny.pbtxt")
         << "model { width: 32 heads: 2 mlp_width: 64 max_len: 32 layers: [SOFTMAX, PRIMAL] "
            "low_rank: 4 rank_multi: 2 eta: 0.1 dropout: 0.1 }\n"
-           "data { path: \"" << (dir_ / "corpus.txt").string()
+           "data { path: \""
+        << (dir_ / "corpus.txt").string()
         << "\" seq_len: 32 batch_size: 4 }\n"
            "optimizer { lr: 3e-3 }\nschedule { warmup_steps: 3 }\n"
            "train { steps: 12 eval_every: 6 eval_batches: 4 log_every: 2 threads: 1 }\n";
@@ -94,7 +96,8 @@ TEST_F(PrimalCli, SameConfigAndSeedGiveBitwiseIdenticalMetrics) {
   // The loss falls on this repetitive text.
   EXPECT_LT(a.back()["ce"].get<double>(), a.front()["ce"].get<double>() - 1.0);
   // Another seed gives another run.
-  Result r = run("train --config " + config() + " --set train.seed=2 --set logging.dir=" + run_dir("c"), dir_);
+  Result r = run(
+      "train --config " + config() + " --set train.seed=2 --set logging.dir=" + run_dir("c"), dir_);
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(losses(run_dir("c"))[1].dump(), a[1].dump());
 }
@@ -124,11 +127,13 @@ TEST_F(PrimalCli, EvalOfTheSavedWeightsReproducesTheFinalValidation) {
 TEST_F(PrimalCli, BadInputIsOneLineExitTwoAndNothingWritten) {
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"train --config " + config() + " --set model.heads=3", "model.heads: 3 does not divide"},
-      {"train --config " + config() + " --set data.path=/nonexistent/x.txt", "data.path: '/nonexistent/x.txt' does not exist"},
+      {"train --config " + config() + " --set data.path=/nonexistent/x.txt",
+       "data.path: '/nonexistent/x.txt' does not exist"},
       {"train --config /nonexistent.pbtxt", "/nonexistent.pbtxt: cannot read the config file"},
       {"train --config " + config() + " --set optimizer.lrr=1", "unknown field 'lrr'"},
       {"train", "--config is required"},
-      {"eval --config " + config() + " --weights " + (dir_ / "absent.safetensors").string(), "absent.safetensors: cannot open"},
+      {"eval --config " + config() + " --weights " + (dir_ / "absent.safetensors").string(),
+       "absent.safetensors: cannot open"},
       {"frobnicate", "subcommand"},
   };
   for (const auto& [args, expected] : cases) {
@@ -142,10 +147,17 @@ TEST_F(PrimalCli, BadInputIsOneLineExitTwoAndNothingWritten) {
 }
 
 TEST_F(PrimalCli, NonFiniteLossStopsWithExitFourOrIsSkipped) {
-  Result r = run("train --config " + config() + " --set optimizer.lr=1e30 --set optimizer.grad_clip=0 --set logging.dir=" + run_dir("a"), dir_);
+  Result r = run(
+      "train --config " + config() +
+          " --set optimizer.lr=1e30 --set optimizer.grad_clip=0 --set logging.dir=" + run_dir("a"),
+      dir_);
   EXPECT_EQ(r.code, 4) << r.out << r.err;
   EXPECT_NE(r.err.find("lower optimizer.lr"), std::string::npos) << r.err;
-  Result s = run("train --config " + config() + " --set optimizer.lr=1e30 --set optimizer.grad_clip=0 --set train.on_nonfinite=SKIP --set logging.dir=" + run_dir("b"), dir_);
+  Result s = run("train --config " + config() +
+                     " --set optimizer.lr=1e30 --set optimizer.grad_clip=0 --set "
+                     "train.on_nonfinite=SKIP --set logging.dir=" +
+                     run_dir("b"),
+                 dir_);
   EXPECT_EQ(s.code, 0) << s.err;
   EXPECT_NE(s.out.find("SKIPPED"), std::string::npos) << s.out;
 }

@@ -33,10 +33,9 @@ void expect_bitwise_equal(const Snapshot& a, const Snapshot& b) {
 }
 
 TEST(Determinism, SameSeedGivesBitwiseIdenticalLossAndGradients) {
-  for (ModelConfig config :
-       {testing::lm_config({kSoftmax, kPrimal}, 64),
-        testing::classifier_config({kPrimal, kSoftmax}, InputKind::kTokens, Pooling::kMean, 64, 4,
-                                   4)}) {
+  for (ModelConfig config : {testing::lm_config({kSoftmax, kPrimal}, 64),
+                             testing::classifier_config({kPrimal, kSoftmax}, InputKind::kTokens,
+                                                        Pooling::kMean, 64, 4, 4)}) {
     config.width = 32;
     config.heads = 4;
     config.mlp_width = 64;

@@ -6,12 +6,11 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/common/allocation_counter.h"
+
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
-#include <new>
 #include <random>
 #include <string>
 #include <vector>
@@ -20,24 +19,6 @@
 #include "launch/generate.h"
 #include "model/transformer.h"
 #include "tests/model/model_configs.h"
-
-namespace {
-std::atomic<bool> counting{false};
-std::atomic<long> allocations{0};
-}  // namespace
-
-void* operator new(std::size_t n) {
-  if (counting.load(std::memory_order_relaxed)) allocations.fetch_add(1);
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-// Out of line: inlined into std::allocator, GCC would flag free() on a new'd pointer.
-__attribute__((noinline)) void operator delete(void* p) noexcept {
-  std::free(p);
-}
-__attribute__((noinline)) void operator delete(void* p, std::size_t) noexcept {
-  std::free(p);
-}
 
 namespace primal {
 namespace {
@@ -305,11 +286,9 @@ TEST(Generator, StepsAllocateNothing) {
   Transformer<float> model(config);
   const std::vector<int32_t> tokens = random_tokens(config.max_len, config.vocab, 6);
   Generator<float> generator(model);
-  allocations = 0;
-  counting = true;
+  testing::AllocationCounter counter;
   for (int n = 0; n < config.max_len; ++n) generator.step(tokens[n]);
-  counting = false;
-  EXPECT_EQ(allocations.load(), 0);
+  EXPECT_EQ(counter.stop(), 0);
 }
 
 std::string read_all(std::FILE* f) {

@@ -68,7 +68,8 @@ TEST(Linear, GradMatchesFiniteDifferences) {
   Linear<double> fc(params, "fc", 6, 5);
   params.finalize(1);
   check_layer(
-      params, {3, 4, 6}, {12, 5}, [&](Arena& a, const Tensor<double>& x) { return fc.forward(a, x); },
+      params, {3, 4, 6}, {12, 5},
+      [&](Arena& a, const Tensor<double>& x) { return fc.forward(a, x); },
       [&](Arena& a, const Tensor<double>& dy, const Tensor<double>& dx) { fc.backward(a, dy, dx); },
       20);
 }
@@ -79,7 +80,9 @@ TEST(Mlp, GeluMlpGradMatchesFiniteDifferences) {
   params.finalize(1);
   check_layer(
       params, {9, 6}, {9, 6}, [&](Arena& a, const Tensor<double>& x) { return mlp.forward(a, x); },
-      [&](Arena& a, const Tensor<double>& dy, const Tensor<double>& dx) { mlp.backward(a, dy, dx); },
+      [&](Arena& a, const Tensor<double>& dy, const Tensor<double>& dx) {
+        mlp.backward(a, dy, dx);
+      },
       30);
 }
 
@@ -91,7 +94,9 @@ struct AttentionCase {
   std::vector<int32_t> lengths;  // empty: no padding
 };
 
-void PrintTo(const AttentionCase& c, std::ostream* os) { *os << c.name; }
+void PrintTo(const AttentionCase& c, std::ostream* os) {
+  *os << c.name;
+}
 
 class AttentionGrad : public ::testing::TestWithParam<AttentionCase> {};
 
@@ -132,8 +137,8 @@ INSTANTIATE_TEST_SUITE_P(
         AttentionCase{"PrimalEncoderNEqualsL", AttentionKind::kPrimal, false, 2, 6, 8, 2, 2, 6, {}},
         AttentionCase{"PrimalEncoderN1", AttentionKind::kPrimal, false, 2, 1, 6, 3, 2, 4, {}},
         AttentionCase{"PrimalEncoderL1", AttentionKind::kPrimal, false, 2, 5, 6, 2, 2, 1, {}},
-        AttentionCase{"PrimalEncoderPadded", AttentionKind::kPrimal, false, 3, 11, 8, 2, 3, 4,
-                      {11, 6, 1}}),
+        AttentionCase{
+            "PrimalEncoderPadded", AttentionKind::kPrimal, false, 3, 11, 8, 2, 3, 4, {11, 6, 1}}),
     [](const ::testing::TestParamInfo<AttentionCase>& info) { return info.param.name; });
 
 TEST(KsvdLoss, GradMatchesFiniteDifferencesOfTheFormula) {
@@ -161,7 +166,8 @@ TEST(KsvdLoss, GradMatchesFiniteDifferencesOfTheFormula) {
     }
   }
   // J_l = (E + R - T)^2 with E = e/(H tokens), T = t/H; KSVD is their mean.
-  const double j0 = std::pow((0.8 + 1.3) / 36 - 0.4 / 3, 2), j1 = std::pow((2.1 + 0.2) / 36 - 1.7 / 3, 2);
+  const double j0 = std::pow((0.8 + 1.3) / 36 - 0.4 / 3, 2),
+               j1 = std::pow((2.1 + 0.2) / 36 - 1.7 / 3, 2);
   EXPECT_NEAR(loss.terms[0], j0, 1e-15);
   EXPECT_NEAR(loss.value, (j0 + j1) / 2, 1e-15);
 }

@@ -19,7 +19,9 @@ struct ModelCase {
   std::vector<int32_t> lengths;
 };
 
-void PrintTo(const ModelCase& c, std::ostream* os) { *os << c.name; }
+void PrintTo(const ModelCase& c, std::ostream* os) {
+  *os << c.name;
+}
 
 class ModelGrad : public ::testing::TestWithParam<ModelCase> {};
 
@@ -58,23 +60,29 @@ INSTANTIATE_TEST_SUITE_P(
         // LM (causal): Primal.+Trans., PrimalFormer, N = 1, dropout.
         ModelCase{"LmSoftmaxThenPrimal", testing::lm_config({kSoftmax, kPrimal}, 9), 2, 7, {}},
         ModelCase{"LmPrimalformerN1", testing::lm_config({kPrimal, kPrimal}, 4), 3, 1, {}},
-        ModelCase{"LmDropout", with_dropout(testing::lm_config({kPrimal, kSoftmax}, 8), 0.3), 2,
-                  5, {}},
+        ModelCase{
+            "LmDropout", with_dropout(testing::lm_config({kPrimal, kSoftmax}, 8), 0.3), 2, 5, {}},
         // Classifier (encoder form), tokens, MEAN pooling, padding; s*m = 4 < N = 11.
         ModelCase{"ClassifierPaddedNAboveL",
                   testing::classifier_config({kPrimal, kSoftmax}, InputKind::kTokens,
                                              Pooling::kMean, 11, 2, 2),
-                  3, 11, {11, 6, 1}},
+                  3,
+                  11,
+                  {11, 6, 1}},
         // Classifier on patches with CLS; N + 1 = 6 < s*m = 9.
-        ModelCase{"ClassifierPatchesClsNBelowL",
-                  testing::classifier_config({kPrimal}, InputKind::kPatches, Pooling::kCls, 10,
-                                             3, 3),
-                  2, 5, {}},
+        ModelCase{
+            "ClassifierPatchesClsNBelowL",
+            testing::classifier_config({kPrimal}, InputKind::kPatches, Pooling::kCls, 10, 3, 3),
+            2,
+            5,
+            {}},
         // N = 1 in the encoder form.
         ModelCase{"ClassifierN1",
-                  testing::classifier_config({kPrimal, kPrimal}, InputKind::kTokens,
-                                             Pooling::kMean, 3, 2, 2),
-                  2, 1, {}}),
+                  testing::classifier_config({kPrimal, kPrimal}, InputKind::kTokens, Pooling::kMean,
+                                             3, 2, 2),
+                  2,
+                  1,
+                  {}}),
     [](const ::testing::TestParamInfo<ModelCase>& info) { return info.param.name; });
 
 }  // namespace

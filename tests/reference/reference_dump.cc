@@ -47,11 +47,16 @@ ModelConfig base(HeadKind head, InputKind input, std::vector<AttentionKind> laye
 
 std::map<std::string, Case> cases() {
   std::map<std::string, Case> out;
-  out["lm_softmax_primal"] = {base(HeadKind::kLm, InputKind::kTokens, {kSoftmax, kPrimal}), 3, 40, {}};
-  out["lm_primalformer"] = {base(HeadKind::kLm, InputKind::kTokens, {kPrimal, kPrimal, kPrimal}), 2, 48, {}};
+  out["lm_softmax_primal"] = {
+      base(HeadKind::kLm, InputKind::kTokens, {kSoftmax, kPrimal}), 3, 40, {}};
+  out["lm_primalformer"] = {
+      base(HeadKind::kLm, InputKind::kTokens, {kPrimal, kPrimal, kPrimal}), 2, 48, {}};
   // Encoder form: N = 45 > s*m = 20, padding, MEAN pooling.
   out["classifier_tokens_padded"] = {
-      base(HeadKind::kClassifier, InputKind::kTokens, {kPrimal, kSoftmax, kPrimal}), 4, 45, {45, 30, 7, 1}};
+      base(HeadKind::kClassifier, InputKind::kTokens, {kPrimal, kSoftmax, kPrimal}),
+      4,
+      45,
+      {45, 30, 7, 1}};
   // Patches with a CLS token, N + 1 = 17 < s*m = 20.
   Case patches{base(HeadKind::kClassifier, InputKind::kPatches, {kPrimal, kPrimal}), 3, 16, {}};
   patches.config.pooling = Pooling::kCls;
@@ -74,13 +79,15 @@ Batch make_batch(const Case& c) {
   batch.B = c.B;
   batch.N = c.N;
   batch.lengths = c.lengths;
-  std::uniform_int_distribution<int32_t> token(0, c.config.vocab - 1), label(0, c.config.num_classes - 1);
+  std::uniform_int_distribution<int32_t> token(0, c.config.vocab - 1),
+      label(0, c.config.num_classes - 1);
   std::uniform_real_distribution<float> pixel(0.f, 1.f);
   const int64_t positions = int64_t(c.B) * c.N;
   if (c.config.input == InputKind::kTokens) {
     for (int64_t i = 0; i < positions; ++i) batch.tokens.push_back(token(gen));
   } else {
-    for (int64_t i = 0; i < positions * c.config.patch_dim; ++i) batch.patches.push_back(pixel(gen));
+    for (int64_t i = 0; i < positions * c.config.patch_dim; ++i)
+      batch.patches.push_back(pixel(gen));
   }
   const int64_t targets = c.config.head == HeadKind::kLm ? positions : c.B;
   for (int64_t i = 0; i < targets; ++i) {
@@ -94,11 +101,19 @@ json config_json(const ModelConfig& c) {
   for (AttentionKind k : c.layers) layers.push_back(k == kPrimal ? "PRIMAL" : "SOFTMAX");
   return {{"head", c.head == HeadKind::kLm ? "lm" : "classifier"},
           {"input", c.input == InputKind::kTokens ? "tokens" : "patches"},
-          {"vocab", c.vocab}, {"width", c.width}, {"heads", c.heads}, {"mlp_width", c.mlp_width},
-          {"max_len", c.max_len}, {"low_rank", c.low_rank}, {"rank_multi", c.rank_multi},
-          {"layers", layers}, {"ln_eps", c.ln_eps}, {"eta", c.eta},
+          {"vocab", c.vocab},
+          {"width", c.width},
+          {"heads", c.heads},
+          {"mlp_width", c.mlp_width},
+          {"max_len", c.max_len},
+          {"low_rank", c.low_rank},
+          {"rank_multi", c.rank_multi},
+          {"layers", layers},
+          {"ln_eps", c.ln_eps},
+          {"eta", c.eta},
           {"pooling", c.pooling == Pooling::kCls ? "CLS" : "MEAN"},
-          {"num_classes", c.num_classes}, {"head_width", c.head_width},
+          {"num_classes", c.num_classes},
+          {"head_width", c.head_width},
           {"patch_dim", c.patch_dim}};
 }
 
@@ -107,7 +122,8 @@ json batch_json(const Batch& b, const ModelConfig& c) {
   json rows = json::array();
   for (int i = 0; i < b.B; ++i) {
     if (c.input == InputKind::kTokens) {
-      rows.push_back(std::vector<int32_t>(b.tokens.begin() + i * b.N, b.tokens.begin() + (i + 1) * b.N));
+      rows.push_back(
+          std::vector<int32_t>(b.tokens.begin() + i * b.N, b.tokens.begin() + (i + 1) * b.N));
     } else {
       json sample = json::array();
       for (int n = 0; n < b.N; ++n) {
@@ -121,7 +137,8 @@ json batch_json(const Batch& b, const ModelConfig& c) {
   if (c.head == HeadKind::kLm) {
     json targets = json::array();
     for (int i = 0; i < b.B; ++i)
-      targets.push_back(std::vector<int32_t>(b.targets.begin() + i * b.N, b.targets.begin() + (i + 1) * b.N));
+      targets.push_back(
+          std::vector<int32_t>(b.targets.begin() + i * b.N, b.targets.begin() + (i + 1) * b.N));
     out["targets"] = targets;
   } else {
     out["targets"] = b.targets;

@@ -163,8 +163,10 @@ class SlurmCluster:
             f.write("\n".join(lines) + "\n")
 
     # -- jobs ------------------------------------------------------------------------------
-    def sbatch(self, script, args=(), env=None):
-        out = _run(["sbatch", "--parsable"] + list(args) + [script], env=dict(self.env, **(env or {})))
+    def sbatch(self, script, options=(), script_args=(), env=None):
+        """Submits `sbatch OPTIONS SCRIPT SCRIPT_ARGS`; returns the job id."""
+        out = _run(["sbatch", "--parsable"] + list(options) + [script] + list(script_args),
+                   env=dict(self.env, **(env or {})))
         return out.strip().split(";")[0]
 
     def state(self, job):

@@ -2,29 +2,10 @@
 // replaced here to count; its own executable).
 #include <gtest/gtest.h>
 
-#include <atomic>
-#include <cstdlib>
-#include <new>
+#include "tests/common/allocation_counter.h"
 
 #include "trainer/adamw.h"
 #include "trainer/grad_clip.h"
-
-namespace {
-std::atomic<bool> counting{false};
-std::atomic<long> allocations{0};
-}  // namespace
-
-void* operator new(std::size_t n) {
-  if (counting.load(std::memory_order_relaxed)) allocations.fetch_add(1);
-  if (void* p = std::malloc(n ? n : 1)) return p;
-  throw std::bad_alloc();
-}
-void operator delete(void* p) noexcept {
-  std::free(p);
-}
-void operator delete(void* p, std::size_t) noexcept {
-  std::free(p);
-}
 
 namespace primal {
 namespace {
@@ -41,11 +22,9 @@ TEST(TrainerNoAllocation, AdamWStepAndGradClipAllocateNothing) {
     opt.step(1e-3);
   };
   step(1);
-  allocations = 0;
-  counting = true;
+  testing::AllocationCounter counter;
   for (int t = 2; t <= 10; ++t) step(t);
-  counting = false;
-  EXPECT_EQ(allocations.load(), 0);
+  EXPECT_EQ(counter.stop(), 0);
   EXPECT_EQ(opt.steps(), 10);
 }
 
