@@ -21,10 +21,12 @@ class SlurmError(RuntimeError):
 
 
 def _run(cmd, env=None, check=True, timeout=60):
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    """Runs cmd; returns its stdout (stderr only goes into the error message)."""
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                        env=env, timeout=timeout)
     if check and p.returncode != 0:
-        raise SlurmError("%s failed (%d): %s" % (" ".join(cmd), p.returncode, p.stdout.strip()))
+        raise SlurmError("%s failed (%d): %s %s" % (" ".join(cmd), p.returncode,
+                                                    p.stdout.strip(), p.stderr.strip()))
     return p.stdout
 
 
@@ -62,7 +64,7 @@ class SlurmCluster:
 
     def start(self):
         ensure_installed()
-        for sub in ("state", "spool", "log"):
+        for sub in ("state", "spool", "log", "pmix"):
             os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
         self._start_munge()
         self._write_conf()
@@ -79,7 +81,12 @@ class SlurmCluster:
         raise SlurmError("the node did not become idle: " + out + self.logs())
 
     def stop(self):
-        """Stops what we started, by PID; waits until the processes are gone."""
+        """Cancels every job, stops what we started by PID, and waits until it is gone."""
+        if self.pids.get("slurmctld"):
+            _run(["scancel", "--full", "--user=root"], env=self.env, check=False)
+            deadline = time.time() + 30
+            while time.time() < deadline and _run(["squeue", "-h"], env=self.env, check=False).strip():
+                time.sleep(0.5)
         for name in ("slurmd", "slurmctld", "munged"):
             pid = self.pids.pop(name, None)
             if pid is None:
@@ -161,6 +168,11 @@ class SlurmCluster:
         ]
         with open(self.conf, "w") as f:
             f.write("\n".join(lines) + "\n")
+        # PMIx's per-step directories under our own directory: job ids restart at 1 with a fresh
+        # state directory, and a /tmp/spmix_appdir_<uid>_<job>.<step> left by an earlier
+        # cluster would make the step fail to launch.
+        with open(os.path.join(d, "mpi.conf"), "w") as f:
+            f.write("PMIxCliTmpDirBase=%s/pmix\n" % d)
 
     # -- jobs ------------------------------------------------------------------------------
     def sbatch(self, script, options=(), script_args=(), env=None):

@@ -80,6 +80,7 @@ def main():
     parser.add_argument("--mpirun", required=True)
     parser.add_argument("--workdir", required=True)
     args = parser.parse_args()
+    args.primal = os.path.abspath(args.primal)  # the job runs in its own directory
     work = os.path.abspath(args.workdir)
     subprocess.run(["rm", "-rf", work])
     os.makedirs(work)
@@ -92,7 +93,7 @@ def main():
     layout = os.path.join(work, "mpirun_tp2")
     mpirun(args, config, layout, 4, ["--set", "parallel.tp=2", "--set", "model.heads=2"])
 
-    with SlurmCluster(os.path.join(work, "slurm"), cpus=4) as slurm:
+    with SlurmCluster(os.path.join(work, "slurm")) as slurm:
         # 1. Preemption, requeue, resume.
         run_dir = os.path.join(work, "preempted")
         out = os.path.join(work, "preempted.out")
