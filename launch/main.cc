@@ -7,6 +7,7 @@
 //   primal import FILE.safetensors --config FILE [--set k=v ...] --out DIR
 //   primal generate --checkpoint DIR --prompt TEXT [--tokens N] [--temperature T] [--seed S]
 //   primal spectrum --checkpoint DIR [--batches K] [--out PREFIX]
+//   primal spectrum-plot --csv A.csv --label a --csv B.csv --label b --out FILE.svg
 // Exit codes: 0 done; 2 bad input (config, flags, data, weights, checkpoint: one line naming the
 // file and field, from rank 0 when every rank sees it); 3 a collective did not complete within
 // parallel.watchdog_s (a rank died or hangs); 4 a non-finite loss stopped the run; 75 training
@@ -260,6 +261,16 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   spec->add_option("--out", spectrum_out, "output prefix: PREFIX.csv and PREFIX.svg");
 
+  std::vector<std::string> csvs, labels;
+  std::string plot_title = "Attention spectra";
+  CLI::App* splot = app.add_subcommand(
+      "spectrum-plot", "several `primal spectrum` CSVs in one SVG (to compare runs)");
+  splot->add_option("--csv", csvs, "a spectrum CSV (repeat)")->required();
+  splot->add_option("--label", labels, "the legend prefix of each CSV (repeat, same order)")
+      ->required();
+  splot->add_option("--out", spectrum_out, "the SVG to write")->required();
+  splot->add_option("--title", plot_title, "the plot's title");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -275,6 +286,7 @@ int main(int argc, char** argv) {
                               seed);
     }
     if (*spec) return primal::spectrum(checkpoint, config_path, overrides, batches, spectrum_out);
+    if (*splot) return primal::plot_spectrum_csvs(csvs, labels, spectrum_out, plot_title);
     return primal::eval(config_path, overrides, weights, checkpoint, data_file, split);
   } catch (const primal::Error& e) {
     std::fprintf(stderr, "primal: error: %s\n", e.what());
