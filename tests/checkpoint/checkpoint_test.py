@@ -37,10 +37,12 @@ import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from safetensors_file import read_tensor_bytes  # noqa: E402
 
 REQUEUE = 75
 BAD_INPUT = 2
@@ -104,17 +106,7 @@ def losses(run_dir):
 
 
 def read_safetensors(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    out = {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = entry["data_offsets"]
-        out[name] = data[8 + n + b:8 + n + e]  # raw bytes: compared bit for bit
-    return out
+    return read_tensor_bytes(path)  # raw bytes: compared bit for bit
 
 
 def final_params(run_dir):

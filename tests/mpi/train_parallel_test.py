@@ -17,10 +17,12 @@ import argparse
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "common"))
+from safetensors_file import read_float32  # noqa: E402
 
 LAYOUTS = [(1, 1), (1, 2), (2, 1), (2, 2), (1, 4), (4, 1)]
 TOL = 1e-5
@@ -80,17 +82,7 @@ def train(args, config, run_dir, tp, dp, extra=()):
 
 
 def read_safetensors(path):
-    with open(path, "rb") as f:
-        data = f.read()
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8:8 + n])
-    out = {}
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        b, e = entry["data_offsets"]
-        out[name] = struct.unpack("<%df" % ((e - b) // 4), data[8 + n + b:8 + n + e])
-    return out
+    return read_float32(path)
 
 
 def rel(a, b):
