@@ -212,7 +212,8 @@ std::string xml_escape(const std::string& s) {
 void write_spectrum_svg(const std::string& path, const std::vector<SpectrumLine>& lines,
                         const std::string& title) {
   // Plot area [left, left + w] x [top, top + h]; y = log10(value) from hi_exp down to lo_exp.
-  const double width = 760, height = 480, left = 70, right = 230, top = 40, bottom = 50;
+  // The right margin holds the legend ("Transformer layer 3 (SOFTMAX)" needs about 260 px).
+  const double width = 820, height = 480, left = 70, right = 290, top = 40, bottom = 50;
   const double w = width - left - right, h = height - top - bottom;
   size_t n_max = 1;
   double lowest = 1, highest = 0;
