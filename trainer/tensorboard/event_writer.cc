@@ -125,35 +125,36 @@ EventWriter::~EventWriter() {
   }
 }
 
-void EventWriter::add_scalar(const std::string& tag, double value, int64_t step) {
-  Event event;
+Summary::Value* EventWriter::value_event(Event& event, const std::string& tag, int64_t step) {
   event.set_step(step);
   Summary::Value* v = event.mutable_summary()->add_value();
   v->set_tag(tag);
-  v->set_simple_value(float(value));
+  return v;
+}
+
+void EventWriter::add_scalar(const std::string& tag, double value, int64_t step) {
+  Event event;
+  value_event(event, tag, step)->set_simple_value(float(value));
+  add_event(std::move(event));
+}
+
+template <typename T>
+void EventWriter::add_histogram_of(const std::string& tag, const T* values, size_t n,
+                                   int64_t step) {
+  Event event;
+  *value_event(event, tag, step)->mutable_histo() = make_histogram(
+      values, n, path_ + ": histogram '" + tag + "' at step " + std::to_string(step));
   add_event(std::move(event));
 }
 
 void EventWriter::add_histogram(const std::string& tag, const float* values, size_t n,
                                 int64_t step) {
-  Event event;
-  event.set_step(step);
-  Summary::Value* v = event.mutable_summary()->add_value();
-  v->set_tag(tag);
-  *v->mutable_histo() = make_histogram(
-      values, n, path_ + ": histogram '" + tag + "' at step " + std::to_string(step));
-  add_event(std::move(event));
+  add_histogram_of(tag, values, n, step);
 }
 
 void EventWriter::add_histogram(const std::string& tag, const double* values, size_t n,
                                 int64_t step) {
-  Event event;
-  event.set_step(step);
-  Summary::Value* v = event.mutable_summary()->add_value();
-  v->set_tag(tag);
-  *v->mutable_histo() = make_histogram(
-      values, n, path_ + ": histogram '" + tag + "' at step " + std::to_string(step));
-  add_event(std::move(event));
+  add_histogram_of(tag, values, n, step);
 }
 
 void EventWriter::add_event(Event event) {

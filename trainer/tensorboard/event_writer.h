@@ -53,6 +53,10 @@ class EventWriter {
   const std::string& path() const { return path_; }
 
  private:
+  // A fresh event at step holding one summary value tagged tag; returns the value to fill.
+  static Summary::Value* value_event(Event& event, const std::string& tag, int64_t step);
+  template <typename T>
+  void add_histogram_of(const std::string& tag, const T* values, size_t n, int64_t step);
   std::string path_;
   int fd_ = -1;
   int flush_every_;
