@@ -240,12 +240,16 @@ int main(int argc, char** argv) {
   int tokens = 200, batches = 4;
   double temperature = 0.8;
   uint64_t seed = 1;
+  // The options of the commands that read a model from a checkpoint.
+  auto add_model_options = [&](CLI::App* cmd) {
+    cmd->add_option("--checkpoint", checkpoint, "a step directory, or a checkpoint directory")
+        ->required();
+    cmd->add_option("--config", config_path, "default: the checkpoint's own config");
+    cmd->add_option("--set", overrides, "override a config field");
+  };
   CLI::App* gen = app.add_subcommand(
       "generate", "continue a text prompt with a trained byte-level LM (incremental decoding)");
-  gen->add_option("--checkpoint", checkpoint, "a step directory, or a checkpoint directory")
-      ->required();
-  gen->add_option("--config", config_path, "default: the checkpoint's own config");
-  gen->add_option("--set", overrides, "override a config field");
+  add_model_options(gen);
   gen->add_option("--prompt", prompt, "the text to continue")->required();
   gen->add_option("--tokens", tokens, "bytes to generate")->check(CLI::NonNegativeNumber);
   gen->add_option("--temperature", temperature, "0: greedy")->check(CLI::NonNegativeNumber);
@@ -253,10 +257,7 @@ int main(int argc, char** argv) {
 
   CLI::App* spec = app.add_subcommand(
       "spectrum", "singular values of every layer's attention on validation data: CSV + SVG");
-  spec->add_option("--checkpoint", checkpoint, "a step directory, or a checkpoint directory")
-      ->required();
-  spec->add_option("--config", config_path, "default: the checkpoint's own config");
-  spec->add_option("--set", overrides, "override a config field");
+  add_model_options(spec);
   spec->add_option("--batches", batches, "validation batches to average over")
       ->check(CLI::PositiveNumber);
   spec->add_option("--out", spectrum_out, "output prefix: PREFIX.csv and PREFIX.svg");

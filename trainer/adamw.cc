@@ -4,31 +4,22 @@
 #include <cstdio>
 
 #include "core/element_math.h"
+#include "core/parallel.h"
 
 namespace primal {
-namespace {
-
-std::string number(double x) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.17g", x);
-  return buf;
-}
-
-// Elements per step below which one thread does all the work (the results are the same).
-constexpr int64_t kParallelMin = 1 << 14;
-
-}  // namespace
 
 void validate(const AdamWOptions& o) {
   auto require = [](bool ok, const char* field, const std::string& what) {
     if (!ok) throw Error(field, what);
   };
-  require(o.beta1 >= 0 && o.beta1 < 1, "adamw.beta1", "must be in [0, 1), got " + number(o.beta1));
-  require(o.beta2 >= 0 && o.beta2 < 1, "adamw.beta2", "must be in [0, 1), got " + number(o.beta2));
+  require(o.beta1 >= 0 && o.beta1 < 1, "adamw.beta1",
+          "must be in [0, 1), got " + format_number(o.beta1));
+  require(o.beta2 >= 0 && o.beta2 < 1, "adamw.beta2",
+          "must be in [0, 1), got " + format_number(o.beta2));
   require(o.eps >= 0 && std::isfinite(o.eps), "adamw.eps",
-          "must be finite and >= 0, got " + number(o.eps));
+          "must be finite and >= 0, got " + format_number(o.eps));
   require(o.weight_decay >= 0 && std::isfinite(o.weight_decay), "adamw.weight_decay",
-          "must be finite and >= 0, got " + number(o.weight_decay));
+          "must be finite and >= 0, got " + format_number(o.weight_decay));
 }
 
 template <typename T>
@@ -91,7 +82,7 @@ void AdamW<T>::set_steps(int64_t steps) {
 template <typename T>
 void AdamW<T>::step(double lr) {
   if (!(lr >= 0 && std::isfinite(lr))) {
-    throw Error("AdamW::step", "learning rate must be finite and >= 0, got " + number(lr));
+    throw Error("AdamW::step", "learning rate must be finite and >= 0, got " + format_number(lr));
   }
   ++steps_;
   const AdamWOptions& o = options_;
@@ -107,7 +98,7 @@ void AdamW<T>::step(double lr) {
   T* m = exp_avg_.data();
   T* v = exp_avg_sq_.data();
   // Every element is independent: any split over threads gives the same result.
-#pragma omp parallel if (store_.numel() >= kParallelMin)
+#pragma omp parallel if (store_.numel() >= kParallelGrain)
   for (const Run& run : runs_) {
     const em::AdamWScalars<T>& s = run.decay ? with_decay : without_decay;
 #pragma omp for schedule(static) nowait

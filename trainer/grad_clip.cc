@@ -6,17 +6,11 @@
 #include "core/reduce.h"
 
 namespace primal {
-namespace {
-
-// Elements below which one thread does all the work (the results are the same).
-constexpr int64_t kParallelMin = 1 << 15;
-
-}  // namespace
 
 template <typename T>
 double sum_of_squares(const T* x, int64_t n) {
   double partial[kReduceChunks];
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+#pragma omp parallel for schedule(static) if (n >= kParallelGrain)
   for (int64_t c = 0; c < kReduceChunks; ++c) {
     const int64_t begin = n * c / kReduceChunks, end = n * (c + 1) / kReduceChunks;
     // Four accumulators (a fixed function of the chunk) keep the adds pipelined.
@@ -51,7 +45,7 @@ double clip_grads_to_norm(ParameterStore<T>& store, double norm, double max_norm
   const T scale = T(coef);
   T* g = store.grads().data();
   const int64_t n = store.numel();
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+#pragma omp parallel for schedule(static) if (n >= kParallelGrain)
   for (int64_t i = 0; i < n; ++i) g[i] *= scale;
   return coef;
 }

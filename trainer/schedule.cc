@@ -10,12 +10,6 @@
 namespace primal {
 namespace {
 
-std::string number(double x) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.17g", x);
-  return buf;
-}
-
 constexpr ScheduleOptions::Kind kKinds[] = {ScheduleOptions::kConstant, ScheduleOptions::kCosine,
                                             ScheduleOptions::kLinear,
                                             ScheduleOptions::kInverseSqrt};
@@ -27,7 +21,7 @@ void validate(const ScheduleOptions& o) {
     if (!ok) throw Error(field, what);
   };
   require(o.lr > 0 && std::isfinite(o.lr), "schedule.lr",
-          "must be finite and > 0, got " + number(o.lr));
+          "must be finite and > 0, got " + format_number(o.lr));
   require(o.total_steps > 0, "schedule.total_steps",
           "must be > 0, got " + std::to_string(o.total_steps));
   require(o.warmup_steps >= 0, "schedule.warmup_steps",
@@ -36,7 +30,8 @@ void validate(const ScheduleOptions& o) {
           "must be <= schedule.total_steps (" + std::to_string(o.total_steps) + "), got " +
               std::to_string(o.warmup_steps));
   require(o.min_lr >= 0 && o.min_lr <= o.lr, "schedule.min_lr",
-          "must be in [0, schedule.lr] = [0, " + number(o.lr) + "], got " + number(o.min_lr));
+          "must be in [0, schedule.lr] = [0, " + format_number(o.lr) + "], got " +
+              format_number(o.min_lr));
   require(std::find(std::begin(kKinds), std::end(kKinds), o.kind) != std::end(kKinds),
           "schedule.kind", "unknown kind " + std::to_string(int(o.kind)));
 }
