@@ -1,6 +1,7 @@
 #include "comm/mpi/mpi_communicator.h"
 
 #include <sched.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -37,26 +38,47 @@ void check_op(DataType type, ReduceOp op, const char* collective) {
     throw Error(std::string(collective) + ": average of int64 values is not defined; use sum");
 }
 
-// out[i] = ((src[0][i] + src[1][i]) + src[2][i]) + ... (/ n for an average): the same
-// additions in the same order for every element, whatever block it falls in. `out` may be
-// one of the sources.
-template <typename T>
-void reduce_in_rank_order(const T* const* src, int n, int64_t count, T* out, bool average) {
-  constexpr int64_t kChunk = 1024;
+// out[i] = finish(((src[0][i] + src[1][i]) + src[2][i]) + ...): the same additions in the
+// same order for every element, whatever block or segment it falls in. `out` may be one of
+// the sources: it is written only by the last pass, after that element of every source has
+// been read.
+template <typename T, typename Finish>
+void reduce_in_rank_order(const T* const* src, int n, int64_t count, T* out, Finish finish) {
+  if (n == 1) {
+    for (int64_t i = 0; i < count; ++i) out[i] = finish(src[0][i]);
+    return;
+  }
+  if (n == 2) {  // one pass, the common case of a data-parallel pair
+    const T *a = src[0], *b = src[1];
+    for (int64_t i = 0; i < count; ++i) out[i] = finish(a[i] + b[i]);
+    return;
+  }
+  constexpr int64_t kChunk = 1024;  // partial sums stay in L1
   T tmp[kChunk];
-  const T divisor = static_cast<T>(n);
   for (int64_t i0 = 0; i0 < count; i0 += kChunk) {
     const int64_t m = std::min(kChunk, count - i0);
-    const T* s0 = src[0] + i0;
-    for (int64_t j = 0; j < m; ++j) tmp[j] = s0[j];
-    for (int p = 1; p < n; ++p) {
+    const T *a = src[0] + i0, *b = src[1] + i0, *last = src[n - 1] + i0;
+    for (int64_t j = 0; j < m; ++j) tmp[j] = a[j] + b[j];
+    for (int p = 2; p < n - 1; ++p) {
       const T* s = src[p] + i0;
       for (int64_t j = 0; j < m; ++j) tmp[j] += s[j];
     }
-    if (average)
-      for (int64_t j = 0; j < m; ++j) tmp[j] /= divisor;
-    std::copy(tmp, tmp + m, out + i0);
+    T* o = out + i0;
+    for (int64_t j = 0; j < m; ++j) o[j] = finish(tmp[j] + last[j]);
   }
+}
+
+// The sum, or the average: x / n, computed as x * (1/n) when n is a power of two (the same
+// correctly rounded value: 1/n is exact), which is several times cheaper than a division.
+template <typename T>
+void reduce_in_rank_order(const T* const* src, int n, int64_t count, T* out, bool average) {
+  if (!average) return reduce_in_rank_order(src, n, count, out, [](T v) { return v; });
+  if ((n & (n - 1)) == 0) {
+    const T reciprocal = T{1} / static_cast<T>(n);
+    return reduce_in_rank_order(src, n, count, out, [=](T v) { return v * reciprocal; });
+  }
+  const T divisor = static_cast<T>(n);
+  reduce_in_rank_order(src, n, count, out, [=](T v) { return v / divisor; });
 }
 
 template <typename T>
@@ -95,6 +117,12 @@ void terminate_handler() {
 // One collective in flight: the state machine of the rank-ordered all-reduce and
 // reduce-scatter, or an MPI request (AllReduceAlgorithm::kMpi). Reused: start_*() re-arms a
 // finished one, keeping its scratch memory and request arrays.
+//
+// The rank-ordered algorithm is pipelined in segments (MpiOptions::segment_bytes): rank r's
+// block arrives from every rank segment by segment; each segment is reduced as soon as all of
+// its contributions are in (while it is still in cache) and, for an all-reduce, sent back to
+// every rank at once, while the next segments are still on their way. Segmenting changes
+// which additions run when, never which additions run: the bits do not depend on it.
 class MpiWork final : public Work {
  public:
   explicit MpiWork(MpiCommunicator* comm) : comm_(comm) {}
@@ -110,9 +138,9 @@ class MpiWork final : public Work {
     send_ = bytes;
     out_ = bytes;
     count_ = count;
-    gather_ = true;
     if (comm_->algorithm() == AllReduceAlgorithm::kMpi) {
       result_ = out_;
+      result_count_ = count;
       requests_.assign(1, MPI_REQUEST_NULL);
       MPI_Iallreduce(MPI_IN_PLACE, data, mpi_count(count, collective), mpi_type(type), MPI_SUM,
                      comm_->comm_, requests_.data());
@@ -139,10 +167,9 @@ class MpiWork final : public Work {
     send_ = static_cast<const std::byte*>(send);
     out_ = nullptr;
     count_ = count_per_rank * n;
-    gather_ = false;
-    replicated_ = false;
     result_ = static_cast<std::byte*>(recv);
     if (comm_->algorithm() == AllReduceAlgorithm::kMpi) {
+      result_count_ = count_per_rank;
       requests_.assign(1, MPI_REQUEST_NULL);
       MPI_Ireduce_scatter_block(send, recv, mpi_count(count_per_rank, collective), mpi_type(type),
                                 MPI_SUM, comm_->comm_, requests_.data());
@@ -155,31 +182,24 @@ class MpiWork final : public Work {
   }
 
   bool test() override {
-    for (;;) {
-      switch (stage_) {
-        case Stage::kIdle:
-        case Stage::kDone:
-          return true;
-        case Stage::kMpi:
-          if (!all_complete()) return false;
-          if (op_ == ReduceOp::kAverage)
-            divide(result_, gather_ ? count_ : count_ / comm_->size_, type_, comm_->size_);
-          stage_ = Stage::kDone;
-          return true;
-        case Stage::kExchange:
-          if (!all_complete()) return false;
-          reduce();
-          if (gather_)
-            start_gather();
-          else
-            stage_ = Stage::kDone;
-          break;
-        case Stage::kGather:
-          if (!all_complete()) return false;
-          stage_ = Stage::kDone;
-          return true;
-      }
+    switch (stage_) {
+      case Stage::kIdle:
+      case Stage::kDone:
+        return true;
+      case Stage::kMpi:
+        if (!all_complete()) return false;
+        if (op_ == ReduceOp::kAverage) divide(result_, result_count_, type_, comm_->size_);
+        stage_ = Stage::kDone;
+        return true;
+      case Stage::kPipeline:
+        reduce_arrived_segments();
+        if (gather_) post_gather_receives();
+        if (reduced_ < segments(my_count()) || (gather_ && !all_gather_posted()) || !all_complete())
+          return false;
+        stage_ = Stage::kDone;
+        return true;
     }
+    return false;
   }
 
   void wait() override {
@@ -191,7 +211,7 @@ class MpiWork final : public Work {
   const MpiCommunicator* comm() const { return comm_; }
 
  private:
-  enum class Stage { kIdle, kExchange, kGather, kMpi, kDone };
+  enum class Stage { kIdle, kPipeline, kMpi, kDone };
 
   void begin(DataType type, ReduceOp op, const char* collective) {
     check(idle(), "MpiWork: re-armed while a collective is in flight");
@@ -199,6 +219,7 @@ class MpiWork final : public Work {
     type_ = type;
     op_ = op;
     replicated_ = false;
+    gather_ = false;
     esize_ = static_cast<int64_t>(data_type_size(type));
     collective_ = collective;
   }
@@ -212,53 +233,116 @@ class MpiWork final : public Work {
   int64_t send_offset(int p) const { return replicated_ ? 0 : offset_[p]; }
   int send_count(int p) const { return replicated_ ? static_cast<int>(count_) : block_count(p); }
 
-  // Stage 1: send block p of our data to rank p; receive block `me` of everyone's.
+  // A block of `count` elements goes in segments of seg_ elements, the last one shorter.
+  int segments(int64_t count) const { return static_cast<int>((count + seg_ - 1) / seg_); }
+  int segment_count(int64_t count, int j) const {
+    return static_cast<int>(std::min<int64_t>(seg_, count - int64_t{j} * seg_));
+  }
+  // Peers in rank order without this rank: k = 0 .. n-2.
+  int peer(int k) const { return k < comm_->rank_ ? k : k + 1; }
+
+  // Posts everything of the first round: the receives of this rank's block from every peer and
+  // the sends of each peer's block, segment by segment. Request layout (all MPI_REQUEST_NULL
+  // until posted): [exchange receives, segment-major | exchange sends, peer-major | gather
+  // sends, segment-major | gather receives, peer-major].
   void start_exchange() {
-    const int n = comm_->size_, me = comm_->rank_;
+    const int n = comm_->size_;
     mpi_count(replicated_ ? count_ : offset_[1] - offset_[0], collective_);  // fits one message
     tag_ = comm_->next_tag_base();
+    seg_ = std::max<int64_t>(1, static_cast<int64_t>(comm_->options_.segment_bytes) / esize_);
     const int mine = my_count();
     const size_t need = static_cast<size_t>(n - 1) * mine * esize_;
     if (need > scratch_bytes_) {
       scratch_.reset(new std::byte[need]);
       scratch_bytes_ = need;
     }
-    requests_.assign(2 * (n - 1), MPI_REQUEST_NULL);
-    peers_.assign(2 * (n - 1), -1);
+    const int my_segments = segments(mine);
+    exchange_sends_.assign(n, 0);
+    gather_receives_.assign(n, 0);
+    int64_t sends = 0, gather_receives = 0;
+    for (int k = 0; k < n - 1; ++k) {
+      exchange_sends_[k] = sends;
+      sends += segments(send_count(peer(k)));
+      gather_receives_[k] = gather_receives;
+      gather_receives += gather_ ? segments(block_count(peer(k))) : 0;
+    }
+    const int64_t per_round = int64_t{my_segments} * (n - 1);
+    first_send_ = per_round;
+    first_gather_send_ = first_send_ + sends;
+    first_gather_receive_ = first_gather_send_ + (gather_ ? per_round : 0);
+    requests_.assign(first_gather_receive_ + gather_receives, MPI_REQUEST_NULL);
+    peers_.assign(requests_.size(), -1);
+    posted_.assign(n, 0);
+
     const MPI_Datatype dt = mpi_type(type_);
-    int k = 0;
-    for (int p = 0; p < n; ++p) {
-      if (p == me) continue;
-      if (mine > 0) MPI_Irecv(slot(p), mine, dt, p, tag_, comm_->comm_, &requests_[k]);
-      peers_[k++] = p;
+    for (int j = 0; j < my_segments; ++j) {
+      for (int k = 0; k < n - 1; ++k) {
+        const int64_t i = int64_t{j} * (n - 1) + k;
+        MPI_Irecv(slot(peer(k)) + int64_t{j} * seg_ * esize_, segment_count(mine, j), dt, peer(k),
+                  tag_, comm_->comm_, &requests_[i]);
+        peers_[i] = peer(k);
+      }
     }
-    for (int p = 0; p < n; ++p) {
-      if (p == me || send_count(p) == 0) continue;
-      MPI_Isend(send_ + send_offset(p) * esize_, send_count(p), dt, p, tag_, comm_->comm_,
-                &requests_[k++]);
+    for (int k = 0; k < n - 1; ++k) {
+      const int p = peer(k), c = send_count(p);
+      for (int j = 0; j < segments(c); ++j)
+        MPI_Isend(send_ + (send_offset(p) + int64_t{j} * seg_) * esize_, segment_count(c, j), dt, p,
+                  tag_, comm_->comm_, &requests_[first_send_ + exchange_sends_[k] + j]);
     }
-    stage_ = Stage::kExchange;
+    reduced_ = 0;
+    stage_ = Stage::kPipeline;
   }
 
-  // Stage 2 (all-reduce only): send our reduced block to everyone; receive theirs in place.
-  void start_gather() {
-    const int n = comm_->size_, me = comm_->rank_;
-    const MPI_Datatype dt = mpi_type(type_);
-    std::fill(requests_.begin(), requests_.end(), MPI_REQUEST_NULL);
-    std::fill(peers_.begin(), peers_.end(), -1);
-    int k = 0;
-    for (int p = 0; p < n; ++p) {
-      if (p == me) continue;
-      if (block_count(p) > 0)
-        MPI_Irecv(out_ + offset_[p] * esize_, block_count(p), dt, p, tag_ + 1, comm_->comm_,
-                  &requests_[k]);
-      peers_[k++] = p;
+  // Reduces, in order, the segments of this rank's block whose contributions have all
+  // arrived; for an all-reduce sends each result segment to every peer at once.
+  void reduce_arrived_segments() {
+    const int n = comm_->size_, mine = my_count();
+    while (reduced_ < segments(mine)) {
+      const int64_t first = int64_t{reduced_} * (n - 1);
+      int flag = 0;
+      MPI_Testall(n - 1, &requests_[first], &flag, MPI_STATUSES_IGNORE);
+      if (!flag) return;
+      // Replicated, the result overwrites what is being sent: the segment's sends go first.
+      for (int k = 0; replicated_ && k < n - 1; ++k) {
+        MPI_Test(&requests_[first_send_ + exchange_sends_[k] + reduced_], &flag, MPI_STATUS_IGNORE);
+        if (!flag) return;
+      }
+      const int64_t at = int64_t{reduced_} * seg_;
+      const int c = segment_count(mine, reduced_);
+      reduce(at, c);
+      if (gather_)
+        for (int k = 0; k < n - 1; ++k)
+          MPI_Isend(result_ + at * esize_, c, mpi_type(type_), peer(k), tag_ + 1, comm_->comm_,
+                    &requests_[first_gather_send_ + first + k]);
+      ++reduced_;
     }
-    for (int p = 0; p < n; ++p) {
-      if (p == me || block_count(me) == 0) continue;
-      MPI_Isend(result_, block_count(me), dt, p, tag_ + 1, comm_->comm_, &requests_[k++]);
+  }
+
+  // The second round's receives write over what the first round sent: each segment's receive
+  // is posted once the send of that segment has completed (MPI forbids touching a send
+  // buffer before).
+  void post_gather_receives() {
+    const int n = comm_->size_;
+    for (int k = 0; k < n - 1; ++k) {
+      const int p = peer(k), c = block_count(p);
+      while (posted_[k] < segments(c)) {
+        const int j = posted_[k];
+        int flag = 0;
+        MPI_Test(&requests_[first_send_ + exchange_sends_[k] + j], &flag, MPI_STATUS_IGNORE);
+        if (!flag) break;
+        const int64_t i = first_gather_receive_ + gather_receives_[k] + j;
+        MPI_Irecv(out_ + (offset_[p] + int64_t{j} * seg_) * esize_, segment_count(c, j),
+                  mpi_type(type_), p, tag_ + 1, comm_->comm_, &requests_[i]);
+        peers_[i] = p;
+        ++posted_[k];
+      }
     }
-    stage_ = Stage::kGather;
+  }
+
+  bool all_gather_posted() const {
+    for (int k = 0; k < comm_->size_ - 1; ++k)
+      if (posted_[k] < segments(block_count(peer(k)))) return false;
+    return true;
   }
 
   std::byte* slot(int p) const {
@@ -266,9 +350,11 @@ class MpiWork final : public Work {
     return scratch_.get() + static_cast<size_t>(p < me ? p : p - 1) * my_count() * esize_;
   }
 
-  void reduce() {
+  // result[at, at + c) = the rank-ordered reduction of every rank's elements [at, at + c) of
+  // this rank's block.
+  void reduce(int64_t at, int c) {
     const int n = comm_->size_, me = comm_->rank_;
-    const std::byte* own = send_ + my_offset() * esize_;
+    const std::byte* own = send_ + (my_offset() + at) * esize_;
     const std::byte* src[kMaxInline];
     std::vector<const std::byte*> many;
     const std::byte** s = src;
@@ -276,21 +362,21 @@ class MpiWork final : public Work {
       many.resize(n);
       s = many.data();
     }
-    for (int p = 0; p < n; ++p) s[p] = p == me ? own : slot(p);
+    for (int p = 0; p < n; ++p) s[p] = p == me ? own : slot(p) + at * esize_;
     const bool avg = op_ == ReduceOp::kAverage;
-    const int64_t m = my_count();
+    std::byte* out = result_ + at * esize_;
     switch (type_) {
       case DataType::kFloat32:
-        reduce_in_rank_order(reinterpret_cast<const float* const*>(s), n, m,
-                             reinterpret_cast<float*>(result_), avg);
+        reduce_in_rank_order(reinterpret_cast<const float* const*>(s), n, c,
+                             reinterpret_cast<float*>(out), avg);
         break;
       case DataType::kFloat64:
-        reduce_in_rank_order(reinterpret_cast<const double* const*>(s), n, m,
-                             reinterpret_cast<double*>(result_), avg);
+        reduce_in_rank_order(reinterpret_cast<const double* const*>(s), n, c,
+                             reinterpret_cast<double*>(out), avg);
         break;
       case DataType::kInt64:
-        reduce_in_rank_order(reinterpret_cast<const int64_t* const*>(s), n, m,
-                             reinterpret_cast<int64_t*>(result_), false);
+        reduce_in_rank_order(reinterpret_cast<const int64_t* const*>(s), n, c,
+                             reinterpret_cast<int64_t*>(out), false);
         break;
     }
   }
@@ -301,17 +387,33 @@ class MpiWork final : public Work {
     return flag != 0;
   }
 
-  // The ranks whose data has not arrived, for the watchdog's message.
+  // The ranks whose data has not arrived, for the watchdog's message. A rank missing from the
+  // first round holds up everyone's second round: the first round's missing ranks are named
+  // when there are any, the second round's otherwise.
   std::string missing() {
-    if (stage_ != Stage::kExchange && stage_ != Stage::kGather) return "";
-    std::string ranks;
-    for (size_t k = 0; k < peers_.size(); ++k) {
-      if (peers_[k] < 0) continue;
-      int flag = 0;
-      MPI_Test(&requests_[k], &flag, MPI_STATUS_IGNORE);
-      if (!flag)
-        ranks += (ranks.empty() ? "" : ", ") + std::to_string(comm_->world_rank_of(peers_[k]));
+    if (stage_ != Stage::kPipeline) return "";
+    const int n = comm_->size_;
+    std::vector<char> waiting(n, 0);
+    bool any = false;
+    auto test_receives = [&](int64_t from, int64_t to) {
+      for (int64_t i = from; i < to; ++i) {
+        if (peers_[i] < 0 || waiting[peers_[i]]) continue;
+        int flag = 0;
+        MPI_Test(&requests_[i], &flag, MPI_STATUS_IGNORE);
+        if (!flag) waiting[peers_[i]] = any = true;
+      }
+    };
+    test_receives(0, first_send_);
+    if (!any && gather_) {
+      test_receives(first_gather_receive_, static_cast<int64_t>(requests_.size()));
+      // A gather receive not yet posted waits for this rank's own send to that peer.
+      for (int k = 0; k < n - 1; ++k)
+        if (posted_[k] < segments(block_count(peer(k)))) waiting[peer(k)] = true;
     }
+    std::string ranks;
+    for (int p = 0; p < n; ++p)
+      if (waiting[p])
+        ranks += (ranks.empty() ? "" : ", ") + std::to_string(comm_->world_rank_of(p));
     return ranks.empty() ? "" : "waiting for rank " + ranks;
   }
 
@@ -325,10 +427,18 @@ class MpiWork final : public Work {
   const std::byte* send_ = nullptr;
   std::byte* out_ = nullptr;     // all-reduce: the whole buffer, gathered in place
   std::byte* result_ = nullptr;  // where this rank's reduced block goes
+  int64_t result_count_ = 0;     // kMpi: elements of the result
   bool gather_ = false;          // all-reduce by blocks: a second round sends the results back
   bool replicated_ = false;      // all-reduce of a small buffer: one round, every rank reduces all
   int tag_ = 0;
+  int64_t seg_ = 1;              // elements per segment
+  int reduced_ = 0;              // segments of this rank's block reduced so far
   std::vector<int64_t> offset_;  // block r is [offset_[r], offset_[r+1]) elements
+  // Where peer k's requests start within their section of requests_, and how many of its
+  // gather receives have been posted.
+  std::vector<int64_t> exchange_sends_, gather_receives_;
+  std::vector<int> posted_;
+  int64_t first_send_ = 0, first_gather_send_ = 0, first_gather_receive_ = 0;
   std::vector<MPI_Request> requests_;
   std::vector<int> peers_;  // the rank each receive request waits for; -1 for sends
   std::unique_ptr<std::byte[]> scratch_;
@@ -379,10 +489,9 @@ void MpiCommunicator::watch(const char* collective, Done&& done, Detail&& detail
   using Clock = std::chrono::steady_clock;
   const double limit = options_.timeout_s;
   const Clock::time_point start = Clock::now();
+  const bool yield = options_.idle_wait == IdleWait::kYield;
   for (int polls = 1; !done(); ++polls) {
-    // Give the core away between polls once the result is not immediate: with more ranks
-    // than cores the rank we wait for may need it.
-    if (polls > 32) sched_yield();
+    if (yield && polls > 32) sched_yield();
     if (limit > 0 && polls % 16 == 0 &&
         std::chrono::duration<double>(Clock::now() - start).count() > limit)
       watchdog_abort(collective, detail());
@@ -487,6 +596,17 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv, MpiOptions options) {
   }
   MPI_Comm world;
   MPI_Comm_dup(MPI_COMM_WORLD, &world);
+  if (options.idle_wait == IdleWait::kAuto) {
+    // Every rank of a node decides the same: the ranks sharing this node's memory against
+    // its online CPUs.
+    MPI_Comm node;
+    MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+    int local_ranks = 1;
+    MPI_Comm_size(node, &local_ranks);
+    MPI_Comm_free(&node);
+    const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    options.idle_wait = local_ranks > cpus ? IdleWait::kYield : IdleWait::kSpin;
+  }
   world_ = std::make_unique<MpiCommunicator>(world, "world", options);
   std::set_terminate(terminate_handler);
   uncaught_at_start_ = std::uncaught_exceptions();

@@ -32,12 +32,22 @@ enum class AllReduceAlgorithm {
   kMpi,
 };
 
+// How a rank waits inside a blocking collective: spinning on MPI_Test (fastest when every
+// rank has a core of its own) or giving its core away between polls (needed when ranks
+// outnumber cores: the rank being waited for may need that core). kAuto: yield when this
+// node runs more ranks than it has CPUs online, as Open MPI's mpi_yield_when_idle does.
+enum class IdleWait { kAuto, kSpin, kYield };
+
 struct MpiOptions {
-  double timeout_s = 300;  // watchdog of blocking calls; <= 0: wait forever
+  double timeout_s = 300;                // watchdog of blocking calls; <= 0: wait forever
+  IdleWait idle_wait = IdleWait::kAuto;  // MpiRuntime resolves kAuto for the whole job
   AllReduceAlgorithm algorithm = AllReduceAlgorithm::kRankOrdered;
   // kRankOrdered all-reduces of at most this many bytes send every rank's whole buffer to
   // every rank and reduce it everywhere: one round of messages (latency) instead of two.
   size_t replicated_max_bytes = size_t{64} << 10;
+  // kRankOrdered: blocks travel and are reduced in segments of this many bytes, so that the
+  // reduction of one segment overlaps the transfer of the next (any value gives the same bits).
+  size_t segment_bytes = size_t{1} << 20;
 };
 
 // Exit code of a job ended by the watchdog.
@@ -62,6 +72,8 @@ class MpiCommunicator final : public Communicator {
   AllReduceAlgorithm algorithm() const { return options_.algorithm; }
   void set_algorithm(AllReduceAlgorithm a) { options_.algorithm = a; }
   void set_replicated_max_bytes(size_t bytes) { options_.replicated_max_bytes = bytes; }
+  void set_segment_bytes(size_t bytes) { options_.segment_bytes = bytes; }
+  IdleWait idle_wait() const { return options_.idle_wait; }
   MPI_Comm mpi_comm() const { return comm_; }
 
   void barrier() override;

@@ -2,6 +2,7 @@
 // Expected values are computed locally from every rank's known contribution, adding in rank
 // order: the rank-ordered all-reduce must match them bit for bit.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
@@ -121,21 +122,38 @@ struct RestoreAlgorithm {
   ~RestoreAlgorithm() {
     world().set_algorithm(MpiOptions{}.algorithm);
     world().set_replicated_max_bytes(MpiOptions{}.replicated_max_bytes);
+    world().set_segment_bytes(MpiOptions{}.segment_bytes);
   }
 };
 
-TEST(Collectives, SmallBufferAndBlockAlgorithmsGiveTheSameBits) {
+TEST(Collectives, SmallBufferBlockAndSegmentChoicesGiveTheSameBits) {
   RestoreAlgorithm restore;
   MpiCommunicator& w = world();
   std::vector<int> all(w.size());
   for (int r = 0; r < w.size(); ++r) all[r] = r;
-  for (size_t threshold : {size_t{0}, size_t{1} << 30}) {  // always blocks, always replicated
-    w.set_replicated_max_bytes(threshold);
-    for (int64_t count : {int64_t{1}, int64_t{5}, int64_t{5000}, int64_t{100003}}) {
-      std::vector<float> data = contributions<float>(w.rank(), count);
-      w.all_reduce(data.data(), count, ReduceOp::kAverage);
-      EXPECT_TRUE(bitwise_equal(data, expected_reduce<float>(all, count, ReduceOp::kAverage)))
-          << "threshold " << threshold << " count " << count;
+  // Always blocks, always replicated; segments of 12 bytes (3 floats: a partial last one),
+  // 4 KiB, and the default.
+  for (size_t threshold : {size_t{0}, size_t{1} << 30}) {
+    for (size_t segment : {size_t{12}, size_t{4} << 10, MpiOptions{}.segment_bytes}) {
+      w.set_replicated_max_bytes(threshold);
+      w.set_segment_bytes(segment);
+      for (int64_t count : {int64_t{1}, int64_t{5}, int64_t{5000}, int64_t{100003}}) {
+        if (segment < 1024 && count > 5000) continue;  // tens of thousands of messages
+        std::vector<float> data = contributions<float>(w.rank(), count);
+        w.all_reduce(data.data(), count, ReduceOp::kAverage);
+        EXPECT_TRUE(bitwise_equal(data, expected_reduce<float>(all, count, ReduceOp::kAverage)))
+            << "threshold " << threshold << " segment " << segment << " count " << count;
+        const int64_t per_rank = count;
+        std::vector<double> send(per_rank * w.size()), got(per_rank);
+        for (int64_t i = 0; i < per_rank * w.size(); ++i)
+          send[i] = contribution<double>(w.rank(), i);
+        w.reduce_scatter(send.data(), got.data(), per_rank, ReduceOp::kSum);
+        const std::vector<double> want =
+            expected_reduce<double>(all, per_rank * w.size(), ReduceOp::kSum);
+        EXPECT_TRUE(std::equal(got.begin(), got.end(), want.begin() + per_rank * w.rank()))
+            << "reduce_scatter: threshold " << threshold << " segment " << segment << " count "
+            << count;
+      }
     }
   }
 }
@@ -221,6 +239,20 @@ TEST(Collectives, ReduceScatterEqualsTheSliceOfAllReduceBitwise) {
       }
     }
   });
+}
+
+// Ranks spin while they wait when each has a core, and yield when the node is oversubscribed
+// (np 4 on the 2-core CI machine), where spinning would starve the rank being waited for.
+TEST(Collectives, IdleWaitFollowsRanksPerCore) {
+  MpiCommunicator& w = world();
+  MPI_Comm node;
+  MPI_Comm_split_type(w.mpi_comm(), MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+  int local = 0;
+  MPI_Comm_size(node, &local);
+  MPI_Comm_free(&node);
+  EXPECT_EQ(w.idle_wait(),
+            local > sysconf(_SC_NPROCESSORS_ONLN) ? IdleWait::kYield : IdleWait::kSpin)
+      << local << " ranks on this node";
 }
 
 TEST(Collectives, BarrierAndBadCallsAreRejectedOnEveryRank) {
