@@ -3,37 +3,54 @@
 #include <algorithm>
 #include <cmath>
 #include <nlohmann/json.hpp>
+#include <vector>
 
 namespace primal {
 
 EvalResult evaluate(Transformer<float>& model, Arena& arena, const Dataset& data, DataSplit split,
-                    int batch_size, int64_t max_batches) {
+                    int batch_size, int64_t max_batches, Communicator* dp) {
   const bool lm = model.config().head == HeadKind::kLm;
   int64_t total = data.eval_size(split);
   if (max_batches > 0) total = std::min(total, max_batches * batch_size);
-  EvalResult r;
-  double ce_sum = 0, ksvd_sum = 0;
-  int64_t correct = 0, batches = 0;
+  const int64_t batches = (total + batch_size - 1) / batch_size;
+  const int ranks = dp ? dp->size() : 1, me = dp ? dp->rank() : 0;
+  // One row per batch: CE summed over its predictions, its KSVD loss, its predictions and
+  // correct samples. Rows of other ranks' batches stay 0, so the sum over DP fills in every
+  // row exactly (x + 0 = x).
+  enum { kCeSum, kKsvd, kPredictions, kCorrect, kColumns };
+  std::vector<double> rows(batches * kColumns, 0.0);
   Batch batch;
-  for (int64_t first = 0; first < total; first += batch_size) {
+  for (int64_t k = me; k < batches; k += ranks) {
+    const int64_t first = k * batch_size;
     const int count = int(std::min<int64_t>(batch_size, total - first));
     data.eval_batch(split, first, count, batch);
     arena.reset();
     const LossTerms t = model.forward(arena, batch, 0, /*training=*/false);
-    ce_sum += t.ce * double(t.predictions);
-    ksvd_sum += t.ksvd;
-    r.predictions += t.predictions;
-    r.samples += count;
-    ++batches;
+    double* row = &rows[k * kColumns];
+    row[kCeSum] = t.ce * double(t.predictions);
+    row[kKsvd] = t.ksvd;
+    row[kPredictions] = double(t.predictions);
     if (!lm) {
       const Tensor<float>& p = model.probabilities();
       const int64_t K = p.dim(1);
       for (int b = 0; b < count; ++b) {
-        const float* row = p.data() + b * K;
-        correct += (std::max_element(row, row + K) - row) == batch.targets[b];
+        const float* probs = p.data() + b * K;
+        row[kCorrect] += (std::max_element(probs, probs + K) - probs) == batch.targets[b];
       }
     }
   }
+  if (ranks > 1) dp->all_reduce(rows.data(), static_cast<int64_t>(rows.size()), ReduceOp::kSum);
+
+  EvalResult r;
+  double ce_sum = 0, ksvd_sum = 0, correct = 0;
+  for (int64_t k = 0; k < batches; ++k) {
+    const double* row = &rows[k * kColumns];
+    ce_sum += row[kCeSum];
+    ksvd_sum += row[kKsvd];
+    r.predictions += static_cast<int64_t>(row[kPredictions]);
+    correct += row[kCorrect];
+  }
+  r.samples = total;
   if (r.predictions == 0) return r;
   r.ce = ce_sum / double(r.predictions);
   r.ksvd = ksvd_sum / double(batches);
@@ -41,7 +58,7 @@ EvalResult evaluate(Transformer<float>& model, Arena& arena, const Dataset& data
   if (lm) {
     r.perplexity = std::exp(r.ce);
   } else {
-    r.accuracy = double(correct) / double(r.samples);
+    r.accuracy = correct / double(r.samples);
   }
   return r;
 }

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "comm/communicator.h"
 #include "data/dataset.h"
 #include "model/transformer.h"
 
@@ -17,8 +18,11 @@ struct EvalResult {
   int64_t samples = 0;
 };
 
+// dp: the data-parallel group (null: this process alone). Batch k is run by DP rank
+// k % dp->size() (with its TP group), and every rank gets the same result, bitwise equal to
+// one process's: the per-batch sums are gathered and added in batch order everywhere.
 EvalResult evaluate(Transformer<float>& model, Arena& arena, const Dataset& data, DataSplit split,
-                    int batch_size, int64_t max_batches);
+                    int batch_size, int64_t max_batches, Communicator* dp = nullptr);
 
 // One JSON object: {"split": ..., "loss": ..., "ce": ..., "ksvd": ..., "perplexity"|"accuracy"}.
 std::string eval_json(const EvalResult& r, const std::string& split, int64_t step = -1);

@@ -363,7 +363,7 @@ void Trainer::log_step(int64_t step, const StepResult& r, double step_seconds, d
 EvalResult Trainer::evaluate_and_log(int64_t step) {
   evaluating_ = true;
   EvalResult r = evaluate(model_, eval_arena_, *data_, DataSplit::kVal, proto_.data().batch_size(),
-                          proto_.train().eval_batches());
+                          proto_.train().eval_batches(), groups_ ? groups_->dp.get() : nullptr);
   evaluating_ = false;
   if (!leader()) return r;
   const std::string json = eval_json(r, "val", step);

@@ -4,9 +4,9 @@
 // Threading: MPI is initialised with MPI_THREAD_FUNNELED. Every call into comm/ comes from
 // the thread that constructed MpiRuntime (OpenMP regions may run between calls).
 //
-// Blocking collectives are non-blocking MPI calls finished by a poll loop (MPI_Test, then
-// sched_yield so that oversubscribed ranks let each other run) with a deadline: the watchdog
-// needs no extra thread, and a rank that never joins ends the job instead of hanging it.
+// Blocking collectives are non-blocking MPI calls finished by a poll loop (MPI_Test; with
+// sched_yield between polls when ranks outnumber cores, see IdleWait) with a deadline: the
+// watchdog needs no extra thread, and a rank that never joins ends the job instead of hanging.
 #pragma once
 
 #include <mpi.h>

@@ -76,8 +76,9 @@ def train(args, config, run_dir, tp, dp, extra=()):
     code, out = run(args, cmd)
     if code != 0:
         raise SystemExit("FAIL: %s exited %d\n%s" % (" ".join(cmd), code, out))
-    steps = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl")) if '"loss"' in l]
-    return [s for s in steps if "split" not in s], read_safetensors(
+    lines = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl")) if '"loss"' in l]
+    train.evals = [s for s in lines if "split" in s]  # evaluation at step 0 and at the end
+    return [s for s in lines if "split" not in s], read_safetensors(
         os.path.join(run_dir, "model.safetensors"))
 
 
@@ -94,6 +95,7 @@ def check_layout(args):
     for name, config in [("lm", lm_config(args.workdir)),
                          ("classifier", classifier_config(args.workdir))]:
         base_steps, base_params = train(args, config, os.path.join(args.workdir, name + "_1x1"), 1, 1)
+        base_evals = train.evals
         print("%s: single process, %d steps, final loss %.6f" % (name, len(base_steps),
                                                                    base_steps[-1]["loss"]))
         for tp, dp in LAYOUTS[1:]:
@@ -102,9 +104,17 @@ def check_layout(args):
             scale = {k: max(abs(x) for x in v) for k, v in base_params.items()}
             param_err = max(max(abs(x - y) for x, y in zip(params[k], base_params[k])) / max(scale[k], 1e-12)
                             for k in base_params)
-            ok = len(steps) == len(base_steps) and loss_err < TOL and param_err < TOL
-            print("  tp=%d dp=%d: max rel loss diff %.2e, max rel param diff %.2e  %s"
-                  % (tp, dp, loss_err, param_err, "ok" if ok else "FAIL"))
+            # Evaluation is split over DP ranks: at step 0 (same parameters) a DP-only layout
+            # gives the single process's bits, and every layout agrees within TOL at the end.
+            evals = train.evals
+            eval_err = max(rel(a["loss"], b["loss"]) for a, b in zip(evals, base_evals))
+            eval_ok = (len(evals) == len(base_evals) == 2 and eval_err < TOL
+                       and (tp > 1 or evals[0] == base_evals[0]))
+            ok = len(steps) == len(base_steps) and loss_err < TOL and param_err < TOL and eval_ok
+            print("  tp=%d dp=%d: max rel loss diff %.2e, max rel param diff %.2e, max rel eval "
+                  "diff %.2e%s  %s" % (tp, dp, loss_err, param_err, eval_err,
+                                       " (step 0 bitwise)" if tp == 1 and eval_ok else "",
+                                       "ok" if ok else "FAIL"))
             if not ok:
                 failures.append("%s tp=%d dp=%d" % (name, tp, dp))
         # LOCAL: each DP rank's own KSVD loss. Equal to GLOBAL at DP=1; different at DP>1.
