@@ -113,6 +113,22 @@ void Blas::gemm_lt(Trans ta, Trans tb, int M, int N, int K, const TA* A, int64_t
   PRIMAL_CUBLAS_CHECK(
       cublasLtMatmulPreferenceSetAttribute(d.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
                                            &workspace_bytes_, sizeof workspace_bytes_));
+  // The heuristic assumes 256-byte aligned operands unless told otherwise; the operands of a
+  // Linear can be less aligned (a parameter inside a flat buffer), and a kernel that needs more
+  // alignment than a pointer has must not be chosen. (Lt's A is our B: the transposition trick.)
+  const auto alignment = [](const void* p) {
+    uint32_t a = 256;
+    while (a > 1 && reinterpret_cast<uintptr_t>(p) % a != 0) a /= 2;
+    return a;
+  };
+  const uint32_t align[4] = {alignment(B), alignment(A), alignment(C), alignment(C)};
+  const cublasLtMatmulPreferenceAttributes_t align_attr[4] = {
+      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES};
+  for (int i = 0; i < 4; ++i) {
+    PRIMAL_CUBLAS_CHECK(
+        cublasLtMatmulPreferenceSetAttribute(d.pref, align_attr[i], &align[i], sizeof align[i]));
+  }
   cublasLtMatmulHeuristicResult_t heuristic{};
   int found = 0;
   PRIMAL_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(lt_, d.matmul, d.a, d.b, d.c, d.c, d.pref, 1,

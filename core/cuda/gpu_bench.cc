@@ -2,8 +2,8 @@
 //   GEMM peak (bf16 cuBLASLt, fp32, TF32), the memory-bound kernels (LayerNorm, GELU,
 //   cross-entropy, AdamW) in GB/s, and the attention cores forward + backward, PRIMAL (causal)
 //   against SOFTMAX (causal), at N = 1K .. 16K, in bf16.
-// Prints one line per measurement as it goes and a table at the end. It measures ops, not a
-// training step: the Transformer's step on the device does not exist yet (docs/gpu.md).
+// Prints one line per measurement as it goes and a table at the end. It measures ops; whole
+// training steps are model/cuda/step_bench.cc's (primal_step_bench).
 //   primal_gpu_bench [--quick]    (--quick: N up to 4K, fewer repetitions)
 #include <cstdio>
 #include <cstring>

@@ -1,0 +1,223 @@
+// The Transformer of model/transformer.h on one GPU (SPEC §3), the same steps in the same
+// order as the CPU model, on device buffers:
+//   x = [cls;] (tok_emb[tokens] or patches Wp^T + bp) + pos_emb[0..N)
+//   per layer i:  x = x + Dropout(Attn_i(LN1_i(x)) (0 on padded rows))
+//                 x = x + Dropout(MLP_i(LN2_i(x)))
+//   x = LN_f(x) (0 on padded rows);  logits = x tok_emb^T (LM, tied) or head(pool(x))
+//   loss = CE + eta KSVD
+// and the optimizer step: global-norm clip, AdamW (fp32 master weights).
+//
+// T is the activation type: float (fp32 mode: every value as the CPU Transformer<float>
+// computes it, to about 1e-5) or bf16 (mixed precision: bf16 activations and GEMM inputs, fp32
+// parameters, gradients, logits and softmax scores, statistics and reductions in fp32/double).
+//
+// Both forms run on the device: the LM (token inputs, causal, tied head) and the classifier
+// (token or patch inputs, optional CLS slot, padding, MEAN/CLS pooling, ReLU head), with
+// SOFTMAX and PRIMAL layers (causal form for the LM, encoder form for the classifier) and
+// dropout. One process (tensor parallelism 1).
+//
+// Memory: every saved activation is a DeviceBuffer from the model's caching allocator, held
+// from forward to the next forward; temporaries return to the cache when a layer is done.
+// From the second step of a given shape on, every request is served from the cache.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/cuda/attention.h"
+#include "core/cuda/kernels_model.h"
+#include "core/cuda/primal_encoder.h"
+#include "model/batch.h"
+#include "model/config.h"
+#include "model/cuda/parameters.h"
+#include "model/dropout.h"
+#include "model/ksvd_loss.h"
+#include "model/transformer.h"
+
+namespace primal::cuda {
+
+// torch.optim.AdamW's hyper-parameters (trainer/adamw.h's AdamWOptions; model/ cannot see
+// trainer/).
+struct AdamWHyper {
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.01;
+};
+
+// The Philox stream of a dropout site, keyed exactly as model/dropout.cc keys it:
+// (seed ^ 0xD0D0D0D0, (step << 24) ^ (layer << 4) ^ site).
+PhiloxStream dropout_stream(uint64_t seed, int64_t step, int layer, DropoutSite site);
+
+// What each layer runs with: the stream and its allocator, cuBLAS, the parameters, and the
+// positions the encoder form of PRIMAL samples ([B, L], device; null for the LM).
+struct Context {
+  Blas& blas;
+  Exec ex;
+  const DeviceParameters& params;
+  const int32_t* sampled = nullptr;
+};
+
+// A Linear layer's parameters (PyTorch convention, W [out, in]).
+//   y = x W^T + b        cuBLASLt with the bias in its epilogue where in and out are multiples
+//                        of 8; otherwise (the small concat and head layers) a cuBLAS GEMM and
+//                        the bias kernel (fp32 bias), which take any shape
+//   dx = dy W;  dW += dy^T x;  db += sum_rows dy
+template <typename T>
+struct DeviceLinear {
+  DeviceLinear(const DeviceParameters& params, const std::string& name, int in, int out);
+  // TY: T, or float for fp32 outputs (the classifier's logits).
+  template <typename TY = T>
+  void forward(Context& c, const T* x, TY* y, int64_t rows) const;
+  // dx is overwritten (skipped where null).
+  void backward(Context& c, const T* x, const T* dy, T* dx, int64_t rows) const;
+
+  int in, out;
+  const T* w;
+  const T* b;
+  const float* b_f;  // the fp32 bias
+  float* dw;
+  float* db;
+};
+
+// LayerNorm over rows of C:  y = (x - mean) rstd w + b;  mean and rstd saved.
+//   dx += rstd (dy w - mean(dy w) - xhat mean(dy w xhat));  dw += sum dy xhat;  db += sum dy
+template <typename T>
+struct DeviceLayerNorm {
+  DeviceLayerNorm(const DeviceParameters& params, const std::string& name, int C, double eps);
+  void forward(Context& c, const T* x, T* y, int64_t rows);
+  // dx accumulates.
+  void backward(Context& c, const T* x, const T* dy, T* dx, int64_t rows) const;
+
+  int C;
+  float eps;
+  const float* w;
+  const float* b;
+  float* dw;
+  float* db;
+  DeviceBuffer<float> mean, rstd;
+};
+
+// Both attention kinds behind one interface, as model/attention.h.
+template <typename T>
+class DeviceAttention {
+ public:
+  virtual ~DeviceAttention() = default;
+  // x [B N, C] (LN1's output, kept by the caller until backward) -> out [B N, C]. A PRIMAL
+  // layer adds its KSVD partial sums (e, r, t) into ksvd[0..3) (device doubles).
+  // seq.lengths, where not null, is a device pointer.
+  virtual void forward(Context& c, const T* x, T* out, const Sequence& seq, double* ksvd) = 0;
+  // dout -> dx (overwritten); parameter gradients accumulate.
+  virtual void backward(Context& c, const T* dout, T* dx, const KsvdGrad& ksvd) = 0;
+};
+
+// One pre-LN block:  x2 = x + Dropout(Attn(LN1(x)) (0 on padded rows));
+//                    out = x2 + Dropout(MLP(LN2(x2))).
+template <typename T>
+class DeviceTransformerLayer {
+ public:
+  DeviceTransformerLayer(const DeviceParameters& params, const ModelConfig& config, int index);
+  // x: the layer input, kept by the caller until backward. Returns the output (owned).
+  // seq.lengths, where not null, is a device pointer.
+  const T* forward(Context& c, const T* x, const Sequence& seq, double* ksvd);
+  // dout -> dx (overwritten).
+  void backward(Context& c, const T* dout, T* dx, const KsvdGrad& ksvd);
+  AttentionKind kind() const { return kind_; }
+
+ private:
+  int index_, C_, F_;
+  AttentionKind kind_;
+  double dropout_;
+  DeviceLayerNorm<T> ln1_, ln2_;
+  std::unique_ptr<DeviceAttention<T>> attn_;
+  DeviceLinear<T> fc1_, fc2_;
+  // saved by forward
+  Sequence seq_;
+  const T* x_ = nullptr;
+  DeviceBuffer<T> ln1_out_, x2_, ln2_out_, h_, gelu_out_, out_;
+};
+
+template <typename T>
+class DeviceTransformer {
+ public:
+  // Builds the CPU Transformer<float> of the config (its parameters' names, shapes, order and
+  // initial values), then the device model on the current device with those weights.
+  explicit DeviceTransformer(const ModelConfig& config);
+  ~DeviceTransformer();
+  DeviceTransformer(const DeviceTransformer&) = delete;
+  DeviceTransformer& operator=(const DeviceTransformer&) = delete;
+
+  const ModelConfig& config() const { return config_; }
+
+  // Loss of the batch (one host synchronisation: the loss terms come back). step keys
+  // dropout; training = false turns it off.
+  LossTerms forward(const Batch& batch, int64_t step, bool training = true);
+  // Gradients of the last forward's loss, added into the device gradients.
+  void backward();
+  // zero grads, forward, backward
+  LossTerms forward_backward(const Batch& batch, int64_t step);
+  // Global-norm clip (trainer/grad_clip.h): returns the norm before clipping.
+  double clip_grad_norm(double max_norm);
+  // One AdamW step over every parameter (trainer/adamw.cc's arithmetic, bit for bit given the
+  // same gradients), then the bf16 copy is refreshed.
+  void adamw_step(double lr, const AdamWHyper& hyper = {});
+  int64_t adamw_steps() const { return adamw_steps_; }
+
+  // Host copies through a ParameterStore<float> of the same config (checkpoints, tests).
+  void upload(const ParameterStore<float>& store) { params_->upload(store); }
+  void download(ParameterStore<float>& store) const { params_->download(store); }
+  void download_grads(ParameterStore<float>& store) const { params_->download_grads(store); }
+  // The host model the device one was built from (its store: a ready host copy's layout).
+  Transformer<float>& host_model() { return host_; }
+
+  DeviceParameters& params() { return *params_; }
+  Blas& blas() { return blas_; }
+  CachingAllocator& allocator() { return allocator_; }
+  cudaStream_t stream() const { return stream_.get(); }
+  void synchronize() const { stream_.synchronize(); }
+
+ private:
+  ModelConfig config_;
+  Transformer<float> host_;
+  Stream stream_;
+  CachingAllocator allocator_;
+  Blas blas_;
+  std::unique_ptr<DeviceParameters> params_;
+  DeviceLayerNorm<T> norm_;
+  std::vector<DeviceTransformerLayer<T>> layers_;
+  DeviceBuffer<float> adam_m_, adam_v_;
+  int64_t adamw_steps_ = 0;
+  // The classifier head: pooled = pool(x);  logits = fc2(ReLU(fc1(pooled))) (fp32 logits).
+  struct Head {
+    DeviceLinear<T> fc1, fc2;  // fc2 writes fp32 logits in both modes
+    DeviceBuffer<T> pooled, hidden_pre, act;
+  };
+  void embed_forward(Context& c, const Batch& batch);
+  void embed_backward(Context& c, const T* dx);
+  void head_forward(Context& c);
+  void head_backward(Context& c, const T* dlogits, T* dx);
+
+  std::unique_ptr<DeviceLinear<T>> patch_;
+  std::unique_ptr<Head> head_;
+  // saved by forward
+  Sequence seq_;         // host lengths
+  Sequence device_seq_;  // the same with device lengths: what the layers get
+  int first_ = 0;        // 1 with a CLS slot
+  int batch_N_ = 0;      // input positions (seq_.N - first_)
+  int64_t predictions_ = 0;
+  std::vector<int32_t> lengths_;  // host: real positions per sample, CLS included
+  std::vector<int32_t> token_offsets_, token_rows_, sampled_;  // host staging
+  DeviceBuffer<int32_t> tokens_, targets_, offsets_d_, rows_d_, lengths_d_, sampled_d_;
+  DeviceBuffer<float> patches_f_;
+  DeviceBuffer<T> patches_, patch_out_, embedded_, final_x_;
+  const T* last_x_ = nullptr;   // the last layer's output
+  DeviceBuffer<float> logits_;  // [rows, V or K]: probabilities after CE
+  DeviceBuffer<double> sums_;   // [e, r, t] per PRIMAL layer, CE sum
+  std::vector<double> host_sums_;
+  std::vector<KsvdPartial> partials_;
+  KsvdLoss ksvd_;
+};
+
+}  // namespace primal::cuda
