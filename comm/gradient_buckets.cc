@@ -5,6 +5,48 @@
 
 namespace primal {
 
+std::vector<GradientBuckets::Bucket> plan_buckets(std::span<const GradRange> ready_order,
+                                                  int64_t total_count, size_t bucket_bytes) {
+  using Bucket = GradientBuckets::Bucket;
+  check(bucket_bytes > 0, "gradient buckets: bucket_bytes must be positive");
+  // Ranges inside the buffer and disjoint (an overlap would be averaged twice).
+  std::vector<GradRange> sorted(ready_order.begin(), ready_order.end());
+  auto by_offset = [](const GradRange& a, const GradRange& b) { return a.offset < b.offset; };
+  std::sort(sorted.begin(), sorted.end(), by_offset);
+  for (size_t i = 0; i < sorted.size(); ++i) {
+    const GradRange& r = sorted[i];
+    if (r.offset < 0 || r.count < 0 || r.offset + r.count > total_count)
+      throw Error("gradient buckets: range [" + std::to_string(r.offset) + ", " +
+                  std::to_string(r.offset + r.count) + ") is outside the gradient buffer of " +
+                  std::to_string(total_count));
+    if (i > 0 && sorted[i - 1].offset + sorted[i - 1].count > r.offset)
+      throw Error("gradient buckets: ranges overlap at element " + std::to_string(r.offset));
+  }
+
+  // Greedy in ready order: close a bucket when the next parameter would overflow it.
+  std::vector<Bucket> buckets;
+  for (int i = 0; i < int(ready_order.size()); ++i) {
+    const size_t bytes = static_cast<size_t>(ready_order[i].count) * sizeof(float);
+    if (buckets.empty() ||
+        (buckets.back().bytes() + bytes > bucket_bytes && buckets.back().num_params > 0)) {
+      buckets.push_back(Bucket{i, 0, 0, false, 0});
+    }
+    Bucket& b = buckets.back();
+    b.num_params++;
+    b.count += ready_order[i].count;
+  }
+  for (Bucket& b : buckets) {
+    std::vector<GradRange> parts(ready_order.begin() + b.first_param,
+                                 ready_order.begin() + b.first_param + b.num_params);
+    std::sort(parts.begin(), parts.end(), by_offset);
+    b.contiguous = true;
+    for (size_t k = 1; k < parts.size(); ++k)
+      if (parts[k - 1].offset + parts[k - 1].count != parts[k].offset) b.contiguous = false;
+    b.offset = parts.empty() ? 0 : parts.front().offset;
+  }
+  return buckets;
+}
+
 struct GradientBuckets::State {
   int pending = 0;  // parameters not yet ready
   bool issued = false, done = false;
@@ -21,45 +63,12 @@ GradientBuckets::GradientBuckets(Communicator& comm, float* grads, int64_t total
       ranges_(std::move(ready_order)),
       bucket_bytes_(bucket_bytes),
       op_(op) {
-  check(bucket_bytes_ > 0, "GradientBuckets: bucket_bytes must be positive");
-  // Ranges inside the buffer and disjoint (an overlap would be averaged twice).
-  std::vector<GradRange> sorted = ranges_;
-  std::sort(sorted.begin(), sorted.end(),
-            [](const GradRange& a, const GradRange& b) { return a.offset < b.offset; });
-  for (size_t i = 0; i < sorted.size(); ++i) {
-    const GradRange& r = sorted[i];
-    if (r.offset < 0 || r.count < 0 || r.offset + r.count > total_)
-      throw Error("GradientBuckets: range [" + std::to_string(r.offset) + ", " +
-                  std::to_string(r.offset + r.count) + ") is outside the gradient buffer of " +
-                  std::to_string(total_));
-    if (i > 0 && sorted[i - 1].offset + sorted[i - 1].count > r.offset)
-      throw Error("GradientBuckets: ranges overlap at element " + std::to_string(r.offset));
-  }
-
-  // Greedy in ready order: close a bucket when the next parameter would overflow it.
+  buckets_ = plan_buckets(ranges_, total_, bucket_bytes_);
   bucket_of_.resize(ranges_.size());
-  for (int i = 0; i < num_params(); ++i) {
-    const size_t bytes = static_cast<size_t>(ranges_[i].count) * sizeof(float);
-    if (buckets_.empty() ||
-        (buckets_.back().bytes() + bytes > bucket_bytes_ && buckets_.back().num_params > 0)) {
-      buckets_.push_back(Bucket{i, 0, 0, false, 0});
-    }
-    Bucket& b = buckets_.back();
-    b.num_params++;
-    b.count += ranges_[i].count;
-    bucket_of_[i] = num_buckets() - 1;
-  }
   state_.resize(buckets_.size());
   for (int bi = 0; bi < num_buckets(); ++bi) {
-    Bucket& b = buckets_[bi];
-    std::vector<GradRange> parts(ranges_.begin() + b.first_param,
-                                 ranges_.begin() + b.first_param + b.num_params);
-    std::sort(parts.begin(), parts.end(),
-              [](const GradRange& x, const GradRange& y) { return x.offset < y.offset; });
-    b.contiguous = true;
-    for (size_t k = 1; k < parts.size(); ++k)
-      if (parts[k - 1].offset + parts[k - 1].count != parts[k].offset) b.contiguous = false;
-    b.offset = parts.empty() ? 0 : parts.front().offset;
+    const Bucket& b = buckets_[bi];
+    for (int p = b.first_param; p < b.first_param + b.num_params; ++p) bucket_of_[p] = bi;
     if (!b.contiguous) state_[bi].staging.resize(b.count);
   }
   ready_.assign(ranges_.size(), 0);

@@ -21,6 +21,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "comm/communicator.h"
@@ -107,5 +108,12 @@ class GradientBuckets {
   std::vector<BucketEvent> events_;
   std::chrono::steady_clock::time_point start_;
 };
+
+// The bucketing, shared with the device version (comm/nccl/device_gradient_buckets.h): greedy
+// in ready order, a bucket closes when the next range would take it past bucket_bytes (a range
+// larger than that gets a bucket of its own); a bucket is contiguous when its ranges tile
+// [offset, offset + count). Throws when a range lies outside [0, total_count) or two overlap.
+std::vector<GradientBuckets::Bucket> plan_buckets(std::span<const GradRange> ready_order,
+                                                  int64_t total_count, size_t bucket_bytes);
 
 }  // namespace primal

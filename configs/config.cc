@@ -77,6 +77,14 @@ std::vector<std::string> split(const std::string& s, char sep) {
 
 }  // namespace
 
+bool built_with_cuda() {
+#ifdef PRIMAL_CUDA_BACKEND
+  return true;
+#else
+  return false;
+#endif
+}
+
 struct LoadedConfig::Locations {
   pb::TextFormat::ParseInfoTree tree;
 };
@@ -216,6 +224,33 @@ void LoadedConfig::validate_layout(int world_size) const {
     throw Error(at, std::to_string(tp) + " does not divide model.mlp_width " +
                         std::to_string(proto_.model().mlp_width()));
   }
+  if (proto_.train().device() == config::Train::CUDA) {
+    // Where training runs is a property of the job, so these are checked here (train) and not
+    // in validate(): a checkpoint made on a GPU evaluates, exports and resumes anywhere.
+    const std::string device = where("train.device");
+    if (!built_with_cuda()) {
+      throw Error(device,
+                  "CUDA: this build has no CUDA backend (built with PRIMAL_CUDA=OFF); rebuild "
+                  "with -DPRIMAL_CUDA=ON, or train on the CPU");
+    }
+    if (tp > 1) {
+      throw Error(at,
+                  "must be 1 with train.device CUDA (tensor parallelism on the device is not "
+                  "built yet), got " +
+                      std::to_string(tp));
+    }
+    if (world_size > 1) {
+      throw Error(device,
+                  "CUDA trains on one process for now (data parallelism on the device is "
+                  "not built yet); this job has " +
+                      std::to_string(world_size) + " processes");
+    }
+    if (!proto_.logging().logdir().empty() && !(proto_.logging().peak_gflops() > 0)) {
+      throw Error(where("logging.peak_gflops"),
+                  "must be set to the GPU's peak GFLOP/s with train.device CUDA and "
+                  "logging.logdir (the measured peak is the CPU's sgemm rate, not the GPU's)");
+    }
+  }
   const int dp = world_size / tp;
   const int micro = proto_.data().batch_size() / proto_.optimizer().accumulation_steps();
   if (micro % dp != 0) {
@@ -286,6 +321,9 @@ void LoadedConfig::validate(bool require_data) const {
   if (t.eval_every() < 0) fail("train.eval_every", "must not be negative");
   if (t.threads() < 0) fail("train.threads", "must not be negative");
   if (proto_.parallel().bucket_mb() <= 0) fail("parallel.bucket_mb", "must be positive");
+  if (t.precision() == config::Train::BF16 && t.device() != config::Train::CUDA) {
+    fail("train.precision", "BF16 needs train.device: CUDA (the CPU trains in FP32)");
+  }
 
   const bool lm = m.head() == config::Model::LM;
   const bool cls = !lm && m.pooling() == config::Model::CLS;

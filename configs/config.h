@@ -12,6 +12,10 @@
 
 namespace primal {
 
+// Whether this binary has the CUDA backend (built with PRIMAL_CUDA=ON): train.device CUDA
+// needs it.
+bool built_with_cuda();
+
 class LoadedConfig {
  public:
   // Parses path, then applies overrides ("optimizer.lr=3e-4"; repeated fields take a comma
@@ -30,7 +34,8 @@ class LoadedConfig {
   // The model's shape and options, from model { ... } and the train seed.
   ModelConfig model() const;
   // Checks parallel.tp against a job of world_size processes: it must divide the world, the
-  // heads and the MLP width, and DP = world / tp must divide the micro-batch.
+  // heads and the MLP width, and DP = world / tp must divide the micro-batch. With
+  // train.device CUDA: the binary has the CUDA backend, and the job is one process, tp 1.
   void validate_layout(int world_size) const;
 
  private:

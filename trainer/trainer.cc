@@ -129,7 +129,8 @@ std::unique_ptr<Dataset> make_dataset(const LoadedConfig& config) {
   throw Error(config.where("data.kind"), "unknown data kind");
 }
 
-Trainer::Trainer(const LoadedConfig& config, ProcessGroups* groups)
+Trainer::Trainer(const LoadedConfig& config, ProcessGroups* groups,
+                 const DeviceStepFactory& make_device)
     : config_(config),
       proto_(config.proto()),
       groups_(groups),
@@ -145,6 +146,10 @@ Trainer::Trainer(const LoadedConfig& config, ProcessGroups* groups)
       run_dir_(proto_.logging().dir()),
       tty_(leader() && isatty(STDOUT_FILENO)) {
   if (proto_.train().threads() > 0) omp_set_num_threads(proto_.train().threads());
+  // Before anything is written: no usable GPU ends the run here, with the runtime's reason.
+  if (proto_.train().device() == config::Train::CUDA) {
+    device_ = make_device(config_, model_.params(), optimizer_);
+  }
   // After the thread count is set: the measured peak (for MFU) uses the training's threads.
   telemetry_ = std::make_unique<Telemetry>(config_, groups_ ? groups_->world->rank() : 0,
                                            groups_ ? groups_->world->size() : 1);
@@ -221,7 +226,20 @@ double Trainer::global_grad_norm_over_shards() {
   return std::sqrt(sum);
 }
 
+bool Trainer::skip_nonfinite(int64_t step, double loss, double grad_norm) const {
+  if (std::isfinite(loss) && std::isfinite(grad_norm)) return false;
+  if (proto_.train().on_nonfinite() == config::Train::STOP) {
+    throw NonFiniteLoss("train: step " + std::to_string(step) + ": the loss is " +
+                        std::to_string(loss) + " and the gradient norm " +
+                        std::to_string(grad_norm) +
+                        "; lower optimizer.lr, or set train.on_nonfinite: SKIP to drop such "
+                        "steps");
+  }
+  return true;
+}
+
 Trainer::StepResult Trainer::train_step(int64_t step) {
+  if (device_) return train_step_on_device(step);
   const int global = proto_.data().batch_size();
   const int micro_steps = proto_.optimizer().accumulation_steps();
   const int micro = global / micro_steps, local = micro / dp_size_;
@@ -260,14 +278,7 @@ Trainer::StepResult Trainer::train_step(int64_t step) {
     r.loss = terms[0], r.ce = terms[1], r.ksvd = terms[2];
   }
   r.grad_norm = global_grad_norm_over_shards();
-  if (!std::isfinite(r.loss) || !std::isfinite(r.grad_norm)) {
-    if (proto_.train().on_nonfinite() == config::Train::STOP) {
-      throw NonFiniteLoss("train: step " + std::to_string(step) + ": the loss is " +
-                          std::to_string(r.loss) + " and the gradient norm " +
-                          std::to_string(r.grad_norm) +
-                          "; lower optimizer.lr, or set train.on_nonfinite: SKIP to drop such "
-                          "steps");
-    }
+  if (skip_nonfinite(step, r.loss, r.grad_norm)) {
     r.skipped = true;
     return r;
   }
@@ -276,6 +287,48 @@ Trainer::StepResult Trainer::train_step(int64_t step) {
   }
   optimizer_.step(r.lr);
   return r;
+}
+
+// train_step on the GPU (one process): the same micro-batches, averages and schedule. The clip
+// runs with the norm (the device computes both in one pass), so a skipped step's gradients may
+// be clipped; nothing reads them before the next step zeroes them but a histogram.
+Trainer::StepResult Trainer::train_step_on_device(int64_t step) {
+  const int global = proto_.data().batch_size();
+  const int micro_steps = proto_.optimizer().accumulation_steps();
+  const int micro = global / micro_steps;
+  StepResult r;
+  r.lr = learning_rate(schedule_, step);
+  device_->zero_grads();
+  std::fill(ksvd_terms_.begin(), ksvd_terms_.end(), 0.0);
+  for (int k = 0; k < micro_steps; ++k) {
+    data_->train_batch(step, int64_t(k) * micro, micro, global, batch_);
+    const LossTerms t = device_->forward_backward(batch_, step);
+    r.loss += t.loss / micro_steps;
+    r.ce += t.ce / micro_steps;
+    r.ksvd += t.ksvd / micro_steps;
+    for (size_t j = 0; j < ksvd_terms_.size(); ++j) ksvd_terms_[j] += t.ksvd_terms[j] / micro_steps;
+  }
+  if (micro_steps > 1) device_->scale_grads(1.0f / float(micro_steps));
+  host_stale_ = host_grads_stale_ = true;
+  r.grad_norm = device_->clip(proto_.optimizer().grad_clip());
+  if (skip_nonfinite(step, r.loss, r.grad_norm)) {
+    r.skipped = true;
+    return r;
+  }
+  device_->adamw_step(r.lr);
+  return r;
+}
+
+void Trainer::copy_to_host(bool grads) {
+  if (!device_ || !(host_stale_ || (grads && host_grads_stale_))) return;
+  device_->download(model_.params(), &optimizer_, grads);
+  host_stale_ = false;
+  if (grads) host_grads_stale_ = false;
+}
+
+void Trainer::save_checkpoint(int64_t step, double lr) {
+  copy_to_host();
+  checkpointer_->save(step, lr);
 }
 
 void Trainer::write_bucket_trace() {
@@ -331,6 +384,7 @@ void Trainer::log_step(int64_t step, const StepResult& r, double step_seconds, d
                               {"elapsed_s", elapsed}};
   std::fprintf(metrics_, "%s\n", j.dump().c_str());
   std::fflush(metrics_);
+  if (telemetry_->enabled() && proto_.logging().histogram_every() > 0) copy_to_host(true);
   telemetry_->on_step(step + 1,
                       {.loss = r.loss,
                        .ce = r.ce,
@@ -361,6 +415,7 @@ void Trainer::log_step(int64_t step, const StepResult& r, double step_seconds, d
 }
 
 EvalResult Trainer::evaluate_and_log(int64_t step) {
+  copy_to_host();
   evaluating_ = true;
   EvalResult r = evaluate(model_, eval_arena_, *data_, DataSplit::kVal, proto_.data().batch_size(),
                           proto_.train().eval_batches(), groups_ ? groups_->dp.get() : nullptr);
@@ -391,6 +446,7 @@ void Trainer::resume(const std::string& what) {
   }
   start_step_ = r.step;
   resumed_ = true;
+  if (device_) device_->upload(model_.params(), optimizer_);
 }
 
 EvalResult Trainer::run() {
@@ -406,6 +462,7 @@ EvalResult Trainer::run() {
         "%lld steps -> %s\n",
         config_.path().c_str(), (long long)model_.params().numel(), omp_get_max_threads(),
         tp_size_ * dp_size_, tp_size_, dp_size_, (long long)steps, run_dir_.c_str());
+    if (device_) std::printf("primal train: on %s\n", device_->describe().c_str());
   }
   if (!resumed_) evaluate_and_log(0);
   const auto start = Clock::now();
@@ -432,7 +489,7 @@ EvalResult Trainer::run() {
     const int64_t done = step + 1;
     const bool stop = checkpointer_->agree(g_stop_signal != 0 || done == stop_at);
     if (stop && done < steps) {
-      if (checkpointer_->last_step() != done) checkpointer_->save(done, lr);
+      if (checkpointer_->last_step() != done) save_checkpoint(done, lr);
       checkpointer_->wait();
       stopped_ = true;
       if (leader()) {
@@ -453,13 +510,14 @@ EvalResult Trainer::run() {
       telemetry_->close();
       return {};
     }
-    if (save_every > 0 && done % save_every == 0 && done != steps) checkpointer_->save(done, lr);
+    if (save_every > 0 && done % save_every == 0 && done != steps) save_checkpoint(done, lr);
   }
-  if (checkpointer_->last_step() != steps) checkpointer_->save(steps, lr);
+  if (checkpointer_->last_step() != steps) save_checkpoint(steps, lr);
   checkpointer_->wait();
   if (buckets_ && proto_.parallel().trace_buckets()) write_bucket_trace();
   EvalResult last = evaluate_and_log(steps);
   telemetry_->close();
+  copy_to_host();
   ParameterStore<float> full = gather_full_parameters();
   if (leader()) {
     std::fclose(metrics_);

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,6 +19,7 @@
 #include "model/transformer.h"
 #include "trainer/adamw.h"
 #include "trainer/checkpointer.h"
+#include "trainer/device_step.h"
 #include "trainer/evaluation.h"
 #include "trainer/schedule.h"
 #include "trainer/telemetry.h"
@@ -47,8 +49,13 @@ void install_stop_signal_handlers();
 
 class Trainer {
  public:
+  // Builds the step of train.device CUDA: make_device_step, or a test's stand-in for a GPU.
+  using DeviceStepFactory = std::function<std::unique_ptr<DeviceStep>(
+      const LoadedConfig&, const ParameterStore<float>&, AdamW<float>&)>;
+
   // groups: this rank's world/TP/DP groups; null trains on this process alone.
-  Trainer(const LoadedConfig& config, ProcessGroups* groups = nullptr);
+  Trainer(const LoadedConfig& config, ProcessGroups* groups = nullptr,
+          const DeviceStepFactory& make_device = make_device_step);
   ~Trainer();
 
   // Collective: restores a checkpoint before run() ("auto": the newest valid one of
@@ -64,6 +71,8 @@ class Trainer {
   int64_t start_step() const { return start_step_; }
   Checkpointer& checkpointer() { return *checkpointer_; }
 
+  // With train.device CUDA these are the host copy of the device's state, current after
+  // evaluations, checkpoints and run().
   Transformer<float>& model() { return model_; }
   AdamW<float>& optimizer() { return optimizer_; }
   // The data-parallel buckets (null without data parallelism), for tests and traces.
@@ -77,6 +86,14 @@ class Trainer {
     bool skipped = false;
   };
   StepResult train_step(int64_t step);
+  StepResult train_step_on_device(int64_t step);
+  // Whether a step with loss and grad_norm is dropped (train.on_nonfinite: SKIP); throws
+  // NonFiniteLoss with STOP.
+  bool skip_nonfinite(int64_t step, double loss, double grad_norm) const;
+  // With train.device CUDA: the device's parameters (gradients too with grads) and AdamW state
+  // into model_ and optimizer_, where a step changed them since the last copy.
+  void copy_to_host(bool grads = false);
+  void save_checkpoint(int64_t step, double lr);
   void reduce_gradients_for_layer(int layer);
   double global_grad_norm_over_shards();
   void write_bucket_trace();
@@ -93,6 +110,10 @@ class Trainer {
   Transformer<float> model_;
   AdamW<float> optimizer_;
   std::unique_ptr<Checkpointer> checkpointer_;
+  // train.device CUDA (null on the CPU), and whether it stepped since the last host copy.
+  std::unique_ptr<DeviceStep> device_;
+  bool host_stale_ = false, host_grads_stale_ = false;
+
   int64_t start_step_ = 0;  // the step a resumed run continues with
   bool resumed_ = false, stopped_ = false;
   ScheduleOptions schedule_;

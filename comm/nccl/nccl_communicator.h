@@ -53,6 +53,11 @@ class NcclCommunicator final : public Communicator {
 
   // A watched MPI barrier (host-side; device work is not waited for).
   void barrier() override;
+  // Waits on the host until `event` (recorded after collectives of this communicator) has
+  // completed, watched like a blocking call: NCCL's async errors become an Error, and past
+  // timeout_s() the communicator is aborted and the job ends with the watchdog's line. `what`
+  // names the collective in those messages.
+  void wait_event(const cuda::Event& event, const char* what) { watch(what, event); }
   // MPI_Comm_split, then a new NCCL communicator over the new group (owning its MPI group).
   std::unique_ptr<Communicator> split(int color, int key, const std::string& name) override;
   // Aborts the NCCL communicator (no rank left inside a kernel), then the job.

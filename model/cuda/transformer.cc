@@ -618,11 +618,14 @@ LossTerms DeviceTransformer<T>::forward(const Batch& batch, int64_t step, bool t
   host_sums_.resize(size_t(sums_.size()));
   copy_to_host(host_sums_.data(), sums_.data(), sums_.bytes(), s);
   stream_.synchronize();
+  ksvd_sums_.assign(host_sums_.begin(), host_sums_.begin() + 3 * primal);
+  ksvd_sums_.push_back(double(seq_.real_tokens()));
+  if (reduce_ksvd) reduce_ksvd(ksvd_sums_);
   partials_.clear();
   for (int l = 0; l < primal; ++l) {
-    partials_.push_back({host_sums_[3 * l], host_sums_[3 * l + 1], host_sums_[3 * l + 2]});
+    partials_.push_back({ksvd_sums_[3 * l], ksvd_sums_[3 * l + 1], ksvd_sums_[3 * l + 2]});
   }
-  ksvd_loss(partials_, double(seq_.real_tokens()), config_.heads, config_.eta, ksvd_);
+  ksvd_loss(partials_, ksvd_sums_.back(), config_.heads, config_.eta, ksvd_);
   LossTerms out;
   out.ce = host_sums_.back() / double(predictions_);
   out.predictions = predictions_;
@@ -672,11 +675,16 @@ void DeviceTransformer<T>::backward() {
   size_t primal = ksvd_.grads.size();
   for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) {
     KsvdGrad g;
-    if (it->kind() == AttentionKind::kPrimal) g = ksvd_.grads[--primal];
+    if (it->kind() == AttentionKind::kPrimal) {
+      g = ksvd_.grads[--primal];
+      g.de *= ksvd_data_grad_scale;
+    }
     it->backward(c, dout.data(), din.data(), g);
     std::swap(dout, din);
+    if (on_grads_final) on_grads_final(int(layers_.rend() - it) - 1);
   }
   embed_backward(c, dout.data());
+  if (on_grads_final) on_grads_final(-1);
 }
 
 template <typename T>
@@ -726,6 +734,47 @@ void DeviceTransformer<T>::adamw_step(double lr, const AdamWHyper& o) {
     }
   }
   params_->refresh_bf16();
+}
+
+// The moments of each parameter between the device's aligned buffers and the host layout;
+// the gaps between parameters stay 0.
+template <typename T>
+void DeviceTransformer<T>::download_adamw(float* exp_avg, float* exp_avg_sq) const {
+  for (const ParameterLayout::Entry& e : params_->layout().entries()) {
+    const size_t bytes = sizeof(float) * size_t(e.numel);
+    copy_to_host(exp_avg + e.host_offset, adam_m_.data() + e.offset, bytes, stream_.get());
+    copy_to_host(exp_avg_sq + e.host_offset, adam_v_.data() + e.offset, bytes, stream_.get());
+  }
+  stream_.synchronize();
+}
+
+template <typename T>
+void DeviceTransformer<T>::upload_adamw(const float* exp_avg, const float* exp_avg_sq,
+                                        int64_t steps) {
+  check(steps >= 0, "DeviceTransformer::upload_adamw: negative step count");
+  for (const ParameterLayout::Entry& e : params_->layout().entries()) {
+    const size_t bytes = sizeof(float) * size_t(e.numel);
+    copy_to_device(adam_m_.data() + e.offset, exp_avg + e.host_offset, bytes, stream_.get());
+    copy_to_device(adam_v_.data() + e.offset, exp_avg_sq + e.host_offset, bytes, stream_.get());
+  }
+  stream_.synchronize();
+  adamw_steps_ = steps;
+}
+
+// The layout's entries; a name "layers.<i>.*" belongs to layer i, every other to -1.
+template <typename T>
+std::vector<typename DeviceTransformer<T>::GradSlot> DeviceTransformer<T>::grad_slots() const {
+  const std::vector<ParameterLayout::Entry>& entries = params_->layout().entries();
+  std::vector<GradSlot> slots;
+  slots.reserve(entries.size());
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const ParameterLayout::Entry& e = entries[i];
+    const int64_t next = i + 1 < entries.size() ? entries[i + 1].offset : params_->numel();
+    int layer = -1;
+    if (e.name.rfind("layers.", 0) == 0) layer = std::stoi(e.name.substr(7));
+    slots.push_back({e.name, e.offset, e.numel, next - e.offset, layer});
+  }
+  return slots;
 }
 
 template struct DeviceLinear<float>;

@@ -22,7 +22,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -164,6 +166,11 @@ class DeviceTransformer {
   // same gradients), then the bf16 copy is refreshed.
   void adamw_step(double lr, const AdamWHyper& hyper = {});
   int64_t adamw_steps() const { return adamw_steps_; }
+  // The AdamW state through host copies (checkpoints): exp_avg and exp_avg_sq in the host
+  // store's layout (parallel to ParameterStore<float>::values(), as trainer/adamw.h keeps them,
+  // host_model().params().numel() floats each) and the step count t.
+  void download_adamw(float* exp_avg, float* exp_avg_sq) const;
+  void upload_adamw(const float* exp_avg, const float* exp_avg_sq, int64_t steps);
 
   // Host copies through a ParameterStore<float> of the same config (checkpoints, tests).
   void upload(const ParameterStore<float>& store) { params_->upload(store); }
@@ -171,6 +178,28 @@ class DeviceTransformer {
   void download_grads(ParameterStore<float>& store) const { params_->download_grads(store); }
   // The host model the device one was built from (its store: a ready host copy's layout).
   Transformer<float>& host_model() { return host_; }
+
+  // Data parallelism: the CPU Transformer's hooks (model/transformer.h), same semantics.
+  // Sums the KSVD partials across the ranks that share the loss, in place, on the host: [e, r,
+  // t] per PRIMAL layer, then the real-token count. Called by forward after its one
+  // synchronisation. Unset on one process.
+  std::function<void(std::span<double>)> reduce_ksvd;
+  // Multiplies d loss / d (e- and r-sums) in backward (ksvd_sync GLOBAL: the DP size).
+  double ksvd_data_grad_scale = 1;
+  // Called on the host by backward as soon as it has enqueued the last gradient kernel of
+  // layer i (nothing is waited for: the kernels may still be running), and with -1 after the
+  // rest (embeddings, final norm, head).
+  std::function<void(int layer)> on_grads_final;
+  // Each parameter's gradient in params().grads(), in the layout's (the CPU store's) order.
+  struct GradSlot {
+    std::string name;
+    int64_t offset;  // elements from params().grads()
+    int64_t numel;
+    int64_t span;  // numel and the alignment gap up to the next parameter (0, and stays 0:
+                   // averaging it is harmless and makes a layer's gradients one range)
+    int layer;     // whose backward makes it final; -1: embeddings, final norm, head
+  };
+  std::vector<GradSlot> grad_slots() const;
 
   DeviceParameters& params() { return *params_; }
   Blas& blas() { return blas_; }
@@ -216,6 +245,7 @@ class DeviceTransformer {
   DeviceBuffer<float> logits_;  // [rows, V or K]: probabilities after CE
   DeviceBuffer<double> sums_;   // [e, r, t] per PRIMAL layer, CE sum
   std::vector<double> host_sums_;
+  std::vector<double> ksvd_sums_;  // [e, r, t] per PRIMAL layer, tokens: what reduce_ksvd sums
   std::vector<KsvdPartial> partials_;
   KsvdLoss ksvd_;
 };

@@ -218,6 +218,73 @@ TEST_F(ConfigTest, EachBadInputGetsOneMessageNamingFileLineAndField) {
   }
 }
 
+// The message of the Error that the train-time checks against a job of world_size
+// processes throw ("" when there is none).
+std::string layout_error_of(const LoadedConfig& config, int world_size) {
+  try {
+    config.validate_layout(world_size);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST_F(ConfigTest, DeviceAndPrecisionDefaultToCpuFp32AndParseFromFileAndFlags) {
+  const LoadedConfig plain = LoadedConfig::load(write(valid()), {});
+  EXPECT_EQ(plain.proto().train().device(), config::Train::CPU);
+  EXPECT_EQ(plain.proto().train().precision(), config::Train::FP32);
+  EXPECT_EQ(layout_error_of(plain, 1), "");
+  std::string body = valid();
+  body.replace(body.find("  steps: 10\n"), 12, "  steps: 10\n  device: CUDA\n");
+  const LoadedConfig cuda = LoadedConfig::load(write(body), {"train.precision=BF16"});
+  EXPECT_EQ(cuda.proto().train().device(), config::Train::CUDA);
+  EXPECT_EQ(cuda.proto().train().precision(), config::Train::BF16);
+}
+
+TEST_F(ConfigTest, Bf16OnTheCpuIsAnErrorNamingTheField) {
+  const std::string message = error_of(valid(), {"train.precision=BF16"});
+  EXPECT_HAS(message, "--set train.precision");
+  EXPECT_HAS(message, "BF16 needs train.device: CUDA");
+  std::string body = valid();
+  body.replace(body.find("  steps: 10\n"), 12, "  steps: 10\n  precision: BF16\n");
+  EXPECT_HAS(error_of(body), "run.pbtxt:14: train.precision");
+}
+
+// Where the job runs is checked at train time (validate_layout): a config that names CUDA
+// still loads anywhere (eval, export, a checkpoint's manifest).
+TEST_F(ConfigTest, CudaDeviceNeedsTheBackendOneProcessAndTpOne) {
+  const LoadedConfig cuda = LoadedConfig::load(write(valid()), {"train.device=CUDA"});
+  if (!built_with_cuda()) {
+    const std::string message = layout_error_of(cuda, 1);
+    EXPECT_HAS(message, "--set train.device");
+    EXPECT_HAS(message, "this build has no CUDA backend (built with PRIMAL_CUDA=OFF)");
+    EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+    return;  // the checks below need the backend to get past this one
+  }
+  EXPECT_EQ(layout_error_of(cuda, 1), "");
+
+  const std::string processes = layout_error_of(cuda, 2);
+  EXPECT_HAS(processes, "--set train.device");
+  EXPECT_HAS(processes, "CUDA trains on one process for now");
+  EXPECT_HAS(processes, "this job has 2 processes");
+
+  const LoadedConfig tp2 =
+      LoadedConfig::load(write(valid()), {"train.device=CUDA", "parallel.tp=2"});
+  const std::string tp = layout_error_of(tp2, 2);
+  EXPECT_HAS(tp, "--set parallel.tp");
+  EXPECT_HAS(tp, "must be 1 with train.device CUDA");
+
+  const LoadedConfig logdir = LoadedConfig::load(
+      write(valid()), {"train.device=CUDA", "logging.logdir=" + (dir_ / "tb").string()});
+  const std::string mfu = layout_error_of(logdir, 1);
+  EXPECT_HAS(mfu, "logging.peak_gflops (default)");
+  EXPECT_HAS(mfu, "the GPU's peak");
+  const LoadedConfig with_peak = LoadedConfig::load(
+      write(valid()), {"train.device=CUDA", "logging.logdir=" + (dir_ / "tb").string(),
+                       "logging.peak_gflops=989000"});
+  EXPECT_EQ(layout_error_of(with_peak, 1), "");
+}
+
 TEST_F(ConfigTest, MissingConfigFileIsNamed) {
   try {
     LoadedConfig::load((dir_ / "absent.pbtxt").string(), {});

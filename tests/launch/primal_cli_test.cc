@@ -8,10 +8,15 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#ifdef PRIMAL_CUDA_BACKEND
+#include "core/cuda/device.h"
+#endif
 
 namespace {
 
@@ -160,6 +165,52 @@ TEST_F(PrimalCli, NonFiniteLossStopsWithExitFourOrIsSkipped) {
                  dir_);
   EXPECT_EQ(s.code, 0) << s.err;
   EXPECT_NE(s.out.find("SKIPPED"), std::string::npos) << s.out;
+}
+
+// Every file under dir with its bytes.
+std::map<std::string, std::string> files_under(const fs::path& dir) {
+  std::map<std::string, std::string> out;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    if (!e.is_regular_file()) continue;
+    std::ifstream f(e.path(), std::ios::binary);
+    std::stringstream s;
+    s << f.rdbuf();
+    out[e.path().string()] = s.str();
+  }
+  return out;
+}
+
+// train.device CUDA where it cannot run: in a build without the backend, or (the runtime's
+// reason) on a machine without a GPU. One line, exit 2, before anything is written: a run
+// directory with a checkpoint to resume stays byte for byte as it was.
+TEST_F(PrimalCli, CudaDeviceThatCannotRunIsOneLineExitTwoAndNothingChanged) {
+#ifdef PRIMAL_CUDA_BACKEND
+  const std::string reason = primal::cuda::no_device_reason();
+  if (reason.empty())
+    GTEST_SKIP() << "a GPU is present: tests/gpu/trainer_device_test trains on it";
+  const std::string expected = "primal: error: --set train.device: CUDA: " + reason + "\n";
+#else
+  const std::string expected =
+      "primal: error: --set train.device: CUDA: this build has no CUDA backend (built with "
+      "PRIMAL_CUDA=OFF)";
+#endif
+  const std::string dir = run_dir("run");
+  const Result first = run(
+      "train --config " + config() + " --set checkpoint.stop_at_step=6 --set logging.dir=" + dir,
+      dir_);
+  ASSERT_EQ(first.code, 75) << first.out << first.err;
+  const auto before = files_under(dir);
+  ASSERT_FALSE(before.empty());
+  for (const char* precision : {"FP32", "BF16"}) {
+    const Result r = run("train --config " + config() +
+                             " --set train.device=CUDA --set train.precision=" + precision +
+                             " --resume auto --set logging.dir=" + dir,
+                         dir_);
+    EXPECT_EQ(r.code, 2) << r.out << r.err;
+    EXPECT_EQ(r.err.rfind(expected, 0), 0u) << "expected: " << expected << "\ngot: " << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_TRUE(files_under(dir) == before) << "files changed by the " << precision << " run";
+  }
 }
 
 }  // namespace

@@ -1,0 +1,168 @@
+#include "comm/nccl/device_gradient_buckets.h"
+
+#include <algorithm>
+#include <string>
+
+#include "core/cuda/check.h"
+
+namespace primal {
+
+struct DeviceGradientBuckets::State {
+  int pending = 0;                     // parameters not yet ready
+  std::unique_ptr<cuda::Event> ready;  // compute stream: the bucket's last gradient kernel
+  std::unique_ptr<cuda::Event> done;   // communication stream: all-reduced (and unpacked)
+  std::unique_ptr<Work> work;          // recycled from step to step
+  cuda::DeviceBuffer<float> staging;   // packed gradients of a bucket that is not contiguous
+};
+
+DeviceGradientBuckets::DeviceGradientBuckets(NcclCommunicator& comm, float* grads,
+                                             int64_t total_count,
+                                             std::vector<GradRange> ready_order,
+                                             cudaStream_t compute, size_t bucket_bytes, ReduceOp op)
+    : comm_(comm),
+      grads_(grads),
+      total_(total_count),
+      ranges_(std::move(ready_order)),
+      bucket_bytes_(bucket_bytes),
+      op_(op),
+      compute_(compute),
+      start_event_(/*timing=*/true),
+      buckets_(plan_buckets(ranges_, total_, bucket_bytes_)) {
+  bucket_of_.resize(ranges_.size());
+  state_.resize(buckets_.size());
+  for (int bi = 0; bi < num_buckets(); ++bi) {
+    const Bucket& b = buckets_[bi];
+    for (int p = b.first_param; p < b.first_param + b.num_params; ++p) bucket_of_[p] = bi;
+    State& s = state_[bi];
+    s.ready = std::make_unique<cuda::Event>(/*timing=*/true);
+    s.done = std::make_unique<cuda::Event>(/*timing=*/true);
+    if (!b.contiguous) s.staging = cuda::DeviceBuffer<float>(allocator_, b.count, comm_stream());
+  }
+  ready_.assign(ranges_.size(), 0);
+  begin_backward();
+}
+
+DeviceGradientBuckets::~DeviceGradientBuckets() {
+  // Unwatched and without throwing: the staging buffers return to the allocator next.
+  cudaStreamSynchronize(comm_stream_.get());
+}
+
+void DeviceGradientBuckets::begin_backward() {
+  check(waited_ || next_issue_ == 0,
+        "DeviceGradientBuckets::begin_backward: wait_all() of the previous step was not called "
+        "(its all-reduces would race with this step's gradients)");
+  std::fill(ready_.begin(), ready_.end(), 0);
+  for (int b = 0; b < num_buckets(); ++b) state_[b].pending = buckets_[b].num_params;
+  next_issue_ = seen_complete_ = 0;
+  waited_ = false;
+  events_.clear();
+  start_ = std::chrono::steady_clock::now();
+  start_event_.record(compute_);
+}
+
+void DeviceGradientBuckets::record(BucketEvent::Kind kind, int index) {
+  if (!record_) return;
+  const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+  events_.push_back(BucketEvent{kind, index, t});
+}
+
+void DeviceGradientBuckets::mark_ready(int i) {
+  if (i < 0 || i >= num_params())
+    throw Error("DeviceGradientBuckets::mark_ready: parameter " + std::to_string(i) + " of " +
+                std::to_string(num_params()));
+  if (ready_[i])
+    throw Error("DeviceGradientBuckets::mark_ready: parameter " + std::to_string(i) +
+                " marked ready twice in one backward");
+  ready_[i] = 1;
+  record(BucketEvent::kParamReady, i);
+  State& s = state_[bucket_of_[i]];
+  // The bucket's last gradient kernel is on the compute stream before this event.
+  if (--s.pending == 0) s.ready->record(compute_);
+  issue_ready_buckets();
+  poll();
+}
+
+// Each bucket, in bucket order, on the communication stream:
+//   wait(ready event);  [pack];  ncclAllReduce(avg) in place;  [unpack];  record(done event)
+void DeviceGradientBuckets::issue_ready_buckets() {
+  const cudaStream_t stream = comm_stream();
+  while (next_issue_ < num_buckets() && state_[next_issue_].pending == 0) {
+    const int bi = next_issue_++;
+    const Bucket& b = buckets_[bi];
+    State& s = state_[bi];
+    s.ready->wait(stream);
+    float* data = grads_ + b.offset;
+    if (!b.contiguous) {
+      int64_t at = 0;
+      for (int p = b.first_param; p < b.first_param + b.num_params; ++p) {
+        const GradRange& r = ranges_[p];
+        PRIMAL_CUDA_CHECK(cudaMemcpyAsync(s.staging.data() + at, grads_ + r.offset,
+                                          sizeof(float) * size_t(r.count), cudaMemcpyDeviceToDevice,
+                                          stream));
+        at += r.count;
+      }
+      data = s.staging.data();
+    }
+    s.work =
+        comm_.all_reduce_async(data, b.count, op_, std::move(s.work), Place{Device::kCuda, stream});
+    if (!b.contiguous) {
+      int64_t at = 0;
+      for (int p = b.first_param; p < b.first_param + b.num_params; ++p) {
+        const GradRange& r = ranges_[p];
+        PRIMAL_CUDA_CHECK(cudaMemcpyAsync(grads_ + r.offset, s.staging.data() + at,
+                                          sizeof(float) * size_t(r.count), cudaMemcpyDeviceToDevice,
+                                          stream));
+        at += r.count;
+      }
+    }
+    s.done->record(stream);
+    record(BucketEvent::kIssued, bi);
+  }
+}
+
+void DeviceGradientBuckets::poll() {
+  // The communication stream completes buckets in order: stop at the first one still running.
+  while (seen_complete_ < next_issue_) {
+    State& s = state_[seen_complete_];
+    if (!s.work->test() || !s.done->query()) break;  // test() raises NCCL's async errors
+    record(BucketEvent::kCompleted, seen_complete_++);
+  }
+}
+
+void DeviceGradientBuckets::wait_all() {
+  for (int i = 0; i < num_params(); ++i)
+    if (!ready_[i])
+      throw Error("DeviceGradientBuckets::wait_all: parameter " + std::to_string(i) +
+                  " (elements [" + std::to_string(ranges_[i].offset) + ", " +
+                  std::to_string(ranges_[i].offset + ranges_[i].count) +
+                  ")) was never marked ready");
+  record(BucketEvent::kWaitBegin, -1);
+  // Every bucket was issued (all parameters are ready); the last one's done event follows
+  // every earlier bucket on the communication stream.
+  if (num_buckets() > 0) state_[num_buckets() - 1].done->wait(compute_);
+  waited_ = true;
+  record(BucketEvent::kWaitEnd, -1);
+}
+
+void DeviceGradientBuckets::synchronize() {
+  if (next_issue_ > 0) comm_.wait_event(*state_[next_issue_ - 1].done, "all_reduce (buckets)");
+  poll();
+}
+
+std::vector<DeviceBucketTimes> DeviceGradientBuckets::device_times() const {
+  std::vector<DeviceBucketTimes> times(static_cast<size_t>(next_issue_));
+  for (int bi = 0; bi < next_issue_; ++bi) {
+    const State& s = state_[bi];
+    if (!s.done->query())
+      throw Error("DeviceGradientBuckets::device_times: bucket " + std::to_string(bi) +
+                  " has not completed (call synchronize() first)");
+    times[bi] = {s.ready->elapsed_ms(start_event_), s.done->elapsed_ms(start_event_)};
+  }
+  return times;
+}
+
+void DeviceGradientBuckets::all_reduce_unbucketed() {
+  comm_.all_reduce(grads_, total_, op_, Place{Device::kCuda, compute_});
+}
+
+}  // namespace primal

@@ -1,0 +1,96 @@
+// DeviceStep on a cuda::DeviceTransformer<T> (T = float or bf16). Built only with PRIMAL_CUDA;
+// trainer/device_step_unavailable.cc stands in for it otherwise.
+#include "trainer/device_step.h"
+
+#include <limits>
+
+#include "core/cuda/device.h"
+#include "core/cuda/kernels_model.h"
+#include "core/error.h"
+#include "model/cuda/transformer.h"
+
+namespace primal {
+namespace {
+
+template <typename T>
+class CudaStep final : public DeviceStep {
+ public:
+  CudaStep(const LoadedConfig& config, int device)
+      : device_(device),
+        precision_(config::Train::Precision_Name(config.proto().train().precision())),
+        hyper_{.beta1 = config.proto().optimizer().beta1(),
+               .beta2 = config.proto().optimizer().beta2(),
+               .eps = config.proto().optimizer().eps(),
+               .weight_decay = config.proto().optimizer().weight_decay()},
+        model_(config.model()) {}
+
+  std::string describe() const override {
+    const cuda::DeviceInfo info = cuda::device_info(device_);
+    return "GPU " + std::to_string(device_) + ": " + info.name + " (sm_" +
+           std::to_string(info.major) + std::to_string(info.minor) + "), " + precision_;
+  }
+
+  void zero_grads() override { model_.params().zero_grads(); }
+
+  LossTerms forward_backward(const Batch& batch, int64_t step) override {
+    const LossTerms terms = model_.forward(batch, step, /*training=*/true);
+    model_.backward();
+    return terms;
+  }
+
+  void scale_grads(float scale) override {
+    cuda::scale_inplace({model_.stream(), &model_.allocator()}, model_.params().grads(),
+                        model_.params().numel(), scale);
+  }
+
+  double clip(double max_norm) override {
+    // Without clipping, the norm alone: no finite norm reaches a coefficient below 1 against
+    // the largest double, so the gradients stay as they are.
+    return model_.clip_grad_norm(max_norm > 0 ? max_norm : std::numeric_limits<double>::max());
+  }
+
+  void adamw_step(double lr) override { model_.adamw_step(lr, hyper_); }
+
+  void download(ParameterStore<float>& params, AdamW<float>* optimizer, bool grads) override {
+    model_.download(params);
+    if (grads) model_.download_grads(params);
+    if (optimizer) {
+      model_.download_adamw(optimizer->exp_avg().data(), optimizer->exp_avg_sq().data());
+      optimizer->set_steps(model_.adamw_steps());
+    }
+  }
+
+  void upload(const ParameterStore<float>& params, AdamW<float>& optimizer) override {
+    model_.upload(params);
+    model_.upload_adamw(optimizer.exp_avg().data(), optimizer.exp_avg_sq().data(),
+                        optimizer.steps());
+  }
+
+ private:
+  int device_;
+  std::string precision_;
+  cuda::AdamWHyper hyper_;
+  cuda::DeviceTransformer<T> model_;
+};
+
+}  // namespace
+
+std::unique_ptr<DeviceStep> make_device_step(const LoadedConfig& config,
+                                             const ParameterStore<float>& params,
+                                             AdamW<float>& optimizer) {
+  const std::string reason = cuda::no_device_reason();
+  if (!reason.empty()) throw Error(config.where("train.device"), "CUDA: " + reason);
+  // One process (config validation): the first visible device.
+  const int device = 0;
+  cuda::set_device(device);
+  std::unique_ptr<DeviceStep> step;
+  if (config.proto().train().precision() == config::Train::BF16) {
+    step = std::make_unique<CudaStep<cuda::bf16>>(config, device);
+  } else {
+    step = std::make_unique<CudaStep<float>>(config, device);
+  }
+  step->upload(params, optimizer);
+  return step;
+}
+
+}  // namespace primal
