@@ -21,7 +21,7 @@
 #include "comm/nccl/staged_all_reduce.h"
 #include "core/cuda/allocator.h"
 #include "model/cuda/transformer.h"
-#include "tests/mpi/mpi_test_env.h"
+#include "tests/gpu/nccl_fixture.h"
 
 namespace primal {
 namespace {
@@ -55,44 +55,9 @@ std::vector<GradRange> model_like_ranges(int64_t& total) {
 
 // ---- on the device ------------------------------------------------------------------------------
 
-class NcclBuckets : public ::testing::Test {
+class NcclBuckets : public testing::NcclFixture {
  protected:
-  void SetUp() override {
-    MpiCommunicator& world = testing::world();
-    const int devices = cuda::device_count();
-    const int local = node_local_rank(world);
-    const bool missing = local >= devices;
-    if (any_rank(world, missing)) {
-      GTEST_SKIP() << (devices == 0 ? cuda::no_device_reason()
-                                    : "fewer GPUs than ranks on a node (" +
-                                          std::to_string(devices) + " visible)");
-    }
-    select_local_device(world);
-    comm_ = std::make_unique<NcclCommunicator>(world, "dp");
-    stream_ = std::make_unique<cuda::Stream>();
-    allocator_ = std::make_unique<cuda::CachingAllocator>();
-  }
-  void TearDown() override {
-    if (stream_) stream_->synchronize();
-    comm_.reset();
-  }
-
-  cuda::DeviceBuffer<float> upload(const std::vector<float>& host) {
-    cuda::DeviceBuffer<float> d(*allocator_, int64_t(host.size()), stream_->get());
-    cuda::copy_to_device(d.data(), host.data(), d.bytes(), stream_->get());
-    return d;
-  }
-  // Enqueued on the stream: after a wait_all(), the averaged values.
-  std::vector<float> download(const cuda::DeviceBuffer<float>& d) {
-    std::vector<float> host(d.size());
-    cuda::copy_to_host(host.data(), d.data(), d.bytes(), stream_->get());
-    stream_->synchronize();
-    return host;
-  }
-
-  std::unique_ptr<NcclCommunicator> comm_;
-  std::unique_ptr<cuda::Stream> stream_;
-  std::unique_ptr<cuda::CachingAllocator> allocator_;
+  NcclBuckets() : NcclFixture("dp") {}
 };
 
 std::vector<float> rank_values(int rank, int64_t n, int step) {

@@ -8,50 +8,14 @@
 
 #include "comm/nccl/nccl_communicator.h"
 #include "core/cuda/allocator.h"
-#include "tests/mpi/mpi_test_env.h"
+#include "tests/gpu/nccl_fixture.h"
 
 namespace primal {
 namespace {
 
-class NcclCollectives : public ::testing::Test {
+class NcclCollectives : public testing::NcclFixture {
  protected:
-  void SetUp() override {
-    MpiCommunicator& world = testing::world();
-    const int devices = cuda::device_count();
-    const int local = node_local_rank(world);
-    const bool missing = local >= devices;
-    if (any_rank(world, missing)) {
-      GTEST_SKIP() << (devices == 0 ? cuda::no_device_reason()
-                                    : "fewer GPUs than ranks on a node (" +
-                                          std::to_string(devices) + " visible)");
-    }
-    select_local_device(world);
-    comm_ = std::make_unique<NcclCommunicator>(world, "world");
-    stream_ = std::make_unique<cuda::Stream>();
-    allocator_ = std::make_unique<cuda::CachingAllocator>();
-  }
-  void TearDown() override {
-    comm_.reset();  // before the allocator and stream: no collective is in flight
-  }
-
-  template <typename T>
-  cuda::DeviceBuffer<T> upload(const std::vector<T>& host) {
-    cuda::DeviceBuffer<T> d(*allocator_, int64_t(host.size()), stream_->get());
-    cuda::copy_to_device(d.data(), host.data(), d.bytes(), stream_->get());
-    return d;
-  }
-  template <typename T>
-  std::vector<T> download(const cuda::DeviceBuffer<T>& d) {
-    std::vector<T> host(d.size());
-    cuda::copy_to_host(host.data(), d.data(), d.bytes(), stream_->get());
-    stream_->synchronize();
-    return host;
-  }
-  Place place() const { return {Device::kCuda, stream_->get()}; }
-
-  std::unique_ptr<NcclCommunicator> comm_;
-  std::unique_ptr<cuda::Stream> stream_;
-  std::unique_ptr<cuda::CachingAllocator> allocator_;
+  NcclCollectives() : NcclFixture("world") {}
 };
 
 template <typename T>
