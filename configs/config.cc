@@ -85,6 +85,14 @@ bool built_with_cuda() {
 #endif
 }
 
+bool built_with_nccl() {
+#ifdef PRIMAL_NCCL_BACKEND
+  return true;
+#else
+  return false;
+#endif
+}
+
 struct LoadedConfig::Locations {
   pb::TextFormat::ParseInfoTree tree;
 };
@@ -239,11 +247,12 @@ void LoadedConfig::validate_layout(int world_size) const {
                   "built yet), got " +
                       std::to_string(tp));
     }
-    if (world_size > 1) {
+    if (world_size > 1 && !built_with_nccl()) {
       throw Error(device,
-                  "CUDA trains on one process for now (data parallelism on the device is "
-                  "not built yet); this job has " +
-                      std::to_string(world_size) + " processes");
+                  "CUDA with more than one process needs NCCL, and this build has none (NCCL "
+                  "was not found when it was configured); this job has " +
+                      std::to_string(world_size) +
+                      " processes: install NCCL and rebuild, or train on one GPU");
     }
     if (!proto_.logging().logdir().empty() && !(proto_.logging().peak_gflops() > 0)) {
       throw Error(where("logging.peak_gflops"),

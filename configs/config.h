@@ -15,6 +15,9 @@ namespace primal {
 // Whether this binary has the CUDA backend (built with PRIMAL_CUDA=ON): train.device CUDA
 // needs it.
 bool built_with_cuda();
+// Whether it has the NCCL backend too (comm/nccl was built): train.device CUDA on more than
+// one process (data parallelism across GPUs) needs it.
+bool built_with_nccl();
 
 class LoadedConfig {
  public:

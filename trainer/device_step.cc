@@ -1,4 +1,5 @@
-// DeviceStep on a cuda::DeviceTransformer<T> (T = float or bf16). Built only with PRIMAL_CUDA;
+// DeviceStep on a cuda::DeviceTransformer<T> (T = float or bf16), data parallel through
+// trainer/device_data_parallel.h on more than one DP rank. Built only with PRIMAL_CUDA;
 // trainer/device_step_unavailable.cc stands in for it otherwise.
 #include "trainer/device_step.h"
 
@@ -8,6 +9,7 @@
 #include "core/cuda/kernels_model.h"
 #include "core/error.h"
 #include "model/cuda/transformer.h"
+#include "trainer/device_data_parallel.h"
 
 namespace primal {
 namespace {
@@ -15,26 +17,31 @@ namespace {
 template <typename T>
 class CudaStep final : public DeviceStep {
  public:
-  CudaStep(const LoadedConfig& config, int device)
+  CudaStep(const LoadedConfig& config, int device, ProcessGroups* groups)
       : device_(device),
         precision_(config::Train::Precision_Name(config.proto().train().precision())),
         hyper_{.beta1 = config.proto().optimizer().beta1(),
                .beta2 = config.proto().optimizer().beta2(),
                .eps = config.proto().optimizer().eps(),
                .weight_decay = config.proto().optimizer().weight_decay()},
-        model_(config.model()) {}
+        model_(config.model()) {
+    if (groups && groups->dp_size > 1) dp_ = make_device_data_parallel(config, *groups, model_);
+  }
 
   std::string describe() const override {
     const cuda::DeviceInfo info = cuda::device_info(device_);
     return "GPU " + std::to_string(device_) + ": " + info.name + " (sm_" +
-           std::to_string(info.major) + std::to_string(info.minor) + "), " + precision_;
+           std::to_string(info.major) + std::to_string(info.minor) + "), " + precision_ +
+           (dp_ ? ", " + dp_->describe() : "");
   }
 
   void zero_grads() override { model_.params().zero_grads(); }
 
-  LossTerms forward_backward(const Batch& batch, int64_t step) override {
+  LossTerms forward_backward(const Batch& batch, int64_t step, bool last) override {
     const LossTerms terms = model_.forward(batch, step, /*training=*/true);
+    if (dp_) dp_->before_backward(last);
     model_.backward();
+    if (dp_ && last) dp_->after_backward();
     return terms;
   }
 
@@ -71,23 +78,36 @@ class CudaStep final : public DeviceStep {
   std::string precision_;
   cuda::AdamWHyper hyper_;
   cuda::DeviceTransformer<T> model_;
+  std::unique_ptr<DeviceDataParallel> dp_;  // after model_: destroyed (buckets waited) first
 };
 
 }  // namespace
 
 std::unique_ptr<DeviceStep> make_device_step(const LoadedConfig& config,
                                              const ParameterStore<float>& params,
-                                             AdamW<float>& optimizer) {
+                                             AdamW<float>& optimizer, ProcessGroups* groups) {
   const std::string reason = cuda::no_device_reason();
+  const bool data_parallel = groups && groups->dp_size > 1;
+  if (data_parallel) {
+    // Every rank agrees before the collectives below (NCCL's set-up), so that a rank without a
+    // GPU ends the job instead of leaving the others waiting.
+    double missing = reason.empty() ? 0 : 1;
+    groups->world->all_reduce(&missing, 1, ReduceOp::kSum);
+    if (missing > 0 && reason.empty()) {
+      throw Error(config.where("train.device"),
+                  "CUDA: " + std::to_string(int(missing)) +
+                      " other rank(s) of the job have no usable GPU (their errors say why)");
+    }
+  }
   if (!reason.empty()) throw Error(config.where("train.device"), "CUDA: " + reason);
-  // One process (config validation): the first visible device.
-  const int device = 0;
+  // One process: the first visible device; data parallelism: one per node-local rank.
+  const int device = data_parallel ? select_data_parallel_device(config, *groups) : 0;
   cuda::set_device(device);
   std::unique_ptr<DeviceStep> step;
   if (config.proto().train().precision() == config::Train::BF16) {
-    step = std::make_unique<CudaStep<cuda::bf16>>(config, device);
+    step = std::make_unique<CudaStep<cuda::bf16>>(config, device, groups);
   } else {
-    step = std::make_unique<CudaStep<float>>(config, device);
+    step = std::make_unique<CudaStep<float>>(config, device, groups);
   }
   step->upload(params, optimizer);
   return step;

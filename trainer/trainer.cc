@@ -148,7 +148,7 @@ Trainer::Trainer(const LoadedConfig& config, ProcessGroups* groups,
   if (proto_.train().threads() > 0) omp_set_num_threads(proto_.train().threads());
   // Before anything is written: no usable GPU ends the run here, with the runtime's reason.
   if (proto_.train().device() == config::Train::CUDA) {
-    device_ = make_device(config_, model_.params(), optimizer_);
+    device_ = make_device(config_, model_.params(), optimizer_, groups_);
   }
   // After the thread count is set: the measured peak (for MFU) uses the training's threads.
   telemetry_ = std::make_unique<Telemetry>(config_, groups_ ? groups_->world->rank() : 0,
@@ -183,7 +183,7 @@ Trainer::Trainer(const LoadedConfig& config, ProcessGroups* groups,
     if (params[i].name.rfind("layers.", 0) == 0) layer = std::stoi(params[i].name.substr(7));
     ready_of_layer_[layer + 1].push_back(i);
   }
-  if (dp_size_ > 1) {
+  if (dp_size_ > 1 && !device_) {  // the device step averages its own gradients
     std::vector<GradRange> order;
     ready_position_.assign(params.size(), -1);
     const float* base = model_.params().grads().data();
@@ -289,26 +289,33 @@ Trainer::StepResult Trainer::train_step(int64_t step) {
   return r;
 }
 
-// train_step on the GPU (one process): the same micro-batches, averages and schedule. The clip
-// runs with the norm (the device computes both in one pass), so a skipped step's gradients may
-// be clipped; nothing reads them before the next step zeroes them but a histogram.
+// train_step on the GPU: the same micro-batches, shares, averages and schedule; with data
+// parallelism the device step averages the gradients over DP during the last micro-batch's
+// backward. The clip runs with the norm (the device computes both in one pass), so a skipped
+// step's gradients may be clipped; nothing reads them before the next step zeroes them but a
+// histogram.
 Trainer::StepResult Trainer::train_step_on_device(int64_t step) {
   const int global = proto_.data().batch_size();
   const int micro_steps = proto_.optimizer().accumulation_steps();
-  const int micro = global / micro_steps;
+  const int micro = global / micro_steps, local = micro / dp_size_;
   StepResult r;
   r.lr = learning_rate(schedule_, step);
   device_->zero_grads();
   std::fill(ksvd_terms_.begin(), ksvd_terms_.end(), 0.0);
   for (int k = 0; k < micro_steps; ++k) {
-    data_->train_batch(step, int64_t(k) * micro, micro, global, batch_);
-    const LossTerms t = device_->forward_backward(batch_, step);
+    data_->train_batch(step, int64_t(k) * micro + int64_t(dp_rank_) * local, local, global, batch_);
+    const LossTerms t = device_->forward_backward(batch_, step, /*last=*/k + 1 == micro_steps);
     r.loss += t.loss / micro_steps;
     r.ce += t.ce / micro_steps;
     r.ksvd += t.ksvd / micro_steps;
     for (size_t j = 0; j < ksvd_terms_.size(); ++j) ksvd_terms_[j] += t.ksvd_terms[j] / micro_steps;
   }
   if (micro_steps > 1) device_->scale_grads(1.0f / float(micro_steps));
+  if (dp_size_ > 1) {
+    double terms[3] = {r.loss, r.ce, r.ksvd};
+    groups_->dp->all_reduce(terms, 3, ReduceOp::kAverage);
+    r.loss = terms[0], r.ce = terms[1], r.ksvd = terms[2];
+  }
   host_stale_ = host_grads_stale_ = true;
   r.grad_norm = device_->clip(proto_.optimizer().grad_clip());
   if (skip_nonfinite(step, r.loss, r.grad_norm)) {

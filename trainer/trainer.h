@@ -51,7 +51,7 @@ class Trainer {
  public:
   // Builds the step of train.device CUDA: make_device_step, or a test's stand-in for a GPU.
   using DeviceStepFactory = std::function<std::unique_ptr<DeviceStep>(
-      const LoadedConfig&, const ParameterStore<float>&, AdamW<float>&)>;
+      const LoadedConfig&, const ParameterStore<float>&, AdamW<float>&, ProcessGroups*)>;
 
   // groups: this rank's world/TP/DP groups; null trains on this process alone.
   Trainer(const LoadedConfig& config, ProcessGroups* groups = nullptr,
@@ -75,7 +75,8 @@ class Trainer {
   // evaluations, checkpoints and run().
   Transformer<float>& model() { return model_; }
   AdamW<float>& optimizer() { return optimizer_; }
-  // The data-parallel buckets (null without data parallelism), for tests and traces.
+  // The data-parallel buckets (null without data parallelism, and on the device, whose
+  // buckets are the step's own), for tests and traces.
   GradientBuckets* buckets() { return buckets_.get(); }
   // The full parameter tensors (SPEC §4 shapes), gathered over the TP group.
   ParameterStore<float> gather_full_parameters();

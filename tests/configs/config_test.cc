@@ -252,7 +252,7 @@ TEST_F(ConfigTest, Bf16OnTheCpuIsAnErrorNamingTheField) {
 
 // Where the job runs is checked at train time (validate_layout): a config that names CUDA
 // still loads anywhere (eval, export, a checkpoint's manifest).
-TEST_F(ConfigTest, CudaDeviceNeedsTheBackendOneProcessAndTpOne) {
+TEST_F(ConfigTest, CudaDeviceNeedsTheBackendTpOneAndNcclForDataParallelism) {
   const LoadedConfig cuda = LoadedConfig::load(write(valid()), {"train.device=CUDA"});
   if (!built_with_cuda()) {
     const std::string message = layout_error_of(cuda, 1);
@@ -263,10 +263,16 @@ TEST_F(ConfigTest, CudaDeviceNeedsTheBackendOneProcessAndTpOne) {
   }
   EXPECT_EQ(layout_error_of(cuda, 1), "");
 
+  // Data parallelism over GPUs (tp 1, one GPU per process) needs the NCCL backend.
   const std::string processes = layout_error_of(cuda, 2);
-  EXPECT_HAS(processes, "--set train.device");
-  EXPECT_HAS(processes, "CUDA trains on one process for now");
-  EXPECT_HAS(processes, "this job has 2 processes");
+  if (built_with_nccl()) {
+    EXPECT_EQ(processes, "");
+  } else {
+    EXPECT_HAS(processes, "--set train.device");
+    EXPECT_HAS(processes, "needs NCCL, and this build has none");
+    EXPECT_HAS(processes, "this job has 2 processes");
+    EXPECT_EQ(processes.find('\n'), std::string::npos) << processes;
+  }
 
   const LoadedConfig tp2 =
       LoadedConfig::load(write(valid()), {"train.device=CUDA", "parallel.tp=2"});

@@ -13,12 +13,12 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "configs/config.h"
 #include "core/cuda/device.h"
+#include "tests/common/scratch_dir.h"
 #include "trainer/trainer.h"
 
 namespace primal {
@@ -33,32 +33,14 @@ class TrainerOnDevice : public ::testing::Test {
   void SetUp() override {
     const std::string reason = cuda::no_device_reason();
     if (!reason.empty()) GTEST_SKIP() << reason;
-    dir_ = fs::temp_directory_path() /
-           ("primal_trainer_device_" +
-            std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    std::ofstream corpus(dir_ / "corpus.txt");
-    for (int i = 0; i < 600; ++i) {
-      corpus << "In the beginning God created the heaven and the earth. And the earth was "
-                "without form, and void; and darkness was upon the face of the deep. "
-             << i % 97 << "\n";
-    }
+    dir_ = testing::fresh_test_dir("primal_trainer_device_");
+    testing::write_prose_corpus(dir_ / "corpus.txt");
   }
   void TearDown() override {
     if (!dir_.empty()) fs::remove_all(dir_);
   }
 
-  std::string config_text() const {
-    return "model { width: 64 heads: 4 mlp_width: 128 max_len: 64 layers: [SOFTMAX, PRIMAL] "
-           "low_rank: 8 rank_multi: 2 eta: 0.1 dropout: 0.1 }\n"
-           "data { path: \"" +
-           (dir_ / "corpus.txt").string() +
-           "\" seq_len: 64 batch_size: 8 }\n"
-           "optimizer { lr: 3e-3 }\nschedule { warmup_steps: 3 }\n"
-           "train { steps: " +
-           std::to_string(kSteps) + " eval_every: 0 eval_batches: 4 log_every: 1 threads: 2 }\n";
-  }
+  std::string config_text() const { return testing::tiny_lm_config(dir_ / "corpus.txt", kSteps); }
 
   struct Run {
     std::vector<double> losses;  // per step, in step order (those this run took)
@@ -84,13 +66,6 @@ class TrainerOnDevice : public ::testing::Test {
     }
     return out;
   }
-  std::string bytes(const fs::path& path) const {
-    std::ifstream f(path, std::ios::binary);
-    std::stringstream s;
-    s << f.rdbuf();
-    return s.str();
-  }
-
   fs::path dir_;
 };
 
@@ -139,8 +114,8 @@ TEST_F(TrainerOnDevice, CheckpointSavedOnTheDeviceResumesBitwiseOnTheDevice) {
     EXPECT_EQ(rest.losses[i], whole.losses[i]) << "step " << i + 1;  // bit for bit
   }
   EXPECT_EQ(rest.val_loss, whole.val_loss);
-  EXPECT_TRUE(bytes(dir_ / "split" / "model.safetensors") ==
-              bytes(dir_ / "whole" / "model.safetensors"))
+  EXPECT_TRUE(testing::file_bytes(dir_ / "split" / "model.safetensors") ==
+              testing::file_bytes(dir_ / "whole" / "model.safetensors"))
       << "model.safetensors differ";
 }
 

@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "tests/common/scratch_dir.h"
+
 #ifdef PRIMAL_CUDA_BACKEND
 #include "core/cuda/device.h"
 #endif
@@ -45,18 +47,8 @@ Result run(const std::string& args, const fs::path& dir) {
 class PrimalCli : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("primal_cli_" +
-            std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    // A real text: this repository's spec-like prose, repeated to a few hundred KB.
-    std::ofstream corpus(dir_ / "corpus.txt");
-    for (int i = 0; i < 600; ++i) {
-      corpus << "In the beginning God created the heaven and the earth. And the earth was "
-                "without form, and void; and darkness was upon the face of the deep. "
-             << i % 97 << "\n";
-    }
+    dir_ = primal::testing::fresh_test_dir("primal_cli_");
+    primal::testing::write_prose_corpus(dir_ / "corpus.txt");
     std::ofstream(dir_ / "tiny.pbtxt")
         << "model { width: 32 heads: 2 mlp_width: 64 max_len: 32 layers: [SOFTMAX, PRIMAL] "
            "low_rank: 4 rank_multi: 2 eta: 0.1 dropout: 0.1 }\n"

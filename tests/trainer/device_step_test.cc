@@ -12,12 +12,12 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 #include <vector>
 
 #include "configs/config.h"
 #include "core/arena.h"
+#include "tests/common/scratch_dir.h"
 #include "trainer/device_step.h"
 #include "trainer/grad_clip.h"
 #include "trainer/trainer.h"
@@ -40,7 +40,7 @@ class HostStandIn final : public DeviceStep {
 
   std::string describe() const override { return "a host stand-in"; }
   void zero_grads() override { model_.params().zero_grads(); }
-  LossTerms forward_backward(const Batch& batch, int64_t step) override {
+  LossTerms forward_backward(const Batch& batch, int64_t step, bool) override {
     arena_.reset();
     const LossTerms t = model_.forward(arena_, batch, step);
     model_.backward(arena_);
@@ -90,11 +90,7 @@ class HostStandIn final : public DeviceStep {
 class TrainerOnAStandInDevice : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           ("primal_device_step_" +
-            std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
+    dir_ = testing::fresh_test_dir("primal_device_step_");
     std::ofstream corpus(dir_ / "corpus.txt");
     for (int i = 0; i < 400; ++i) {
       corpus << "In the beginning God created the heaven and the earth. " << i % 89 << "\n";
@@ -123,7 +119,7 @@ class TrainerOnAStandInDevice : public ::testing::Test {
     const LoadedConfig config = LoadedConfig::parse(config_text(), "tiny", overrides);
     Trainer trainer(config, nullptr,
                     [this](const LoadedConfig& c, const ParameterStore<float>& params,
-                           AdamW<float>& optimizer) {
+                           AdamW<float>& optimizer, ProcessGroups*) {
                       auto step = std::make_unique<HostStandIn>(c, &uploads_);
                       step->upload(params, optimizer);
                       return step;
@@ -139,12 +135,6 @@ class TrainerOnAStandInDevice : public ::testing::Test {
     }
     return out;
   }
-  std::string bytes(const fs::path& path) const {
-    std::ifstream f(path, std::ios::binary);
-    std::stringstream s;
-    s << f.rdbuf();
-    return s.str();
-  }
 
   fs::path dir_;
   int uploads_ = 0;
@@ -157,8 +147,8 @@ TEST_F(TrainerOnAStandInDevice, GivesTheCpuRunBitForBit) {
   EXPECT_EQ(uploads_, 1);           // the initial weights
   ASSERT_EQ(cpu.size(), 12u + 3u);  // 12 steps, evaluations at 0, 6 and 12
   EXPECT_EQ(device, cpu);
-  EXPECT_TRUE(bytes(dir_ / "device" / "model.safetensors") ==
-              bytes(dir_ / "cpu" / "model.safetensors"))
+  EXPECT_TRUE(testing::file_bytes(dir_ / "device" / "model.safetensors") ==
+              testing::file_bytes(dir_ / "cpu" / "model.safetensors"))
       << "model.safetensors differ";
 }
 
@@ -175,11 +165,11 @@ TEST_F(TrainerOnAStandInDevice, CheckpointsCarryTheDeviceStateAndResumeUploadsIt
   const auto on_cpu = train("on_cpu", /*cpu=*/true, {}, "auto");
   EXPECT_EQ(resumed, whole);
   EXPECT_EQ(on_cpu, whole);
-  EXPECT_TRUE(bytes(dir_ / "split" / "model.safetensors") ==
-              bytes(dir_ / "whole" / "model.safetensors"))
+  EXPECT_TRUE(testing::file_bytes(dir_ / "split" / "model.safetensors") ==
+              testing::file_bytes(dir_ / "whole" / "model.safetensors"))
       << "model.safetensors differ";
-  EXPECT_TRUE(bytes(dir_ / "on_cpu" / "model.safetensors") ==
-              bytes(dir_ / "whole" / "model.safetensors"))
+  EXPECT_TRUE(testing::file_bytes(dir_ / "on_cpu" / "model.safetensors") ==
+              testing::file_bytes(dir_ / "whole" / "model.safetensors"))
       << "model.safetensors differ";
 }
 

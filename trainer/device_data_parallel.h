@@ -1,0 +1,54 @@
+// Data parallelism of the device step (train.device CUDA on P > 1 processes with parallel.tp
+// 1, SPEC §5): one GPU per process, each rank's cuda::DeviceTransformer trains on its share of
+// the micro-batch, and
+//   - the gradients are averaged over the DP group in buckets (parallel.bucket_mb) through
+//     NCCL (comm/nccl/device_gradient_buckets.h), each bucket issued as soon as backward has
+//     enqueued the last gradient kernel of its parameters (on_grads_final, last layer first),
+//     on the last micro-batch of a step only: earlier ones add into the local gradients, as
+//     the CPU trainer's buckets do;
+//   - with parallel.ksvd_sync GLOBAL the KSVD partial sums are summed over DP through NCCL
+//     (comm/nccl/staged_all_reduce.h) in every training forward, the t-sums divided by the DP
+//     size and d loss / d (e, r) scaled by it (ksvd_data_grad_scale), as the CPU trainer's
+//     reduce_ksvd does; LOCAL: each rank's own sums, no collective;
+//   - the compute stream waits for every bucket (wait_all) before the gradients are scaled,
+//     clipped and stepped.
+// The NCCL communicator spans ProcessGroups::dp (an MPI communicator) with parallel.watchdog_s
+// as its timeout. Built only with PRIMAL_CUDA; where NCCL was not found at build time,
+// device_data_parallel_unavailable.cc throws instead (config validation refuses such a job
+// first).
+#pragma once
+
+#include <memory>
+
+#include "comm/process_groups.h"
+#include "configs/config.h"
+#include "model/cuda/transformer.h"
+
+namespace primal {
+
+class DeviceDataParallel {
+ public:
+  virtual ~DeviceDataParallel() = default;
+  // Between a micro-batch's forward and its backward; last: the step's last micro-batch,
+  // whose backward makes the gradients final and issues the buckets.
+  virtual void before_backward(bool last) = 0;
+  // After the last micro-batch's backward: the compute stream waits (on the device) for every
+  // bucket's all-reduce. Does not block the host.
+  virtual void after_backward() = 0;
+  // "data parallel over 8 GPUs (NCCL)", for the start-up line.
+  virtual std::string describe() const = 0;
+};
+
+// Makes this process's GPU current and returns it: the node-local rank modulo the visible
+// devices (select_local_device). Collective over groups.world (an MPI communicator).
+int select_data_parallel_device(const LoadedConfig& config, ProcessGroups& groups);
+
+// Collective over groups.dp: joins the DP group's NCCL communicator on the current device
+// and installs the hooks above on model (removed again by the destructor). model must
+// outlive the result.
+std::unique_ptr<DeviceDataParallel> make_device_data_parallel(
+    const LoadedConfig& config, ProcessGroups& groups, cuda::DeviceTransformer<float>& model);
+std::unique_ptr<DeviceDataParallel> make_device_data_parallel(
+    const LoadedConfig& config, ProcessGroups& groups, cuda::DeviceTransformer<cuda::bf16>& model);
+
+}  // namespace primal
