@@ -1,7 +1,7 @@
 // primal_comm_bench: all-reduce bus bandwidth of comm/'s paths against a plain MPI_Allreduce
 // of the same bytes.
 //   mpirun -np 2 primal_comm_bench [--sizes-mb 1,4,16,64] [--bucket-mb 25] [--param-mb 1]
-//                                  [--segment-kb 1024] [--rounds 21]
+//                                  [--segment-kb 1024] [--replicated-kb 64] [--rounds 21]
 // bus bandwidth = 2(n-1)/n * bytes / time (the nccl-tests convention): what each rank's link
 // carries, comparable across rank counts.
 //   raw        MPI_Allreduce(MPI_IN_PLACE, MPI_SUM) on the whole buffer
@@ -72,6 +72,8 @@ int run(MpiCommunicator& world, int argc, char** argv) {
       param_mb = std::stod(argv[++i]);
     else if (!std::strcmp(argv[i], "--segment-kb"))
       world.set_segment_bytes(static_cast<size_t>(std::stod(argv[++i]) * 1024));
+    else if (!std::strcmp(argv[i], "--replicated-kb"))
+      world.set_replicated_max_bytes(static_cast<size_t>(std::stod(argv[++i]) * 1024));
     else if (!std::strcmp(argv[i], "--rounds"))
       rounds = std::max(1, std::stoi(argv[++i]));
   }
