@@ -4,8 +4,8 @@
 # model, NCCL collectives), the op-level benchmark (short form) and the whole-step benchmark,
 # and prints the step table last. Sized to finish within 8 minutes on one H200: the build
 # targets only this GPU's architecture, and every stage runs under a timeout (configure 45 s,
-# build 160 s, tests 80 s, op benchmark 50 s, step benchmark 130 s: at most 465 s; the step
-# benchmark starts no new row after 105 s).
+# build 160 s, tests 100 s, op benchmark 50 s, step benchmark 110 s: at most 465 s; the step
+# benchmark starts no new row after 85 s).
 #   scripts/gpu_check.sh [--quick]     (--quick: the step benchmark up to N = 4K only)
 # Environment: BUILD_DIR (default build-gpu), CUDA_ARCHS (default: the GPU's, else "80;90").
 set -uo pipefail
@@ -16,7 +16,7 @@ log_dir=${OUT:-$build}/gpu_check
 mkdir -p "$log_dir"
 quick=""
 [ "${1:-}" = "--quick" ] && quick="--quick"
-step_args=(--budget-s 105)
+step_args=(--budget-s 85)
 [ -n "$quick" ] && step_args+=(--quick)
 
 stage() { printf '\n== %s (%ds elapsed)\n' "$1" $((SECONDS - start)); }
@@ -38,11 +38,12 @@ if ! command -v cmake >/dev/null || ! command -v ninja >/dev/null; then
   ./scripts/setup.sh || echo "setup.sh failed: building with what is installed"
 fi
 targets=(primal_gpu_bench primal_step_bench cuda_ops_test cuda_allocator_test element_math_test
-  transformer_step_test model_cuda_host_test)
+  transformer_step_test model_cuda_host_test trainer_device_test)
 timeout 45 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPRIMAL_CUDA=ON \
   "-DCMAKE_CUDA_ARCHITECTURES=$archs" >"$log_dir/configure.log" 2>&1 ||
   { tail -30 "$log_dir/configure.log"; exit 1; }
-grep -q 'NCCL:' "$log_dir/configure.log" && targets+=(nccl_test)
+grep -q 'NCCL:' "$log_dir/configure.log" &&
+  targets+=(nccl_test nccl_buckets_test trainer_device_dp_test)
 timeout 160 cmake --build "$build" -j"$(nproc)" --target "${targets[@]}" >"$log_dir/build.log" 2>&1 ||
   { tail -40 "$log_dir/build.log"; exit 1; }
 grep -E 'warning' "$log_dir/build.log" | head -20
@@ -51,8 +52,8 @@ stage "gpu tests"
 # The op tests, the training step (TransformerStep), then the NCCL ones (label gpu), and the
 # CPU checks of the shared element math, the allocator and the device model's host side
 # (label unit, built above).
-timeout 80 ctest --test-dir "$build" --output-on-failure -j4 \
-  -R 'Kernels|Gemm|Attention|TransformerStep|NcclCollectives|ElementMath|CachingAllocator|PhiloxWords|DeviceDropout|ParameterLayout|TokenRows|SampledPositions' \
+timeout 100 ctest --test-dir "$build" --output-on-failure -j4 \
+  -R 'Kernels|Gemm|Attention|TransformerStep|TrainerOnDevice|TrainerDataParallelOnDevice|NcclCollectives|NcclBuckets|ElementMath|CachingAllocator|PhiloxWords|DeviceDropout|ParameterLayout|TokenRows|SampledPositions' \
   >"$log_dir/ctest.log" 2>&1
 ctest_rc=$?
 grep -E '\((Failed|Timeout|Not Run)\)' "$log_dir/ctest.log" | head -40
@@ -65,7 +66,7 @@ bench_rc=$?
 grep -v '^$' "$log_dir/bench.log"
 
 stage "training-step benchmark"
-timeout 130 "$build/model/cuda/primal_step_bench" "${step_args[@]}" >"$log_dir/step_bench.log" 2>&1
+timeout 110 "$build/model/cuda/primal_step_bench" "${step_args[@]}" >"$log_dir/step_bench.log" 2>&1
 step_rc=$?
 grep -v '^|' "$log_dir/step_bench.log" | grep -v '^$' | grep -v '^step = '
 
