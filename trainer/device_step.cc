@@ -3,7 +3,11 @@
 // trainer/device_step_unavailable.cc stands in for it otherwise.
 #include "trainer/device_step.h"
 
+#include <functional>
 #include <limits>
+#include <span>
+#include <utility>
+#include <vector>
 
 #include "core/cuda/device.h"
 #include "core/cuda/kernels_model.h"
@@ -58,6 +62,26 @@ class CudaStep final : public DeviceStep {
 
   void adamw_step(double lr) override { model_.adamw_step(lr, hyper_); }
 
+  EvalBatch evaluate_batch(const Batch& batch) override {
+    // Each DP rank evaluates batches of its own: the KSVD sums stay the batch's (the hook of
+    // data parallelism would make every rank wait for the others).
+    struct KeepHook {
+      std::function<void(std::span<double>)>& hook;
+      std::function<void(std::span<double>)> kept = std::exchange(hook, nullptr);
+      ~KeepHook() { hook = std::move(kept); }
+    } keep{model_.reduce_ksvd};
+    EvalBatch out{model_.forward(batch, 0, /*training=*/false)};
+    if (model_.config().head == HeadKind::kClassifier) {
+      const int K = model_.config().num_classes;
+      probs_.resize(size_t(batch.B) * K);
+      cuda::copy_to_host(probs_.data(), model_.probabilities(), probs_.size() * sizeof(float),
+                         model_.stream());
+      model_.synchronize();
+      out.correct = count_correct(probs_.data(), batch.B, K, batch.targets);
+    }
+    return out;
+  }
+
   void download(ParameterStore<float>& params, AdamW<float>* optimizer, bool grads) override {
     model_.download(params);
     if (grads) model_.download_grads(params);
@@ -79,6 +103,7 @@ class CudaStep final : public DeviceStep {
   cuda::AdamWHyper hyper_;
   cuda::DeviceTransformer<T> model_;
   std::unique_ptr<DeviceDataParallel> dp_;  // after model_: destroyed (buckets waited) first
+  std::vector<float> probs_;                // host copy of an evaluation batch's [B, K]
 };
 
 }  // namespace

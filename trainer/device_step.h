@@ -11,7 +11,8 @@
 //   device->scale_grads(1 / micro_steps);         // accumulation only
 //   norm = device->clip(max_norm);                 // 0: the norm only
 //   device->adamw_step(lr);
-//   device->download(model.params(), optimizer);   // before evaluating or saving
+//   device->evaluate_batch(batch);                 // evaluation, on the device
+//   device->download(model.params(), optimizer);   // before saving
 //
 // Data parallelism (P > 1 processes, parallel.tp 1): one GPU per process, each rank steps on
 // its share of the micro-batch, and the step averages the gradients over the DP group (NCCL
@@ -31,6 +32,7 @@
 #include "model/batch.h"
 #include "model/transformer.h"
 #include "trainer/adamw.h"
+#include "trainer/evaluation.h"
 
 namespace primal {
 
@@ -54,6 +56,9 @@ class DeviceStep {
   virtual double clip(double max_norm) = 0;
   // One AdamW step with the config's hyper-parameters (optimizer.*), at learning rate lr.
   virtual void adamw_step(double lr) = 0;
+  // One evaluation batch on the device (no dropout, this rank's batch alone: no collective),
+  // for trainer/evaluation.h. Leaves the gradients and the optimizer as they are.
+  virtual EvalBatch evaluate_batch(const Batch& batch) = 0;
 
   // Host copies. download: the parameter values (and gradients with grads) into params, and,
   // where optimizer is not null, its moments and step count. upload: the values, moments and

@@ -7,9 +7,33 @@
 
 namespace primal {
 
+int64_t count_correct(const float* probs, int B, int K, const std::vector<int32_t>& targets) {
+  int64_t correct = 0;
+  for (int b = 0; b < B; ++b) {
+    const float* row = probs + int64_t(b) * K;
+    correct += (std::max_element(row, row + K) - row) == targets[b];
+  }
+  return correct;
+}
+
 EvalResult evaluate(Transformer<float>& model, Arena& arena, const Dataset& data, DataSplit split,
                     int batch_size, int64_t max_batches, Communicator* dp) {
   const bool lm = model.config().head == HeadKind::kLm;
+  const EvalForward forward = [&](const Batch& batch) {
+    arena.reset();
+    EvalBatch out{model.forward(arena, batch, 0, /*training=*/false)};
+    if (!lm) {
+      const Tensor<float>& p = model.probabilities();
+      out.correct = count_correct(p.data(), batch.B, int(p.dim(1)), batch.targets);
+    }
+    return out;
+  };
+  return evaluate(model.config(), forward, data, split, batch_size, max_batches, dp);
+}
+
+EvalResult evaluate(const ModelConfig& config, const EvalForward& forward, const Dataset& data,
+                    DataSplit split, int batch_size, int64_t max_batches, Communicator* dp) {
+  const bool lm = config.head == HeadKind::kLm;
   int64_t total = data.eval_size(split);
   if (max_batches > 0) total = std::min(total, max_batches * batch_size);
   const int64_t batches = (total + batch_size - 1) / batch_size;
@@ -24,20 +48,12 @@ EvalResult evaluate(Transformer<float>& model, Arena& arena, const Dataset& data
     const int64_t first = k * batch_size;
     const int count = int(std::min<int64_t>(batch_size, total - first));
     data.eval_batch(split, first, count, batch);
-    arena.reset();
-    const LossTerms t = model.forward(arena, batch, 0, /*training=*/false);
+    const EvalBatch b = forward(batch);
     double* row = &rows[k * kColumns];
-    row[kCeSum] = t.ce * double(t.predictions);
-    row[kKsvd] = t.ksvd;
-    row[kPredictions] = double(t.predictions);
-    if (!lm) {
-      const Tensor<float>& p = model.probabilities();
-      const int64_t K = p.dim(1);
-      for (int b = 0; b < count; ++b) {
-        const float* probs = p.data() + b * K;
-        row[kCorrect] += (std::max_element(probs, probs + K) - probs) == batch.targets[b];
-      }
-    }
+    row[kCeSum] = b.terms.ce * double(b.terms.predictions);
+    row[kKsvd] = b.terms.ksvd;
+    row[kPredictions] = double(b.terms.predictions);
+    row[kCorrect] = double(b.correct);
   }
   if (ranks > 1) dp->all_reduce(rows.data(), static_cast<int64_t>(rows.size()), ReduceOp::kSum);
 
@@ -54,7 +70,7 @@ EvalResult evaluate(Transformer<float>& model, Arena& arena, const Dataset& data
   if (r.predictions == 0) return r;
   r.ce = ce_sum / double(r.predictions);
   r.ksvd = ksvd_sum / double(batches);
-  r.loss = r.ce + model.config().eta * r.ksvd;
+  r.loss = r.ce + config.eta * r.ksvd;
   if (lm) {
     r.perplexity = std::exp(r.ce);
   } else {

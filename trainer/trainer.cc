@@ -422,11 +422,18 @@ void Trainer::log_step(int64_t step, const StepResult& r, double step_seconds, d
 }
 
 EvalResult Trainer::evaluate_and_log(int64_t step) {
-  copy_to_host();
-  evaluating_ = true;
-  EvalResult r = evaluate(model_, eval_arena_, *data_, DataSplit::kVal, proto_.data().batch_size(),
-                          proto_.train().eval_batches(), groups_ ? groups_->dp.get() : nullptr);
-  evaluating_ = false;
+  Communicator* dp = groups_ ? groups_->dp.get() : nullptr;
+  const int batch_size = proto_.data().batch_size();
+  const int64_t batches = proto_.train().eval_batches();
+  EvalResult r;
+  if (device_) {  // on the device, from its own parameters: no host copy needed
+    const EvalForward forward = [&](const Batch& batch) { return device_->evaluate_batch(batch); };
+    r = evaluate(model_.config(), forward, *data_, DataSplit::kVal, batch_size, batches, dp);
+  } else {
+    evaluating_ = true;
+    r = evaluate(model_, eval_arena_, *data_, DataSplit::kVal, batch_size, batches, dp);
+    evaluating_ = false;
+  }
   if (!leader()) return r;
   const std::string json = eval_json(r, "val", step);
   std::fprintf(metrics_, "%s\n", json.c_str());

@@ -201,6 +201,9 @@ class DeviceTransformer {
   };
   std::vector<GradSlot> grad_slots() const;
 
+  // The last forward's probabilities, fp32 on the device: [B, K] (classifier) or [B N, V] (LM).
+  const float* probabilities() const { return logits_.data(); }
+
   DeviceParameters& params() { return *params_; }
   Blas& blas() { return blas_; }
   CachingAllocator& allocator() { return allocator_; }

@@ -2,9 +2,9 @@
 // stand-in DeviceStep that keeps its own CPU model and optimizer as "the device" and does
 // exactly the CPU step's arithmetic. With it the device path must give the CPU path's run bit
 // for bit: that proves the plumbing around the GPU (micro-batches and their average, clip,
-// schedule, the host copies before evaluation and checkpoints, the upload on resume, the AdamW
-// moments and step count in the checkpoint), which tests/gpu/trainer_device_test.cc then runs
-// with the real device.
+// schedule, evaluation through the device's own parameters, the host copies before
+// checkpoints, the upload on resume, the AdamW moments and step count in the checkpoint), which
+// tests/gpu/trainer_device_test.cc then runs with the real device.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -59,6 +59,15 @@ class HostStandIn final : public DeviceStep {
     return norm;
   }
   void adamw_step(double lr) override { optimizer_.step(lr); }
+  EvalBatch evaluate_batch(const Batch& batch) override {
+    arena_.reset();
+    EvalBatch out{model_.forward(arena_, batch, 0, /*training=*/false)};
+    if (model_.config().head == HeadKind::kClassifier) {
+      const Tensor<float>& p = model_.probabilities();
+      out.correct = count_correct(p.data(), batch.B, int(p.dim(1)), batch.targets);
+    }
+    return out;
+  }
   void download(ParameterStore<float>& params, AdamW<float>* optimizer, bool grads) override {
     copy(model_.params().values(), params.values());
     if (grads) copy(model_.params().grads(), params.grads());
