@@ -13,7 +13,7 @@ packages=(
   libbenchmark-dev           # Google Benchmark (bench/)
   python3-torch python3-numpy  # the independent PyTorch reference (run with /usr/bin/python3)
   libprotobuf-dev protobuf-compiler  # configs (configs/*.proto, text format)
-  libcli11-dev libfmt-dev    # the primal CLI
+  libcli11-dev               # the primal CLI
   zlib1g-dev                 # gzip'd IDX files (Fashion-MNIST)
   bible-kjv bible-kjv-text   # the default text corpus (SPEC §7), exported by data/prepare_kjv.sh
   dataset-fashion-mnist      # /usr/share/datasets/fashion-mnist
