@@ -14,9 +14,10 @@ void check_stream(const Blas& blas, const Exec& ex, const char* who) {
 }  // namespace
 
 template <typename T>
-void softmax_attention_forward(Blas& blas, const Exec& ex, const T* qkv, const int32_t* lengths,
-                               bool causal, int B, int N, int H, int d, T* probs, T* y) {
-  check_stream(blas, ex, "softmax_attention_forward");
+void softmax_attention_forward_reference(Blas& blas, const Exec& ex, const T* qkv,
+                                         const int32_t* lengths, bool causal, int B, int N, int H,
+                                         int d, T* probs, T* y) {
+  check_stream(blas, ex, "softmax_attention_forward_reference");
   const int64_t C = int64_t(H) * d, NN = int64_t(N) * N;
   const float scale = float(1 / std::sqrt(double(d)));
   constexpr bool kFp32 = std::is_same_v<T, float>;
@@ -39,9 +40,9 @@ void softmax_attention_forward(Blas& blas, const Exec& ex, const T* qkv, const i
 }
 
 template <typename T>
-void softmax_attention_backward(Blas& blas, const Exec& ex, const T* qkv, const T* probs,
-                                const T* dy, int B, int N, int H, int d, T* dqkv) {
-  check_stream(blas, ex, "softmax_attention_backward");
+void softmax_attention_backward_reference(Blas& blas, const Exec& ex, const T* qkv, const T* probs,
+                                          const T* dy, int B, int N, int H, int d, T* dqkv) {
+  check_stream(blas, ex, "softmax_attention_backward_reference");
   const int64_t C = int64_t(H) * d, NN = int64_t(N) * N;
   const float scale = float(1 / std::sqrt(double(d)));
   constexpr bool kFp32 = std::is_same_v<T, float>;
@@ -110,10 +111,10 @@ void primal_causal_backward(Blas& blas, const Exec& ex, const T* u, const float*
 }
 
 #define PRIMAL_INSTANTIATE(T)                                                                      \
-  template void softmax_attention_forward<T>(Blas&, const Exec&, const T*, const int32_t*, bool,   \
-                                             int, int, int, int, T*, T*);                          \
-  template void softmax_attention_backward<T>(Blas&, const Exec&, const T*, const T*, const T*,    \
-                                              int, int, int, int, T*);                             \
+  template void softmax_attention_forward_reference<T>(                                            \
+      Blas&, const Exec&, const T*, const int32_t*, bool, int, int, int, int, T*, T*);             \
+  template void softmax_attention_backward_reference<T>(Blas&, const Exec&, const T*, const T*,    \
+                                                        const T*, int, int, int, int, T*);         \
   template void primal_causal_forward<T>(Blas&, const Exec&, const T*, const T*, const T*, int,    \
                                          int, int, int, int, T*, float*, T*);                      \
   template void primal_causal_backward<T>(Blas&, const Exec&, const T*, const float*, const T*,    \

@@ -10,24 +10,28 @@
 #include <cstdint>
 
 #include "core/cuda/blas.h"
+#include "core/cuda/flash_attention.h"
 #include "core/cuda/kernels.h"
 
 namespace primal::cuda {
 
-// Softmax attention (SPEC §3.1), per sample b and head h:
+// Softmax attention (SPEC §3.1) with the N x N matrices, per sample b and head h:
 //   S = q k^T / sqrt(d) + mask,  P = softmax(S),  y = P v
+// The oracle of the flash kernels (core/cuda/flash_attention.h, which the device model runs):
+// cuBLAS products and masked_softmax_forward, O(N^2) memory, for tests and benchmarks only.
 // qkv [B, N, 3C] (q | k | v), y [B, N, C]; probs [B, H, N, N] is saved for the backward.
 // Scratch (bf16 only): the fp32 scores of one sample, H N^2 floats.
 template <typename T>
-void softmax_attention_forward(Blas& blas, const Exec& ex, const T* qkv, const int32_t* lengths,
-                               bool causal, int B, int N, int H, int d, T* probs, T* y);
+void softmax_attention_forward_reference(Blas& blas, const Exec& ex, const T* qkv,
+                                         const int32_t* lengths, bool causal, int B, int N, int H,
+                                         int d, T* probs, T* y);
 // dqkv [B, N, 3C] (overwritten) from dy [B, N, C]:
 //   dP = dy v^T;  dv = P^T dy;  dS = P (dP - rowsum(dP P));  dq = dS k / sqrt(d);  dk = dS^T q /
 //   sqrt(d)
 // Scratch: dP of one sample (H N^2 floats; and its bf16 dS in bf16 mode).
 template <typename T>
-void softmax_attention_backward(Blas& blas, const Exec& ex, const T* qkv, const T* probs,
-                                const T* dy, int B, int N, int H, int d, T* dqkv);
+void softmax_attention_backward_reference(Blas& blas, const Exec& ex, const T* qkv, const T* probs,
+                                          const T* dy, int B, int N, int H, int d, T* dqkv);
 
 // Primal-Attention core, causal form (SPEC §3.3):
 //   qin = prefix mean of q,  u_q = phi(qin),  e = u_q We[h];  likewise k, u_k, r with Wr

@@ -204,10 +204,10 @@ void bench_attention(Blas& blas, const Exec& ex, bool quick) {
           dqkv(alloc, rows * 3 * C, st), probs(alloc, int64_t(B) * H * N * N, st);
       fill_random(qkv, st, 9);
       softmax_ms = time_ms(st, iters, [&] {
-        softmax_attention_forward<bf16>(blas, ex, qkv.data(), nullptr, true, B, N, H, d,
-                                        probs.data(), y.data());
-        softmax_attention_backward<bf16>(blas, ex, qkv.data(), probs.data(), y.data(), B, N, H, d,
-                                         dqkv.data());
+        softmax_attention_forward_reference<bf16>(blas, ex, qkv.data(), nullptr, true, B, N, H, d,
+                                                  probs.data(), y.data());
+        softmax_attention_backward_reference<bf16>(blas, ex, qkv.data(), probs.data(), y.data(), B,
+                                                   N, H, d, dqkv.data());
       });
     }
     alloc.empty_cache();

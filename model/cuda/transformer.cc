@@ -146,31 +146,32 @@ class DeviceSoftmaxAttention : public DeviceAttention<T> {
         d_(width / heads) {}
 
   // qkv = x Wqkv^T + bqkv;  per (b, h): P = softmax(q k^T / sqrt(d) + mask), y = P v;
-  // out = y Wo^T + bo.  Saved: qkv, P, y.
+  // out = y Wo^T + bo.  The flash kernels (core/cuda/flash_attention.h) never store P: saved
+  // are qkv, y and the rows' logsumexp L (fp32 [B, H, N]), from which the backward recomputes P.
   void forward(Context& c, const T* x, T* out, const Sequence& seq, double*) override {
     const int B = seq.B, N = seq.N, C = H_ * d_;
     const int64_t R = seq.rows();
     seq_ = seq;
     x_ = x;
     renew(qkv_out_, c, R * 3 * C);
-    renew(probs_, c, int64_t(B) * H_ * N * N);
+    renew(logsumexp_, c, int64_t(B) * H_ * N);
     renew(y_, c, R * C);
     qkv_.forward(c, x, qkv_out_.data(), R);
-    softmax_attention_forward<T>(c.blas, c.ex, qkv_out_.data(), seq.lengths, seq.causal, B, N, H_,
-                                 d_, probs_.data(), y_.data());
+    flash_attention_forward<T>(c.ex, qkv_out_.data(), seq.lengths, seq.causal, B, N, H_, d_,
+                               y_.data(), logsumexp_.data());
     proj_.forward(c, y_.data(), out, R);
   }
 
-  // dy = dout Wo;  dP = dy v^T;  dv = P^T dy;  dS = P (dP - rowsum(dP P));
-  // dq = dS k / sqrt(d);  dk = dS^T q / sqrt(d);  dx = dqkv Wqkv
+  // dy = dout Wo;  P = exp(q k^T / sqrt(d) - L);  dv = P^T dy;  dP = dy v^T;
+  // dS = P (dP - rowsum(dy y));  dq = dS k / sqrt(d);  dk = dS^T q / sqrt(d);  dx = dqkv Wqkv
   void backward(Context& c, const T* dout, T* dx, const KsvdGrad&) override {
     const int B = seq_.B, N = seq_.N, C = H_ * d_;
     const int64_t R = seq_.rows();
     DeviceBuffer<T> dy = scratch<T>(c, R * C);
     proj_.backward(c, y_.data(), dout, dy.data(), R);
     DeviceBuffer<T> dqkv = scratch<T>(c, R * 3 * C);
-    softmax_attention_backward<T>(c.blas, c.ex, qkv_out_.data(), probs_.data(), dy.data(), B, N, H_,
-                                  d_, dqkv.data());
+    flash_attention_backward<T>(c.ex, qkv_out_.data(), seq_.lengths, seq_.causal, y_.data(),
+                                logsumexp_.data(), dy.data(), B, N, H_, d_, dqkv.data());
     qkv_.backward(c, x_, dqkv.data(), dx, R);
     // The key bias gradient is exactly 0 (softmax is invariant to a shift of the keys); the
     // CPU layer writes that value instead of rounding noise, and so does this one.
@@ -182,7 +183,8 @@ class DeviceSoftmaxAttention : public DeviceAttention<T> {
   int H_, d_;
   Sequence seq_;
   const T* x_ = nullptr;
-  DeviceBuffer<T> qkv_out_, probs_, y_;
+  DeviceBuffer<T> qkv_out_, y_;
+  DeviceBuffer<float> logsumexp_;
 };
 
 // ---- Primal-Attention (SPEC §3.2-3.4, model/primal_attention.cc) --------------------------------

@@ -28,10 +28,10 @@ TYPED_TEST(Attention, SoftmaxForwardAndBackwardMatchCpu) {
     DeviceBuffer<T> probs_d(*this->allocator_, int64_t(B) * H * N * N, this->ex_.stream);
     DeviceBuffer<T> y_d(*this->allocator_, int64_t(B) * N * C, this->ex_.stream);
     DeviceBuffer<T> dqkv_d(*this->allocator_, int64_t(B) * N * 3 * C, this->ex_.stream);
-    softmax_attention_forward<T>(*this->blas_, this->ex_, qkv_d.data(), len_d.data(), causal, B, N,
-                                 H, d, probs_d.data(), y_d.data());
-    softmax_attention_backward<T>(*this->blas_, this->ex_, qkv_d.data(), probs_d.data(),
-                                  dy_d.data(), B, N, H, d, dqkv_d.data());
+    softmax_attention_forward_reference<T>(*this->blas_, this->ex_, qkv_d.data(), len_d.data(),
+                                           causal, B, N, H, d, probs_d.data(), y_d.data());
+    softmax_attention_backward_reference<T>(*this->blas_, this->ex_, qkv_d.data(), probs_d.data(),
+                                            dy_d.data(), B, N, H, d, dqkv_d.data());
 
     std::vector<double> y(int64_t(B) * N * C, 0.0), dqkv(int64_t(B) * N * 3 * C, 0.0);
     auto at = [&](int b, int n, int block, int h, int j) {
