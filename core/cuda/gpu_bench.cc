@@ -1,7 +1,8 @@
 // primal_gpu_bench: op-level throughput of the CUDA backend on one GPU.
 //   GEMM peak (bf16 cuBLASLt, fp32, TF32), the memory-bound kernels (LayerNorm, GELU,
 //   cross-entropy, AdamW) in GB/s, and the attention cores forward + backward, PRIMAL (causal)
-//   against SOFTMAX (causal), at N = 1K .. 16K, in bf16.
+//   against SOFTMAX (causal: the flash kernels, and the N x N reference path up to N = 4K), at
+//   N = 1K .. 16K, in bf16. The GEMM peak is measured on random operands.
 // Prints one line per measurement as it goes and a table at the end. It measures ops; whole
 // training steps are model/cuda/step_bench.cc's (primal_step_bench).
 //   primal_gpu_bench [--quick]    (--quick: N up to 4K, fewer repetitions)
@@ -182,7 +183,7 @@ void bench_attention(Blas& blas, const Exec& ex, bool quick) {
   for (const int N : lengths) {
     const int64_t rows = int64_t(B) * N;
     const int iters = N >= 8192 ? 3 : 10;
-    double primal_ms = 0, softmax_ms = 0;
+    double primal_ms = 0;
     {
       DeviceBuffer<bf16> qk(alloc, rows * 2 * C, st), u(alloc, 2 * rows * C, st),
           er(alloc, rows * 2 * s * H, st), der(alloc, rows * 2 * s * H, st),
@@ -199,23 +200,39 @@ void bench_attention(Blas& blas, const Exec& ex, bool quick) {
                                      der.data(), B, N, H, d, s, dqk.data(), dwe.data(), dwr.data());
       });
     }
+    double flash_ms = 0, reference_ms = 0;
     {
       DeviceBuffer<bf16> qkv(alloc, rows * 3 * C, st), y(alloc, rows * C, st),
-          dqkv(alloc, rows * 3 * C, st), probs(alloc, int64_t(B) * H * N * N, st);
+          dqkv(alloc, rows * 3 * C, st);
+      DeviceBuffer<float> lse(alloc, int64_t(B) * H * N, st);
       fill_random(qkv, st, 9);
-      softmax_ms = time_ms(st, iters, [&] {
-        softmax_attention_forward_reference<bf16>(blas, ex, qkv.data(), nullptr, true, B, N, H, d,
-                                                  probs.data(), y.data());
-        softmax_attention_backward_reference<bf16>(blas, ex, qkv.data(), probs.data(), y.data(), B,
-                                                   N, H, d, dqkv.data());
+      flash_ms = time_ms(st, iters, [&] {
+        flash_attention_forward<bf16>(ex, qkv.data(), nullptr, true, B, N, H, d, y.data(),
+                                      lse.data());
+        flash_attention_backward<bf16>(ex, qkv.data(), nullptr, true, y.data(), lse.data(),
+                                       y.data(), B, N, H, d, dqkv.data());
       });
+      if (N <= 4096) {
+        DeviceBuffer<bf16> probs(alloc, int64_t(B) * H * N * N, st);
+        reference_ms = time_ms(st, iters, [&] {
+          softmax_attention_forward_reference<bf16>(blas, ex, qkv.data(), nullptr, true, B, N, H, d,
+                                                    probs.data(), y.data());
+          softmax_attention_backward_reference<bf16>(blas, ex, qkv.data(), probs.data(), y.data(),
+                                                     B, N, H, d, dqkv.data());
+        });
+      }
     }
     alloc.empty_cache();
     const std::string config = "N=" + std::to_string(N) + " H=12 d=64 s=32";
     report("attn PRIMAL f+b bf16", config, primal_ms, fmt("%.2f Mtok/s", N / primal_ms / 1e3));
-    report(
-        "attn SOFTMAX f+b bf16", config, softmax_ms,
-        fmt("%.2f Mtok/s", N / softmax_ms / 1e3) + fmt("  (PRIMAL %.1fx)", softmax_ms / primal_ms));
+    const double flash_tflops = flash_attention_flops(true, B, N, H, d, true) / flash_ms / 1e9;
+    report("attn SOFTMAX flash f+b bf16", config, flash_ms,
+           fmt("%.2f Mtok/s", N / flash_ms / 1e3) + fmt("  %.1f TFLOP/s", flash_tflops) +
+               fmt("  (PRIMAL %.1fx)", flash_ms / primal_ms));
+    if (reference_ms > 0)
+      report("attn SOFTMAX NxN f+b bf16", config, reference_ms,
+             fmt("%.2f Mtok/s", N / reference_ms / 1e3) +
+                 fmt("  (flash %.1fx)", reference_ms / flash_ms));
   }
 }
 

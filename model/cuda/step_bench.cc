@@ -3,14 +3,18 @@
 //   configs: "kjv"   configs/lm_kjv_primalformer.pbtxt's model (4 layers, C=256, H=4, F=512,
 //                    s=20, V=256)
 //            "large" 12 layers, C=768, H=12, F=3072, s=32, V=256
-//   every layer PRIMAL (causal) or every layer SOFTMAX (causal), N = 1K, 2K, 4K, 8K, 16K, with
-//   B = max(1, 16384 / N): 16K tokens per step.
-// Reports ms per step, tokens/s, peak device memory (the allocator's), and model FLOP
-// utilisation (docs/telemetry.md):
-//   MFU = GEMM FLOPs of one step / (step seconds * peak),
-// the FLOPs counted by Blas (2 M N K per product the step issues: the products the CPU model
-// counts, at the size the kernels run them), the peak the bf16 cuBLASLt GEMM rate measured
-// here first (4096^3 and 8192^3, the better). Exits 77 without a GPU.
+//   every layer PRIMAL (causal) or every layer SOFTMAX (causal, the flash kernels of
+//   core/cuda/flash_attention.h), N = 32K, 16K, 4K, 1K (the long ones first, so that a time
+//   budget cuts the short ones), with B = max(1, 16384 / N): 16K tokens per step (32K at N=32K).
+// Reports ms per step, tokens/s, peak device memory (the model allocator's; a row that runs out
+// of device memory says so), and model FLOP utilisation (docs/telemetry.md):
+//   MFU = model FLOPs of one step / (step seconds * peak),
+// the FLOPs of the GEMMs counted by Blas (2 M N K per product the step issues: the products the
+// CPU model counts, at the size the kernels run them) plus, for SOFTMAX, the attention products
+// of the flash kernels over the tiles they visit (flash_attention_flops: the causal half, without
+// the backward's recomputation). The peak is the bf16 cuBLASLt GEMM rate measured here first
+// on random operands (4096^3 and 8192^3, the better; constant operands read about 13% high).
+// Exits 77 without a GPU.
 //   primal_step_bench [--quick] [--budget-s S]
 //     --quick: N up to 4K;  --budget-s: rows not started after S seconds are reported as
 //     skipped (default 120), so that scripts/gpu_check.sh stays within its time.
@@ -19,11 +23,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/cuda/check.h"
+#include "core/cuda/flash_attention.h"
 #include "model/cuda/transformer.h"
 
 namespace primal::cuda {
@@ -40,12 +47,21 @@ double measure_bf16_peak_tflops() {
   Stream stream;
   CachingAllocator alloc;
   Blas blas(stream);
+  // Random operands: the tensor cores draw less power on constant data and run faster on it.
+  const int max_n = 8192;
+  const int64_t elements = int64_t(max_n) * max_n;
+  DeviceBuffer<bf16> a(alloc, elements, stream), b(alloc, elements, stream),
+      c(alloc, elements, stream);
+  std::vector<bf16> host(static_cast<size_t>(elements));
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> dist(-1, 1);
+  for (DeviceBuffer<bf16>* operand : {&a, &b}) {
+    for (bf16& x : host) x = __float2bfloat16_rn(dist(rng));
+    copy_to_device(operand->data(), host.data(), operand->bytes(), stream);
+    stream.synchronize();
+  }
   double best = 0;
-  for (const int n : {4096, 8192}) {
-    DeviceBuffer<bf16> a(alloc, int64_t(n) * n, stream), b(alloc, int64_t(n) * n, stream),
-        c(alloc, int64_t(n) * n, stream);
-    PRIMAL_CUDA_CHECK(cudaMemsetAsync(a.data(), 0x3C, a.bytes(), stream));
-    PRIMAL_CUDA_CHECK(cudaMemsetAsync(b.data(), 0x3C, b.bytes(), stream));
+  for (const int n : {4096, max_n}) {
     auto gemm = [&] {
       blas.gemm_lt<bf16, bf16>(Trans::kNo, Trans::kYes, n, n, n, a.data(), n, b.data(), n, nullptr,
                                0.f, c.data(), n);
@@ -67,7 +83,7 @@ ModelConfig bench_config(const std::string& name, AttentionKind kind) {
   ModelConfig c;
   c.head = HeadKind::kLm;
   c.vocab = 256;
-  c.max_len = 16384;
+  c.max_len = 32768;
   c.eta = 0.05;
   c.dropout = 0.0;
   c.seed = 1;
@@ -128,16 +144,18 @@ int run(int argc, char** argv) {
   std::printf("bf16 GEMM peak measured: %.1f TFLOP/s (the MFU denominator)\n", peak);
   std::fflush(stdout);
 
-  std::vector<int> lengths = {1024, 2048, 4096, 8192, 16384};
-  if (quick) lengths = {1024, 2048, 4096};
+  std::vector<int> lengths = {32768, 16384, 4096, 1024};
+  if (quick) lengths = {4096, 1024};
   const int64_t tokens_per_step = 16384;
   std::vector<Row> rows;
-  for (const std::string config_name : {"kjv", "large"}) {
-    for (const AttentionKind kind : {AttentionKind::kPrimal, AttentionKind::kSoftmax}) {
-      const std::string kind_name = kind == AttentionKind::kPrimal ? "PRIMAL" : "SOFTMAX";
-      const ModelConfig config = bench_config(config_name, kind);
-      std::unique_ptr<DeviceTransformer<bf16>> model;
-      for (const int N : lengths) {
+  // One model per (config, attention), kept from one length to the next (its cache emptied).
+  std::map<std::string, std::unique_ptr<DeviceTransformer<bf16>>> models;
+  for (const int N : lengths) {
+    for (const std::string config_name : {"kjv", "large"}) {
+      for (const AttentionKind kind : {AttentionKind::kPrimal, AttentionKind::kSoftmax}) {
+        const std::string kind_name = kind == AttentionKind::kPrimal ? "PRIMAL" : "SOFTMAX";
+        const ModelConfig config = bench_config(config_name, kind);
+        std::unique_ptr<DeviceTransformer<bf16>>& model = models[config_name + kind_name];
         Row row;
         row.config = config_name;
         row.kind = kind_name;
@@ -161,7 +179,11 @@ int run(int argc, char** argv) {
           train_step();  // warm-up: the allocator's cache fills
           const uint64_t flops_before = model->blas().flops();
           train_step();
-          const double flops = double(model->blas().flops() - flops_before);
+          double flops = double(model->blas().flops() - flops_before);
+          if (kind == AttentionKind::kSoftmax)
+            flops += double(config.layers.size()) *
+                     flash_attention_flops(true, row.B, N, config.heads,
+                                           config.width / config.heads, true);
           const int iters = N >= 8192 ? 2 : 3;
           Event start(true), stop(true);
           start.record(model->stream());
@@ -174,6 +196,7 @@ int run(int argc, char** argv) {
           row.mfu = flops / (row.ms * 1e-3) / (peak * 1e12);
           row.peak_gib = double(model->allocator().stats().peak_in_use) / (1 << 30);
         } catch (const std::exception& e) {
+          // Out of device memory among others: the allocator's message says so.
           row.note = std::string("failed: ") + e.what();
           model.reset();  // a fresh model (and cache) for the next length
         }
@@ -188,6 +211,10 @@ int run(int argc, char** argv) {
       }
     }
   }
+  // The table by config and attention, N ascending.
+  std::stable_sort(rows.begin(), rows.end(), [](const Row& a, const Row& b) {
+    return std::tie(a.config, a.kind, a.N) < std::tie(b.config, b.kind, b.N);
+  });
 
   std::printf(
       "\n| config | attention | N | B | ms/step | tokens/s | TFLOP/step | MFU | peak GiB | PRIMAL "
