@@ -131,5 +131,13 @@ TEST(FlashAttentionHeadDim, AboveLimitIsAnErrorNamingD) {
   }
 }
 
+// Six products of 2 tile^2 d per visited tile pair: 12 N^2 d without a mask when the tile
+// divides N, the diagonal tiles and those below it when causal (no GPU needed).
+TEST(FlashAttentionFlops, CountTheVisitedTiles) {
+  EXPECT_EQ(flash_attention_flops(true, 2, 256, 3, 64, false), 12.0 * 256 * 256 * 64 * 2 * 3);
+  EXPECT_EQ(flash_attention_flops(true, 1, 256, 1, 64, true), 12.0 * 64 * 64 * 64 * (4 * 5 / 2));
+  EXPECT_EQ(flash_attention_flops(false, 1, 100, 1, 64, true), 12.0 * 32 * 32 * 64 * (4 * 5 / 2));
+}
+
 }  // namespace
 }  // namespace primal::cuda::testing
