@@ -143,8 +143,8 @@ __device__ void zero_rows(float* dst, int ld) {
   for (int e = threadIdx.x; e < kTile * D; e += kThreads) dst[e / D * ld + e % D] = 0.f;
 }
 
-// The scaled score of tile element (i, jj): -inf where the tile needs the mask and query q0 + i
-// does not attend to key k0 + jj.
+// The scaled score q_n . k_j / sqrt(d) of a tile element: -inf where the tile needs the mask
+// and query n does not attend to key j.
 __device__ __forceinline__ float masked_score(float dot, float scale, bool mask, int n, int j,
                                               int len, bool causal) {
   return mask && !flash::attends(n, j, len, causal) ? -INFINITY : dot * scale;

@@ -12,9 +12,9 @@
 // Which tiles are visited and masked, and the online softmax, are core/cuda/flash_plan.h's.
 //
 // T is float (plain fp32 FMA, compared with the N x N path to 1e-5) or bf16 (tensor cores,
-// fp32 accumulation). Head dimension d <= 128 (kernels for 16, 32, 64, 128; a smaller d is
-// zero-padded in shared memory). The N x N path (core/cuda/attention.h,
-// softmax_attention_*_reference) is the test oracle.
+// fp32 accumulation). Head dimension d <= 128: kernels for 16, 32, 64 and 128, d rounded up to
+// one of them and zero-padded in shared memory; a larger d is an Error naming it. The N x N path
+// (core/cuda/attention.h, softmax_attention_*_reference) is the test oracle.
 #pragma once
 
 #include <cstdint>
