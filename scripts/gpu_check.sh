@@ -1,81 +1,195 @@
 #!/usr/bin/env bash
-# The GPU check (issue 6): builds the CUDA backend (PRIMAL_CUDA=ON) in build-gpu/, runs the gpu
-# tests (every op against a CPU reference, the Transformer's training step against the CPU
-# model, NCCL collectives), the op-level benchmark (short form) and the whole-step benchmark,
-# and prints the step table last. Sized to finish within 8 minutes on one H200: the build
-# targets only this GPU's architecture, and every stage runs under a timeout (configure 45 s,
-# build 160 s, tests 100 s, op benchmark 50 s, step benchmark 110 s: at most 465 s; the step
-# benchmark starts no new row after 85 s).
-#   scripts/gpu_check.sh [--quick]     (--quick: the step benchmark up to N = 4K only)
-# Environment: BUILD_DIR (default build-gpu), CUDA_ARCHS (default: the GPU's, else "80;90").
+# The GPU check, made for the bare GPU machine (one H200, 16 cores, no network, a short window;
+# docs/gpu.md says how to run it there). It uses only what that machine has (the CUDA toolkit, a
+# C++ compiler, CMake, ninja, Python with the NCCL wheel) and the device kit that travels with the
+# tree (device-kit.tar.gz, made here by scripts/device_kit.sh). Stages, in order of value, each
+# under its own timeout, at most 480 s in all on 16 cores including the build:
+#   found      what is there; stops at once on anything missing                      ~5 s
+#   configure  CUDA for sm_90 only (CUDA_ARCHS), the kit's libraries                 45 s
+#   build      only the targets run below                                          170 s
+#   gpu tests  every op, flash attention and the training step against the CPU     120 s
+#   step bench large rows: PRIMAL vs SOFTMAX at 32K and 16K tokens per sequence      60 s
+#   op bench   GEMM peak, kernels, attention (short form)                            30 s
+#   step bench the remaining rows (N = 1K, 4K)                                       45 s
+# Output goes to the terminal as it comes and to $OUT (logs, and gpu_check.md: the summary).
+#   scripts/gpu_check.sh
+# Environment: OUT (default build-gpu/gpu_check), BUILD_DIR (build-gpu), CUDA_ARCHS (90),
+# KIT_ARCHIVE (device-kit.tar.gz), GPU_CHECK_NO_GPU=1 to go on without a GPU (the gpu tests
+# then skip) and GPU_CHECK_TIME_SCALE=K to give every stage K times its limit (both for
+# scripts/check_device_kit.sh, which runs it on a bare root on a 2-core machine).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
 build=${BUILD_DIR:-build-gpu}
-log_dir=${OUT:-$build}/gpu_check
-mkdir -p "$log_dir"
-quick=""
-[ "${1:-}" = "--quick" ] && quick="--quick"
-step_args=(--budget-s 85)
-[ -n "$quick" ] && step_args+=(--quick)
+out=${OUT:-$build/gpu_check}
+archs=${CUDA_ARCHS:-90}
+kit_archive=${KIT_ARCHIVE:-device-kit.tar.gz}
+mkdir -p "$out" "$build"
+summary=$out/gpu_check.md
+# ctest runs 4 tests at a time; 4 OpenMP threads each fill the 16 cores without oversubscribing.
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
+test_jobs=4
 
-stage() { printf '\n== %s (%ds elapsed)\n' "$1" $((SECONDS - start)); }
+rows=()
+note() { rows+=("| $1 | $2 | $3 | $4 |"); }
+write_summary() {
+  {
+    echo "# GPU check, $(date -u '+%Y-%m-%d %H:%M UTC'), $(git rev-parse --short HEAD 2>/dev/null)"
+    echo
+    echo "| stage | result | seconds | detail |"
+    echo "| --- | --- | --- | --- |"
+    printf '%s\n' "${rows[@]}"
+    for f in "$out"/found.txt "$out"/tests_failed.txt "$out"/step_table.md "$out"/op_table.txt; do
+      [ -s "$f" ] || continue
+      echo
+      echo "## $(basename "$f")"
+      echo
+      case $f in *.md) cat "$f" ;; *) echo '```' && cat "$f" && echo '```' ;; esac
+    done
+  } >"$summary"
+}
+banner() { printf '\n== %s (%ds elapsed)\n' "$1" $((SECONDS - start)); }
+# run_stage NAME SECONDS CMD...: output to the terminal and to $out/NAME.log; sets stage_rc.
+run_stage() {
+  local name=$1 limit=$(($2 * ${GPU_CHECK_TIME_SCALE:-1}))
+  shift 2
+  banner "$name (limit ${limit}s)"
+  local t0=$SECONDS
+  timeout --kill-after=5 "$limit" "$@" 2>&1 | tee "$out/$name.log"
+  stage_rc=${PIPESTATUS[0]}
+  stage_s=$((SECONDS - t0))
+  [ "$stage_rc" -eq 124 ] && echo "$name: timed out after ${limit}s"
+}
 
-stage "device"
-if command -v nvidia-smi >/dev/null; then
-  nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader
+# ---- found: the machine, the toolkit, the kit; nothing is built before all of it is there --------
+banner "found"
+missing=()
+found() { printf '%-10s %s\n' "$1" "$2" | tee -a "$out/found.txt"; }
+: >"$out/found.txt"
+if command -v nvidia-smi >/dev/null && gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv,noheader 2>&1); then
+  found gpu "$gpu"
+elif [ "${GPU_CHECK_NO_GPU:-0}" = 1 ]; then
+  found gpu "none (GPU_CHECK_NO_GPU=1: the gpu tests will skip)"
 else
-  echo "nvidia-smi not found: the gpu tests will report SKIPPED"
+  missing+=("a GPU (nvidia-smi: ${gpu:-not found})")
 fi
-archs=${CUDA_ARCHS:-}
-if [ -z "$archs" ] && command -v nvidia-smi >/dev/null; then
-  archs=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -1 | tr -d ' .')
+command -v nvcc >/dev/null || [ ! -x /usr/local/cuda/bin/nvcc ] || export PATH=/usr/local/cuda/bin:$PATH
+if command -v nvcc >/dev/null; then
+  found nvcc "$(command -v nvcc): $(nvcc --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')"
+  cuda_root=$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")
+else
+  missing+=("nvcc")
 fi
-archs=${archs:-80;90}
-
-stage "configure and build (CUDA architectures: $archs)"
-if ! command -v cmake >/dev/null || ! command -v ninja >/dev/null; then
-  ./scripts/setup.sh || echo "setup.sh failed: building with what is installed"
+cxx=${CXX:-$(command -v c++ || command -v g++)}
+for tool in cmake ninja "${cxx:-c++}" python3 tar gzip; do
+  if command -v "$tool" >/dev/null; then
+    found "$(basename "$tool")" "$(command -v "$tool") $("$tool" --version 2>&1 | head -1 | grep -o '[0-9][0-9.]*' | head -1)"
+  else
+    missing+=("$tool")
+  fi
+done
+# The kit's libraries are Debian 12's: libevent (mpirun, PMIx) calls arc4random, glibc 2.36.
+glibc=$(getconf GNU_LIBC_VERSION 2>/dev/null | grep -o '[0-9.]*$')
+if [ -n "$glibc" ] && printf '2.36\n%s\n' "$glibc" | sort -V -C; then
+  found glibc "$glibc"
+else
+  missing+=("glibc 2.36 or later for the kit (found: ${glibc:-unknown})")
 fi
-targets=(primal_gpu_bench primal_step_bench cuda_ops_test cuda_allocator_test element_math_test
-  transformer_step_test model_cuda_host_test trainer_device_test)
-timeout 45 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPRIMAL_CUDA=ON \
-  "-DCMAKE_CUDA_ARCHITECTURES=$archs" >"$log_dir/configure.log" 2>&1 ||
-  { tail -30 "$log_dir/configure.log"; exit 1; }
-grep -q 'NCCL:' "$log_dir/configure.log" &&
-  targets+=(nccl_test nccl_buckets_test trainer_device_dp_test)
-timeout 160 cmake --build "$build" -j"$(nproc)" --target "${targets[@]}" >"$log_dir/build.log" 2>&1 ||
-  { tail -40 "$log_dir/build.log"; exit 1; }
-grep -E 'warning' "$log_dir/build.log" | head -20
 
-stage "gpu tests"
-# The op tests, the training step (TransformerStep), then the NCCL ones (label gpu), and the
-# CPU checks of the shared element math, the allocator and the device model's host side
-# (label unit, built above).
-timeout 100 ctest --test-dir "$build" --output-on-failure -j4 \
-  -R 'Kernels|Gemm|Attention|TransformerStep|TrainerOnDevice|TrainerDataParallelOnDevice|NcclCollectives|NcclBuckets|ElementMath|CachingAllocator|PhiloxWords|DeviceDropout|ParameterLayout|TokenRows|SampledPositions' \
-  >"$log_dir/ctest.log" 2>&1
-ctest_rc=$?
-grep -E '\((Failed|Timeout|Not Run)\)' "$log_dir/ctest.log" | head -40
-summary=$(grep -E 'tests passed|tests failed' "$log_dir/ctest.log" | tail -1)
-skipped=$(grep -c '(Skipped)' "$log_dir/ctest.log")
+kit=$build/kit
+if [ -f "$kit_archive" ] && { [ ! -f "$kit/env.sh" ] || [ "$kit_archive" -nt "$kit/env.sh" ]; }; then
+  rm -rf "$kit" && mkdir -p "$kit" && tar -C "$kit" -xzf "$kit_archive" ||
+    missing+=("a readable kit ($kit_archive)")
+fi
+if [ -f "$kit/env.sh" ]; then
+  # shellcheck source=device_kit_env.sh
+  source "$kit/env.sh"
+  found kit "$kit_archive: $(grep -vc '^nccl.h' "$kit/MANIFEST") packages, $(du -sh "$kit" | cut -f1) unpacked"
+  for tool in protoc mpirun; do
+    if version=$("$tool" --version 2>&1 | head -1); then
+      found "$tool" "$(command -v $tool): $version"
+    else
+      missing+=("a working $tool from the kit ($version)")
+    fi
+  done
+else
+  missing+=("the device kit ($kit_archive: run scripts/device_kit.sh here and carry it)")
+fi
 
-stage "op benchmark (short form)"
-timeout 50 "$build/core/cuda/primal_gpu_bench" --quick >"$log_dir/bench.log" 2>&1
-bench_rc=$?
-grep -v '^$' "$log_dir/bench.log"
+# NCCL: the wheel beside PyTorch (library only, or with its header), else the toolkit's own.
+nccl_lib="" nccl_include=""
+wheel=$(python3 -c 'import importlib.util as u; s = u.find_spec("nvidia.nccl"); print(s.submodule_search_locations[0])' 2>/dev/null)
+for dir in "$wheel" "${cuda_root:-/usr/local/cuda}"; do
+  [ -n "$dir" ] || continue
+  [ -z "$nccl_lib" ] && nccl_lib=$(ls "$dir"/lib/libnccl.so* "$dir"/lib64/libnccl.so* 2>/dev/null | head -1)
+  [ -z "$nccl_include" ] && [ -f "$dir/include/nccl.h" ] && nccl_include=$dir/include
+done
+[ -z "$nccl_include" ] && [ -f "${PRIMAL_KIT:-/nonexistent}/nccl/include/nccl.h" ] &&
+  nccl_include=$PRIMAL_KIT/nccl/include
+if [ -n "$nccl_lib" ] && [ -n "$nccl_include" ]; then
+  found nccl "$nccl_lib (header in $nccl_include)"
+  export LD_LIBRARY_PATH=$(dirname "$nccl_lib")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+else
+  missing+=("NCCL (library: ${nccl_lib:-none}, nccl.h: ${nccl_include:-none})")
+fi
 
-stage "training-step benchmark"
-timeout 110 "$build/model/cuda/primal_step_bench" "${step_args[@]}" >"$log_dir/step_bench.log" 2>&1
-step_rc=$?
-grep -v '^|' "$log_dir/step_bench.log" | grep -v '^$' | grep -v '^step = '
+if [ ${#missing[@]} -gt 0 ]; then
+  printf 'MISSING: %s\n' "${missing[@]}" | tee -a "$out/found.txt"
+  note found FAILED $((SECONDS - start)) "missing: $(printf '%s; ' "${missing[@]}")"
+  write_summary
+  exit 1
+fi
+note found ok $((SECONDS - start)) "see found.txt"
 
-stage "summary"
-echo "tests: ${summary:-no ctest summary} (${skipped} skipped); ctest exit $ctest_rc;" \
-  "op benchmark exit $bench_rc; step benchmark exit $step_rc"
-echo "logs: $log_dir"
-echo
-grep -E '^\||^bf16 GEMM peak|^step = ' "$log_dir/step_bench.log" ||
-  echo "(no step table: see $log_dir/step_bench.log)"
-ok_bench() { [ "$1" -eq 0 ] || [ "$1" -eq 77 ]; }  # 77: no GPU, skipped
-[ $ctest_rc -eq 0 ] && ok_bench $bench_rc && ok_bench $step_rc
+# ---- configure and build ------------------------------------------------------------------------
+targets=(cuda_ops_test flash_attention_test transformer_step_test trainer_device_test
+  nccl_test nccl_buckets_test cuda_allocator_test element_math_test model_cuda_host_test
+  flash_plan_test primal_step_bench primal_gpu_bench)
+run_stage configure 45 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPRIMAL_CUDA=ON \
+  "-DCMAKE_CUDA_ARCHITECTURES=$archs" "-DNCCL_LIBRARY=$nccl_lib" "-DNCCL_INCLUDE_DIR=$nccl_include"
+note configure "$([ $stage_rc -eq 0 ] && echo ok || echo "FAILED ($stage_rc)")" $stage_s "sm_$archs"
+[ $stage_rc -eq 0 ] || { write_summary; exit 1; }
+run_stage build 170 cmake --build "$build" -j"$(nproc)" --target "${targets[@]}"
+warnings=$(grep -c 'warning' "$out/build.log")
+note build "$([ $stage_rc -eq 0 ] && echo ok || echo "FAILED ($stage_rc)")" $stage_s \
+  "${#targets[@]} targets, $warnings warning lines"
+[ $stage_rc -eq 0 ] || { write_summary; exit 1; }
+
+# ---- gpu tests: the ops, flash attention, the step and the trainer on the device, NCCL on one
+# rank; with the CPU-side checks of the device code (element math, allocator, host side) ----------
+run_stage gpu_tests 120 ctest --test-dir "$build" --output-on-failure -j$test_jobs --timeout 60 \
+  -R 'Kernels|Gemm|Attention|Flash|TransformerStep|TrainerOnDevice|NcclCollectives.np1|NcclBuckets.np1|ElementMath|CachingAllocator|PhiloxWords|DeviceDropout|ParameterLayout|TokenRows|SampledPositions'
+tests_rc=$stage_rc
+grep -E '\((Failed|Timeout|Not Run|SEGFAULT|Subprocess aborted)\)' "$out/gpu_tests.log" >"$out/tests_failed.txt"
+counts=$(grep -E 'tests passed|tests failed' "$out/gpu_tests.log" | tail -1)
+skipped=$(grep -c '(Skipped)' "$out/gpu_tests.log")
+note "gpu tests" "$([ $tests_rc -eq 0 ] && echo ok || echo "FAILED ($tests_rc)")" $stage_s \
+  "${counts:-no ctest summary}; $skipped skipped"
+write_summary
+
+# ---- benchmarks: the large rows first, so that a short window still gets them -------------------
+bench_ok() { [ "$1" -eq 0 ] || [ "$1" -eq 77 ]; }  # 77: no GPU, nothing measured
+step_rows() { grep -E '^\||^bf16 GEMM peak' "$out/$1.log" >>"$out/step_table.md"; }
+: >"$out/step_table.md"
+run_stage step_bench_large 60 "$build/model/cuda/primal_step_bench" --lengths 32768,16384 --budget-s 50
+step_large_rc=$stage_rc
+step_rows step_bench_large
+note "step bench 32K, 16K" "$(bench_ok $stage_rc && echo ok || echo "FAILED ($stage_rc)")" $stage_s ""
+write_summary
+
+run_stage op_bench 30 "$build/core/cuda/primal_gpu_bench" --quick
+op_rc=$stage_rc
+grep -v '^$' "$out/op_bench.log" >"$out/op_table.txt"
+note "op bench" "$(bench_ok $stage_rc && echo ok || echo "FAILED ($stage_rc)")" $stage_s ""
+write_summary
+
+run_stage step_bench_small 45 "$build/model/cuda/primal_step_bench" --lengths 4096,1024 --budget-s 38
+step_small_rc=$stage_rc
+step_rows step_bench_small
+note "step bench 4K, 1K" "$(bench_ok $stage_rc && echo ok || echo "FAILED ($stage_rc)")" $stage_s ""
+note total "" $((SECONDS - start)) ""
+write_summary
+
+banner "summary ($summary)"
+cat "$summary"
+[ $tests_rc -eq 0 ] && bench_ok $step_large_rc && bench_ok $op_rc && bench_ok $step_small_rc

@@ -15,9 +15,10 @@
 // the backward's recomputation). The peak is the bf16 cuBLASLt GEMM rate measured here first
 // on random operands (4096^3 and 8192^3, the better; constant operands read about 13% high).
 // Exits 77 without a GPU.
-//   primal_step_bench [--quick] [--budget-s S]
-//     --quick: N up to 4K;  --budget-s: rows not started after S seconds are reported as
-//     skipped (default 120), so that scripts/gpu_check.sh stays within its time.
+//   primal_step_bench [--quick | --lengths N,N,...] [--budget-s S]
+//     --quick: N up to 4K;  --lengths: these N only, in this order (at most 32768);
+//     --budget-s: rows not started after S seconds are reported as skipped (default 120), so
+//     that scripts/gpu_check.sh stays within each of its stages.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -35,6 +36,9 @@
 
 namespace primal::cuda {
 namespace {
+
+// The longest sequence a row may ask for: the models' max_len.
+constexpr int kMaxLength = 32768;
 
 struct Row {
   std::string config, kind;
@@ -83,7 +87,7 @@ ModelConfig bench_config(const std::string& name, AttentionKind kind) {
   ModelConfig c;
   c.head = HeadKind::kLm;
   c.vocab = 256;
-  c.max_len = 32768;
+  c.max_len = kMaxLength;
   c.eta = 0.05;
   c.dropout = 0.0;
   c.seed = 1;
@@ -115,17 +119,39 @@ Batch bench_batch(int B, int N, int V) {
   return b;
 }
 
+// "32768,16384" -> {32768, 16384}; empty when any entry is not a length in [1, kMaxLength].
+std::vector<int> parse_lengths(const char* list) {
+  std::vector<int> lengths;
+  for (const char* p = list; *p != '\0';) {
+    char* end = nullptr;
+    const long n = std::strtol(p, &end, 10);
+    if (end == p || n < 1 || n > kMaxLength || (*end != ',' && *end != '\0')) return {};
+    lengths.push_back(int(n));
+    p = *end == ',' ? end + 1 : end;
+  }
+  return lengths;
+}
+
 int run(int argc, char** argv) {
-  bool quick = false;
+  std::vector<int> lengths = {32768, 16384, 4096, 1024};
   double budget_s = 120;
+  auto usage = [] {
+    std::fprintf(stderr,
+                 "usage: primal_step_bench [--quick | --lengths N,N,... (each 1..%d)] "
+                 "[--budget-s S]\n",
+                 kMaxLength);
+    return 2;
+  };
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) {
-      quick = true;
+      lengths = {4096, 1024};
+    } else if (std::strcmp(argv[i], "--lengths") == 0 && i + 1 < argc) {
+      lengths = parse_lengths(argv[++i]);
+      if (lengths.empty()) return usage();
     } else if (std::strcmp(argv[i], "--budget-s") == 0 && i + 1 < argc) {
       budget_s = std::atof(argv[++i]);
     } else {
-      std::fprintf(stderr, "usage: primal_step_bench [--quick] [--budget-s S]\n");
-      return 2;
+      return usage();
     }
   }
   const std::string reason = no_device_reason();
@@ -144,8 +170,6 @@ int run(int argc, char** argv) {
   std::printf("bf16 GEMM peak measured: %.1f TFLOP/s (the MFU denominator)\n", peak);
   std::fflush(stdout);
 
-  std::vector<int> lengths = {32768, 16384, 4096, 1024};
-  if (quick) lengths = {4096, 1024};
   const int64_t tokens_per_step = 16384;
   std::vector<Row> rows;
   // One model per (config, attention), kept from one length to the next (its cache emptied).
