@@ -20,10 +20,19 @@ exec > >(tee "$log") 2>&1
 [ "$(id -u)" -eq 0 ] || { echo "check_device_kit: needs root (debootstrap, chroot, mounts)"; exit 2; }
 start=$SECONDS
 
-if [ ! -x "$root/usr/bin/g++" ]; then
+# What the GPU machine has: a compiler, CMake, ninja, Python with venv (tests/tensorboard makes
+# one). A root made with less, or by an older version of this script, is made again.
+if ! chroot "$root" python3 -c 'import ensurepip, venv' 2>/dev/null ||
+  [ ! -x "$root/usr/bin/g++" ] || [ ! -x "$root/usr/bin/ninja" ]; then
   command -v debootstrap >/dev/null || apt-get install -y -qq --no-install-recommends debootstrap
   echo "check_device_kit: making the bare root $root"
-  debootstrap --variant=minbase --include=g++,cmake,ninja-build,python3 bookworm "$root" \
+  # Never remove a root with something mounted inside (a bind of /dev would go with it).
+  if findmnt -rn -o TARGET | grep -q "^$(realpath -m "$root")/"; then
+    echo "check_device_kit: $root has file systems mounted inside; unmount them first"
+    exit 1
+  fi
+  rm -rf "$root"
+  debootstrap --variant=minbase --include=g++,cmake,ninja-build,python3,python3-venv bookworm "$root" \
     http://deb.debian.org/debian >/dev/null
 fi
 # The root must be bare: none of the libraries the kit brings.

@@ -79,7 +79,9 @@ TEST_P(FlashPlanTiles, VisitExactlyTheAttendedPairsAndMaskWhereNeeded) {
                        std::to_string(qt) + " kt " + std::to_string(kt));
           EXPECT_EQ(forward, backward);
           EXPECT_EQ(forward, any);
-          if (forward && !plan.needs_mask(qt, kt, len)) EXPECT_TRUE(all);
+          if (forward && !plan.needs_mask(qt, kt, len)) {
+            EXPECT_TRUE(all);
+          }
           visited += forward;
           unmasked += forward && !plan.needs_mask(qt, kt, len);
         }
