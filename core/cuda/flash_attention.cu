@@ -47,7 +47,7 @@ struct Tiling {
   static constexpr size_t kSquareT = aligned(size_t(kTile) * kLdS * sizeof(T));
   static constexpr size_t kSquareF = aligned(size_t(kTile) * kLdS * sizeof(float));
   static constexpr size_t kVec = aligned(size_t(kTile) * sizeof(float));
-  // forward: q k v | o | S | P | m l;  backward: q dy k v | accumulators | S | P dS | L D
+  // forward: q k v | o | S | P | m l;  backward: q dy k v | S | P dS | L D | accumulators
   static constexpr size_t kForwardBytes = 3 * kRowsT + kRowsF + kSquareF + kSquareT + 2 * kVec;
   static constexpr size_t backward_bytes(int accumulators) {
     return 4 * kRowsT + accumulators * kRowsF + kSquareF + 2 * kSquareT + 2 * kVec;
@@ -249,37 +249,74 @@ __global__ void flash_row_dot_kernel(const T* y, const T* dy, int N, int H, int 
   if (lane == 0) D[(row / N * H + h) * N + row % N] = sum;
 }
 
-// What both backward kernels share: a query tile's logsumexp and D (+inf and 0 past N: P = 0
-// there), and the two element-wise steps between their products.
-template <int kTile>
-__device__ void load_row_stats(const float* logsumexp, const float* D, int64_t bh, int q0, int N,
-                               float* lse_s, float* D_s) {
-  for (int i = threadIdx.x; i < kTile; i += kThreads) {
-    const bool in = q0 + i < N;
-    lse_s[i] = in ? logsumexp[bh * N + q0 + i] : INFINITY;
-    D_s[i] = in ? D[bh * N + q0 + i] : 0.f;
-  }
-}
+// What both backward kernels share. Shared memory: the tiles of q, dy, k, v; the scores S (then
+// dP), P and dS of one tile pair; a query tile's logsumexp and D (+inf and 0 past N: P = 0
+// there); then the kernel's own fp32 accumulators (dk and dv, or dq).
+template <typename T, int D>
+struct BackwardTiles {
+  using Ti = Tiling<T, D>;
+  T *q, *g, *k, *v;  // g: dy
+  float* s;          // S, then dP
+  T *p, *ds;
+  float *lse, *Drow;
+  float* accumulators;
 
-// P = exp(S scale - logsumexp), masked, from the scores S [queries x keys].
-template <int kTile, int lds, typename T>
-__device__ void recompute_probs(const float* s, const float* lse_s, bool mask, int q0, int k0,
-                                int len, bool causal, float scale, T* p) {
-  for (int e = threadIdx.x; e < kTile * kTile; e += kThreads) {
-    const int i = e / kTile, jj = e % kTile;
-    const float score = masked_score(s[i * lds + jj], scale, mask, q0 + i, k0 + jj, len, causal);
-    p[i * lds + jj] = from_f<T>(flash::softmax_prob(score, lse_s[i]));
+  __device__ explicit BackwardTiles(unsigned char* smem) {
+    Carve carve{smem};
+    q = carve.take<T>(Ti::kRowsT);
+    g = carve.take<T>(Ti::kRowsT);
+    k = carve.take<T>(Ti::kRowsT);
+    v = carve.take<T>(Ti::kRowsT);
+    s = carve.take<float>(Ti::kSquareF);
+    p = carve.take<T>(Ti::kSquareT);
+    ds = carve.take<T>(Ti::kSquareT);
+    lse = carve.take<float>(Ti::kVec);
+    Drow = carve.take<float>(Ti::kVec);
+    accumulators = reinterpret_cast<float*>(carve.p);
   }
-}
+  __device__ float* accumulator(int i) const {
+    return accumulators + i * Ti::kRowsF / sizeof(float);
+  }
 
-// dS = P (dP - D), row by row.
-template <int kTile, int lds, typename T>
-__device__ void softmax_grad(const T* p, const float* dP, const float* D_s, T* ds) {
-  for (int e = threadIdx.x; e < kTile * kTile; e += kThreads) {
-    const int i = e / kTile, jj = e % kTile;
-    ds[i * lds + jj] = from_f<T>(to_f(p[i * lds + jj]) * (dP[i * lds + jj] - D_s[i]));
+  __device__ void load_query_rows(const T* base, const T* dy_base, const float* logsumexp,
+                                  const float* row_dots, int64_t bh, int q0, int N, int d,
+                                  int64_t C) {
+    load_rows<Ti::kTile, D>(base, 3 * C, q0, N, d, q, Ti::kLd);
+    load_rows<Ti::kTile, D>(dy_base, C, q0, N, d, g, Ti::kLd);
+    for (int i = threadIdx.x; i < Ti::kTile; i += kThreads) {
+      const bool in = q0 + i < N;
+      lse[i] = in ? logsumexp[bh * N + q0 + i] : INFINITY;
+      Drow[i] = in ? row_dots[bh * N + q0 + i] : 0.f;
+    }
   }
-}
+  __device__ void load_key_rows(const T* base, int k0, int N, int d, int64_t C) {
+    load_rows<Ti::kTile, D>(base + C, 3 * C, k0, N, d, k, Ti::kLd);
+    load_rows<Ti::kTile, D>(base + 2 * C, 3 * C, k0, N, d, v, Ti::kLd);
+  }
+
+  // With q, dy, k, v of a tile pair loaded (and synchronised): S = q k^T;
+  // P = exp(S scale - logsumexp), masked;  dP = dy v^T;  dS = P (dP - D). Ends synchronised,
+  // P and dS ready for the kernel's own products.
+  __device__ void probs_and_score_grad(bool mask, int q0, int k0, int len, bool causal,
+                                       float scale) {
+    constexpr int tile = Ti::kTile, ld = Ti::kLd, lds = Ti::kLdS;
+    tile_product<false, true, tile, tile, D>(q, ld, k, ld, s, lds, false);  // S = q k^T
+    __syncthreads();
+    for (int e = threadIdx.x; e < tile * tile; e += kThreads) {
+      const int i = e / tile, jj = e % tile;
+      const float score = masked_score(s[i * lds + jj], scale, mask, q0 + i, k0 + jj, len, causal);
+      p[i * lds + jj] = from_f<T>(flash::softmax_prob(score, lse[i]));
+    }
+    __syncthreads();  // S is read: its space takes dP
+    tile_product<false, true, tile, tile, D>(g, ld, v, ld, s, lds, false);  // dP = dy v^T
+    __syncthreads();
+    for (int e = threadIdx.x; e < tile * tile; e += kThreads) {
+      const int i = e / tile, jj = e % tile;
+      ds[i * lds + jj] = from_f<T>(to_f(p[i * lds + jj]) * (s[i * lds + jj] - Drow[i]));
+    }
+    __syncthreads();
+  }
+};
 
 // dk, dv of one key tile: block (key tile, b h), over the query tiles that attend to it.
 template <typename T, int D>
@@ -290,18 +327,9 @@ __global__ void __launch_bounds__(kThreads)
   using Ti = Tiling<T, D>;
   constexpr int tile = Ti::kTile, ld = Ti::kLd, lds = Ti::kLdS;
   extern __shared__ __align__(128) unsigned char smem[];
-  Carve carve{smem};
-  T* q = carve.take<T>(Ti::kRowsT);
-  T* g = carve.take<T>(Ti::kRowsT);  // dy
-  T* k = carve.take<T>(Ti::kRowsT);
-  T* v = carve.take<T>(Ti::kRowsT);
-  float* dk = carve.take<float>(Ti::kRowsF);
-  float* dv = carve.take<float>(Ti::kRowsF);
-  float* s = carve.take<float>(Ti::kSquareF);  // S, then dP
-  T* p = carve.take<T>(Ti::kSquareT);
-  T* ds = carve.take<T>(Ti::kSquareT);
-  float* lse_s = carve.take<float>(Ti::kVec);
-  float* D_s = carve.take<float>(Ti::kVec);
+  BackwardTiles<T, D> t(smem);
+  float* dk = t.accumulator(0);
+  float* dv = t.accumulator(1);
 
   const TilePlan plan{N, tile, causal};
   const int kt = blockIdx.x, k0 = kt * tile;
@@ -310,28 +338,17 @@ __global__ void __launch_bounds__(kThreads)
   const T* base = qkv + int64_t(b) * N * 3 * C + int64_t(h) * d;
   const T* dy_base = dy + int64_t(b) * N * C + int64_t(h) * d;
 
-  load_rows<tile, D>(base + C, 3 * C, k0, N, d, k, ld);
-  load_rows<tile, D>(base + 2 * C, 3 * C, k0, N, d, v, ld);
+  t.load_key_rows(base, k0, N, d, C);
   zero_rows<tile, D>(dk, ld);
   zero_rows<tile, D>(dv, ld);
   for (int qt = plan.query_begin(kt); qt < plan.query_end(kt, len); ++qt) {
     const int q0 = qt * tile;
-    __syncthreads();  // the last query tile's dS^T q is done with q and ds
-    load_rows<tile, D>(base, 3 * C, q0, N, d, q, ld);
-    load_rows<tile, D>(dy_base, C, q0, N, d, g, ld);
-    load_row_stats<tile>(logsumexp, Drow, bh, q0, N, lse_s, D_s);
+    __syncthreads();  // the last query tile's products are done with q, dy, P and dS
+    t.load_query_rows(base, dy_base, logsumexp, Drow, bh, q0, N, d, C);
     __syncthreads();
-    tile_product<false, true, tile, tile, D>(q, ld, k, ld, s, lds, false);  // S = q k^T
-    __syncthreads();
-    recompute_probs<tile, lds>(s, lse_s, plan.needs_mask(qt, kt, len), q0, k0, len, causal, scale,
-                               p);
-    __syncthreads();
-    tile_product<true, false, tile, D, tile>(p, lds, g, ld, dv, ld, true);  // dv += P^T dy
-    tile_product<false, true, tile, tile, D>(g, ld, v, ld, s, lds, false);  // dP = dy v^T
-    __syncthreads();
-    softmax_grad<tile, lds>(p, s, D_s, ds);
-    __syncthreads();
-    tile_product<true, false, tile, D, tile>(ds, lds, q, ld, dk, ld, true);  // dk += dS^T q
+    t.probs_and_score_grad(plan.needs_mask(qt, kt, len), q0, k0, len, causal, scale);
+    tile_product<true, false, tile, D, tile>(t.p, lds, t.g, ld, dv, ld, true);   // dv += P^T dy
+    tile_product<true, false, tile, D, tile>(t.ds, lds, t.q, ld, dk, ld, true);  // dk += dS^T q
   }
   __syncthreads();
   T* out = dqkv + int64_t(b) * N * 3 * C + int64_t(h) * d;
@@ -350,17 +367,8 @@ __global__ void __launch_bounds__(kThreads)
   using Ti = Tiling<T, D>;
   constexpr int tile = Ti::kTile, ld = Ti::kLd, lds = Ti::kLdS;
   extern __shared__ __align__(128) unsigned char smem[];
-  Carve carve{smem};
-  T* q = carve.take<T>(Ti::kRowsT);
-  T* g = carve.take<T>(Ti::kRowsT);  // dy
-  T* k = carve.take<T>(Ti::kRowsT);
-  T* v = carve.take<T>(Ti::kRowsT);
-  float* dq = carve.take<float>(Ti::kRowsF);
-  float* s = carve.take<float>(Ti::kSquareF);  // S, then dP
-  T* p = carve.take<T>(Ti::kSquareT);
-  T* ds = carve.take<T>(Ti::kSquareT);
-  float* lse_s = carve.take<float>(Ti::kVec);
-  float* D_s = carve.take<float>(Ti::kVec);
+  BackwardTiles<T, D> t(smem);
+  float* dq = t.accumulator(0);
 
   const TilePlan plan{N, tile, causal};
   const int qt = plan.tiles() - 1 - int(blockIdx.x), q0 = qt * tile;
@@ -368,26 +376,16 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t C = int64_t(H) * d;
   const T* base = qkv + int64_t(b) * N * 3 * C + int64_t(h) * d;
 
-  load_rows<tile, D>(base, 3 * C, q0, N, d, q, ld);
-  load_rows<tile, D>(dy + int64_t(b) * N * C + int64_t(h) * d, C, q0, N, d, g, ld);
-  load_row_stats<tile>(logsumexp, Drow, bh, q0, N, lse_s, D_s);
+  t.load_query_rows(base, dy + int64_t(b) * N * C + int64_t(h) * d, logsumexp, Drow, bh, q0, N, d,
+                    C);
   zero_rows<tile, D>(dq, ld);
   for (int kt = 0; kt < plan.key_end(qt, len); ++kt) {
     const int k0 = kt * tile;
-    __syncthreads();  // the last key tile's dS k is done with k
-    load_rows<tile, D>(base + C, 3 * C, k0, N, d, k, ld);
-    load_rows<tile, D>(base + 2 * C, 3 * C, k0, N, d, v, ld);
+    __syncthreads();  // the last key tile's products are done with k, v and dS
+    t.load_key_rows(base, k0, N, d, C);
     __syncthreads();
-    tile_product<false, true, tile, tile, D>(q, ld, k, ld, s, lds, false);  // S = q k^T
-    __syncthreads();
-    recompute_probs<tile, lds>(s, lse_s, plan.needs_mask(qt, kt, len), q0, k0, len, causal, scale,
-                               p);
-    __syncthreads();
-    tile_product<false, true, tile, tile, D>(g, ld, v, ld, s, lds, false);  // dP = dy v^T
-    __syncthreads();
-    softmax_grad<tile, lds>(p, s, D_s, ds);
-    __syncthreads();
-    tile_product<false, false, tile, D, tile>(ds, lds, k, ld, dq, ld, true);  // dq += dS k
+    t.probs_and_score_grad(plan.needs_mask(qt, kt, len), q0, k0, len, causal, scale);
+    tile_product<false, false, tile, D, tile>(t.ds, lds, t.k, ld, dq, ld, true);  // dq += dS k
   }
   __syncthreads();
   store_rows<tile, D>(

@@ -12,6 +12,7 @@
 #include <cmath>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/arena.h"
@@ -255,6 +256,13 @@ void emulate_backward(const Problem<R>& p, int tile, const R* y, const R* lse, c
   auto out = [&](int block, int b, int h, int n, int c) -> R& {
     return dqkv[(int64_t(b) * p.N + n) * 3 * C + block * C + h * d + c];
   };
+  // P and dS = P (dP - D) of one tile element, as both backward kernels recompute them.
+  auto prob_and_score_grad = [&](bool mask, int b, int h, int n, int j) {
+    const R P = flash::softmax_prob(p.score(mask, b, h, n, j), row_lse(b, h, n));
+    R dP = 0;
+    for (int c = 0; c < d; ++c) dP += row_at(dy, b, h, n, c) * p.at(2, b, h, j, c);
+    return std::pair<R, R>{P, P * (dP - row_D(b, h, n))};
+  };
   for (int b = 0; b < p.B; ++b)
     for (int h = 0; h < p.H; ++h) {
       const int len = p.len(b);
@@ -265,10 +273,7 @@ void emulate_backward(const Problem<R>& p, int tile, const R* y, const R* lse, c
           for (int i = 0; i < tile; ++i)
             for (int jj = 0; jj < tile; ++jj) {
               const int n = qt * tile + i, j = kt * tile + jj;
-              const R P = flash::softmax_prob(p.score(mask, b, h, n, j), row_lse(b, h, n));
-              R dP = 0;
-              for (int c = 0; c < d; ++c) dP += row_at(dy, b, h, n, c) * p.at(2, b, h, j, c);
-              const R dS = P * (dP - row_D(b, h, n));
+              const auto [P, dS] = prob_and_score_grad(mask, b, h, n, j);
               for (int c = 0; c < d; ++c) {
                 dv[jj * d + c] += P * row_at(dy, b, h, n, c);
                 dk[jj * d + c] += dS * p.at(0, b, h, n, c);
@@ -288,10 +293,7 @@ void emulate_backward(const Problem<R>& p, int tile, const R* y, const R* lse, c
           for (int i = 0; i < tile; ++i)
             for (int jj = 0; jj < tile; ++jj) {
               const int n = qt * tile + i, j = kt * tile + jj;
-              const R P = flash::softmax_prob(p.score(mask, b, h, n, j), row_lse(b, h, n));
-              R dP = 0;
-              for (int c = 0; c < d; ++c) dP += row_at(dy, b, h, n, c) * p.at(2, b, h, j, c);
-              const R dS = P * (dP - row_D(b, h, n));
+              const R dS = prob_and_score_grad(mask, b, h, n, j).second;
               for (int c = 0; c < d; ++c) dq[i * d + c] += dS * p.at(1, b, h, j, c);
             }
         }
