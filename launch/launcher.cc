@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 
@@ -60,6 +61,32 @@ std::string describe_layout(const LaunchEnvironment& env, int tp, int tp_rank, i
          std::to_string(tp_rank) + ", dp " + std::to_string(dp_rank) + ") on node " + env.node +
          ", local rank " + std::to_string(env.local_rank) + " of " +
          std::to_string(env.local_size) + " | launcher: " + env.launcher;
+}
+
+std::string tp_group_across_hosts(const std::vector<std::string>& hosts, int tp) {
+  const int world = static_cast<int>(hosts.size());
+  for (int first = 0; first + tp <= world; first += tp) {
+    const int last = first + tp - 1;
+    if (std::all_of(hosts.begin() + first, hosts.begin() + last + 1,
+                    [&](const std::string& h) { return h == hosts[first]; }))
+      continue;
+    // The group's runs of ranks on one host: "node0 (ranks 0-1), node1 (rank 2)".
+    std::string spans;
+    for (int r = first; r <= last;) {
+      int end = r;
+      while (end < last && hosts[end + 1] == hosts[r]) ++end;
+      spans += std::string(spans.empty() ? "" : ", ") + hosts[r] +
+               (end > r ? " (ranks " + std::to_string(r) + "-" + std::to_string(end) + ")"
+                        : " (rank " + std::to_string(r) + ")");
+      r = end + 1;
+    }
+    return "TP group " + std::to_string(first / tp) + " (ranks " + std::to_string(first) + "-" +
+           std::to_string(last) + ") spans hosts " + spans +
+           "; a TP group must stay inside one host: place consecutive ranks on one host "
+           "(mpirun --map-by ppr:N:node, Slurm --ntasks-per-node=N) with N a multiple of " +
+           std::to_string(tp) + ", or lower parallel.tp";
+  }
+  return "";
 }
 
 }  // namespace primal

@@ -69,6 +69,9 @@ int train(int* argc, char*** argv, const std::string& config_path,
   if (!on_every_rank(world, [&] {
         config = std::make_unique<LoadedConfig>(LoadedConfig::load(config_path, overrides));
         config->validate_layout(world.size());
+        const std::string across =
+            tp_group_across_hosts(job_hosts(), config->proto().parallel().tp());
+        if (!across.empty()) throw Error(config->where("parallel.tp"), across);
       })) {
     return kExitBadInput;
   }

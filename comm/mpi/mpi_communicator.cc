@@ -98,6 +98,24 @@ std::string format_seconds(double s) {
   return buf;
 }
 
+std::vector<std::string>& mutable_job_hosts() {
+  static std::vector<std::string> hosts;
+  return hosts;
+}
+
+void gather_job_hosts(MPI_Comm world) {
+  char mine[256] = {};
+  gethostname(mine, sizeof mine - 1);
+  int n = 1;
+  MPI_Comm_size(world, &n);
+  std::vector<char> all(sizeof mine * n);
+  MPI_Allgather(mine, sizeof mine, MPI_CHAR, all.data(), sizeof mine, MPI_CHAR, world);
+  std::vector<std::string> hosts;
+  for (int r = 0; r < n; ++r) hosts.emplace_back(&all[sizeof mine * r]);
+  if (std::any_of(hosts.begin(), hosts.end(), [&](const std::string& h) { return h != hosts[0]; }))
+    mutable_job_hosts() = std::move(hosts);
+}
+
 void terminate_handler() {
   std::string what = "terminate called without an active exception";
   if (std::exception_ptr e = std::current_exception()) {
@@ -412,9 +430,8 @@ class MpiWork final : public Work {
     }
     std::string ranks;
     for (int p = 0; p < n; ++p)
-      if (waiting[p])
-        ranks += (ranks.empty() ? "" : ", ") + std::to_string(comm_->world_rank_of(p));
-    return ranks.empty() ? "" : "waiting for rank " + ranks;
+      if (waiting[p]) ranks += (ranks.empty() ? "" : ", ") + rank_label(comm_->world_rank_of(p));
+    return ranks.empty() ? "" : "waiting for " + ranks;
   }
 
   static constexpr int kMaxInline = 64;
@@ -596,16 +613,24 @@ MpiRuntime::MpiRuntime(int* argc, char*** argv, MpiOptions options) {
   }
   MPI_Comm world;
   MPI_Comm_dup(MPI_COMM_WORLD, &world);
+  gather_job_hosts(world);
   if (options.idle_wait == IdleWait::kAuto) {
     // Every rank of a node decides the same: the ranks sharing this node's memory against
-    // its online CPUs.
+    // the CPUs they may run on together (the union of their affinity masks, not the CPUs
+    // online: a node's processes may be confined to some of them, by a cgroup, a batch
+    // system or a container, and two ranks spinning on one CPU wait a scheduler time slice
+    // for each other, ~24 ms).
     MPI_Comm node;
     MPI_Comm_split_type(world, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
     int local_ranks = 1;
     MPI_Comm_size(node, &local_ranks);
+    cpu_set_t cpus;
+    CPU_ZERO(&cpus);
+    if (sched_getaffinity(0, sizeof cpus, &cpus) != 0)
+      for (long c = 0; c < sysconf(_SC_NPROCESSORS_ONLN) && c < CPU_SETSIZE; ++c) CPU_SET(c, &cpus);
+    MPI_Allreduce(MPI_IN_PLACE, &cpus, sizeof cpus, MPI_BYTE, MPI_BOR, node);
     MPI_Comm_free(&node);
-    const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    options.idle_wait = local_ranks > cpus ? IdleWait::kYield : IdleWait::kSpin;
+    options.idle_wait = local_ranks > CPU_COUNT(&cpus) ? IdleWait::kYield : IdleWait::kSpin;
   }
   world_ = std::make_unique<MpiCommunicator>(world, "world", options);
   std::set_terminate(terminate_handler);
@@ -634,10 +659,20 @@ int mpi_world_rank() {
   return rank;
 }
 
+const std::vector<std::string>& job_hosts() {
+  return mutable_job_hosts();
+}
+
+std::string rank_label(int world_rank) {
+  const auto& hosts = job_hosts();
+  const std::string rank = "rank " + std::to_string(world_rank);
+  return world_rank < static_cast<int>(hosts.size()) ? rank + " on " + hosts[world_rank] : rank;
+}
+
 void abort_job(const std::string& message, int code) {
   std::cout.flush();
   std::fflush(stdout);
-  std::fprintf(stderr, "rank %d: %s\n", mpi_world_rank(), message.c_str());
+  std::fprintf(stderr, "%s: %s\n", rank_label(mpi_world_rank()).c_str(), message.c_str());
   std::fflush(stderr);
   int initialized = 0, finalized = 0;
   MPI_Initialized(&initialized);

@@ -35,7 +35,7 @@ enum class AllReduceAlgorithm {
 // How a rank waits inside a blocking collective: spinning on MPI_Test (fastest when every
 // rank has a core of its own) or giving its core away between polls (needed when ranks
 // outnumber cores: the rank being waited for may need that core). kAuto: yield when this
-// node runs more ranks than it has CPUs online, as Open MPI's mpi_yield_when_idle does.
+// node runs more ranks than the CPUs they may run on (their affinity masks together).
 enum class IdleWait { kAuto, kSpin, kYield };
 
 struct MpiOptions {
@@ -129,8 +129,8 @@ class MpiRuntime {
   int uncaught_at_start_ = 0;
 };
 
-// Prints "rank R: message" on stderr and ends the whole job with `code` (MPI_Abort): for a
-// fatal error seen by one rank while the others may be waiting for it in a collective.
+// Prints "rank R: message" (rank_label) on stderr and ends the whole job with `code` (MPI_Abort):
+// for a fatal error seen by one rank while the others may be waiting for it in a collective.
 // Without MPI (not initialised or already finalised) prints and exits this process.
 [[noreturn]] void abort_job(const std::string& message, int code = 1);
 
@@ -139,5 +139,13 @@ int run_or_abort(const std::function<int()>& body, int code = 1);
 
 // This process's rank in MPI_COMM_WORLD (0 when MPI is not running).
 int mpi_world_rank();
+
+// hosts[r]: the host name of world rank r when the job's ranks run on more than one host;
+// empty on one host (gathered once by MpiRuntime).
+const std::vector<std::string>& job_hosts();
+
+// "rank 3", or "rank 3 on node1" when the job spans hosts: how errors and the watchdog name a
+// rank.
+std::string rank_label(int world_rank);
 
 }  // namespace primal

@@ -1,0 +1,288 @@
+#!/usr/bin/env python3
+"""A cluster of K hosts on this machine, for tests and by hand (needs root).
+
+Each host is a Linux network namespace with one interface, eth0, on a private /24; the hosts'
+veth peers sit on a bridge in a "switch" namespace of their own. Nothing routes out: traffic
+goes only between these hosts and each host's loopback. Processes started on a host (through
+`exec`, or by mpirun through scripts/cluster_agent.sh) also get their own UTS namespace, so
+gethostname() returns the host's name, and their own mount namespace (`ip netns exec`), in which
+/etc/hosts is the cluster's (/etc/netns/NS/hosts). The file system is the machine's: every
+directory is shared by all hosts (the checkpoint directory of a real cluster's shared FS).
+
+    with Cluster(hosts=2) as c:                   # removed again on exit, also on an exception
+        c.run(0, ["hostname"])                    # "node0"
+        c.mpirun(0, c.hostfile(slots=2), ["-np", "4", "prog"])
+        c.cut(1)                                  # ip link set eth0 down on node1
+        c.shape(1, delay="100us", rate="10gbit")  # tc netem on node1's eth0
+
+By hand:
+    scripts/cluster.py up [--hosts K]   prints the hosts and the mpirun options; stays up
+    scripts/cluster.py exec HOST CMD... runs CMD on host HOST (0..K-1)
+    scripts/cluster.py down             kills every process on the hosts, removes it all
+Facts this relies on: ../shared/notes/multi-host-on-one-machine.md.
+"""
+import argparse
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+AGENT = os.path.join(HERE, "cluster_agent.sh")
+PREFIX = "primal"  # namespace names: primal-node0.., primal-switch
+SUBNET = "10.213.12"  # the /24; host i is .(i+1)
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+def _ip(*args, ns=None, check=True):
+    cmd = ["ip"] + (["-n", ns] if ns else []) + list(args)
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if check and p.returncode != 0:
+        raise ClusterError("%s failed: %s" % (" ".join(cmd), p.stderr.strip()))
+    return p.stdout
+
+
+def namespaces():
+    """This fixture's namespaces that exist now (leftovers included)."""
+    out = _ip("netns", "list", check=False)
+    return [l.split()[0] for l in out.splitlines() if l.startswith(PREFIX + "-")]
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _kill_all(pids, grace=5.0):
+    """SIGTERM, then SIGKILL whatever is still there after `grace` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.time() + grace
+        while time.time() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.1)
+        pids = [p for p in pids if _alive(p)]
+        if not pids:
+            return
+
+
+class Cluster:
+    def __init__(self, hosts=2, workdir=None):
+        if os.geteuid() != 0:
+            raise ClusterError("the cluster fixture needs root (network namespaces)")
+        self.k = hosts
+        self.names = ["node%d" % i for i in range(hosts)]
+        self.addrs = ["%s.%d" % (SUBNET, i + 1) for i in range(hosts)]
+        self.ns = ["%s-%s" % (PREFIX, n) for n in self.names]
+        self.switch = PREFIX + "-switch"
+        self.dir = os.path.abspath(workdir or "/tmp/primal-cluster")
+        self.map = os.path.join(self.dir, "hosts.map")
+        # Each host its own cores, as real nodes have: otherwise every host's mpirun daemon
+        # sees the whole machine and binds its first rank to core 0, and ranks of different
+        # hosts spinning on one core wait a scheduler time slice (~24 ms) for each other.
+        cpus = os.cpu_count()
+        self.cpus = [",".join(str(c) for c in range(cpus) if c % hosts == i % hosts) or
+                     str(i % cpus) for i in range(hosts)]
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def __enter__(self):
+        try:
+            self.up()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.down()
+        return False
+
+    def up(self):
+        if namespaces():
+            raise ClusterError("a cluster is already up (%s): scripts/cluster.py down removes it"
+                               % " ".join(namespaces()))
+        os.makedirs(self.dir, exist_ok=True)
+        _ip("netns", "add", self.switch)
+        _ip("link", "add", "br0", "type", "bridge", ns=self.switch)
+        _ip("link", "set", "br0", "up", ns=self.switch)
+        hosts = "127.0.0.1 localhost\n" + "".join(
+            "%s %s\n" % (a, n) for a, n in zip(self.addrs, self.names))
+        for i, (ns, addr) in enumerate(zip(self.ns, self.addrs)):
+            _ip("netns", "add", ns)
+            # Created inside the host's namespace, its peer moved to the switch: the names
+            # never appear in the machine's own namespace.
+            _ip("link", "add", "eth0", "type", "veth", "peer", "name", "port%d" % i, ns=ns)
+            _ip("link", "set", "port%d" % i, "netns", self.switch, ns=ns)
+            _ip("link", "set", "port%d" % i, "master", "br0", "up", ns=self.switch)
+            _ip("addr", "add", addr + "/24", "dev", "eth0", ns=ns)
+            _ip("link", "set", "eth0", "up", ns=ns)
+            _ip("link", "set", "lo", "up", ns=ns)
+            # A connection whose peer is gone (a cut link, a dead host) fails after ~6 s of
+            # unanswered retransmissions instead of ~15 min, so that mpirun and its daemons
+            # notice a lost host and end; per host, as a cluster's nodes would be tuned.
+            subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-q", "-w",
+                            "net.ipv4.tcp_retries2=4"], check=True)
+            os.makedirs("/etc/netns/" + ns, exist_ok=True)
+            with open("/etc/netns/%s/hosts" % ns, "w") as f:
+                f.write(hosts)
+        with open(self.map, "w") as f:
+            for line in zip(self.names, self.addrs, self.ns, self.cpus):
+                f.write(" ".join(line) + "\n")
+        self._wait_links()
+
+    def down(self):
+        """Kills every process on every host (by PID), then removes namespaces and links."""
+        present = namespaces()
+        pids = []
+        for ns in present:
+            pids += [int(p) for p in _ip("netns", "pids", ns, check=False).split()]
+        _kill_all(pids)
+        for ns in present:
+            _ip("netns", "del", ns, check=False)
+            subprocess.run(["rm", "-rf", "/etc/netns/" + ns])
+
+    def _wait_links(self, timeout=10):
+        """Until every host reaches every other over TCP (the bridge's ports take a moment)."""
+        probe = ("import socket,sys\n"
+                 "s=socket.socket(); s.settimeout(0.5)\n"
+                 "sys.exit(s.connect_ex((sys.argv[1], 9)) not in (0, 111))\n")  # refused = up
+        deadline = time.time() + timeout
+        for i in range(self.k):
+            for addr in self.addrs:
+                while subprocess.run(["ip", "netns", "exec", self.ns[i], sys.executable, "-c",
+                                      probe, addr]).returncode != 0:
+                    if time.time() > deadline:
+                        raise ClusterError("%s cannot reach %s" % (self.names[i], addr))
+                    time.sleep(0.2)
+
+    # -- running things --------------------------------------------------------------------
+    def command(self, host, cmd):
+        """The argv that runs cmd on host (an index) with the host's name and network."""
+        return [AGENT, self.names[host]] + [shlex.join(cmd)]
+
+    def env(self, **extra):
+        return dict(os.environ, PRIMAL_CLUSTER_MAP=self.map, **extra)
+
+    def run(self, host, cmd, timeout=120, **kw):
+        return subprocess.run(self.command(host, cmd), env=kw.pop("env", self.env()),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              timeout=timeout, **kw)
+
+    def popen(self, host, cmd, **kw):
+        return subprocess.Popen(self.command(host, cmd), env=kw.pop("env", self.env()), **kw)
+
+    def hostfile(self, slots=1, hosts=None):
+        path = os.path.join(self.dir, "hostfile.%d" % slots)
+        with open(path, "w") as f:
+            for i in hosts if hosts is not None else range(self.k):
+                f.write("%s slots=%d\n" % (self.names[i], slots))
+        return path
+
+    def mpi_options(self):
+        """mpirun options: remote daemons through the agent, TCP on the /24 only between hosts
+        (shared memory only among the ranks of one host)."""
+        net = SUBNET + ".0/24"
+        return ["--mca", "plm_rsh_agent", AGENT, "--mca", "plm_rsh_no_tree_spawn", "1",
+                "--mca", "pml", "ob1", "--mca", "btl", "self,vader,tcp",
+                "--mca", "btl_tcp_if_include", net, "--mca", "oob_tcp_if_include", net,
+                # Each host's processes run on the host's CPUs (the agent's taskset): mpirun's
+                # daemons see the whole machine and would bind every host's rank 0 to core 0.
+                "--bind-to", "none",
+                # Idle daemon connections probe their peer: a daemon whose mpirun is cut off
+                # (or the reverse) ends within ~5 s.
+                "--mca", "oob_tcp_keepalive_time", "2", "--mca", "oob_tcp_keepalive_intvl", "1",
+                "--mca", "oob_tcp_keepalive_probes", "3"]
+
+    def mpirun_command(self, hostfile, args, mpirun="mpirun"):
+        return [mpirun, "--hostfile", hostfile] + self.mpi_options() + list(args)
+
+    def processes(self):
+        """{host name: [pid, ...]}: every process running on each host now."""
+        return {n: [int(p) for p in _ip("netns", "pids", ns, check=False).split()]
+                for n, ns in zip(self.names, self.ns)}
+
+    # -- faults ----------------------------------------------------------------------------
+    def cut(self, host):
+        _ip("link", "set", "eth0", "down", ns=self.ns[host])
+
+    def uncut(self, host):
+        _ip("link", "set", "eth0", "up", ns=self.ns[host])
+        self._wait_links()
+
+    def kill(self, pids):
+        """SIGKILL, as a host that loses power or the OOM killer would."""
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def shape(self, host, delay=None, rate=None, loss=None):
+        """tc netem on host's eth0 (its outgoing traffic); shape every host for both ways."""
+        spec = []
+        if delay:
+            spec += ["delay", delay]
+        if rate:
+            spec += ["rate", rate]
+        if loss:
+            spec += ["loss", loss]
+        # A queue deep enough for the bytes in flight at the rate and delay.
+        cmd = ["tc", "qdisc", "replace", "dev", "eth0", "root", "netem", "limit", "100000"] + spec
+        p = subprocess.run(["ip", "netns", "exec", self.ns[host]] + cmd, stderr=subprocess.PIPE,
+                           text=True)
+        if p.returncode != 0:
+            raise ClusterError("%s: %s" % (" ".join(cmd), p.stderr.strip()))
+
+    def shape_all(self, **kw):
+        for i in range(self.k):
+            self.shape(i, **kw)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up")
+    up.add_argument("--hosts", type=int, default=2)
+    up.add_argument("--workdir", default="/tmp/primal-cluster")
+    ex = sub.add_parser("exec")
+    ex.add_argument("host", type=int)
+    ex.add_argument("argv", nargs=argparse.REMAINDER)
+    ex.add_argument("--workdir", default="/tmp/primal-cluster")
+    sub.add_parser("down")
+    args = parser.parse_args()
+    if args.cmd == "down":
+        Cluster(0).down()
+        return 0
+    if args.cmd == "up":
+        c = Cluster(args.hosts, args.workdir)
+        c.__enter__()
+        for n, a, ns, cpus in zip(c.names, c.addrs, c.ns, c.cpus):
+            print("%s %s (namespace %s, CPUs %s)" % (n, a, ns, cpus))
+        print("export PRIMAL_CLUSTER_MAP=%s" % c.map)
+        print("mpirun (run it on node0: scripts/cluster.py exec 0 mpirun ...) options:\n  "
+              + shlex.join(["--hostfile", c.hostfile()] + c.mpi_options()))
+        return 0
+    names = open(os.path.join(args.workdir, "hosts.map")).read().split()
+    k = len(names) // 4
+    c = Cluster(k, args.workdir)
+    return subprocess.run(c.command(args.host, args.argv), env=c.env()).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""primal across hosts (issue 12): a cluster of network namespaces on this machine
+(scripts/cluster.py), mpirun reaching the other hosts through scripts/cluster_agent.sh, TCP
+between hosts.
+
+  cluster_test.py --primal BIN --mpirun MPIRUN --workdir DIR CHECK
+
+CHECK is one of:
+  layout  2 hosts x 2 ranks under (TP 2 inside each host, DP 2 across) and (TP 1, DP 4) give
+          the per-step losses and final parameters of one process (within 1e-5, the tolerance
+          of tests/mpi/train_parallel_test.py); a TP group that spans hosts (one rank per
+          host, TP 2) is refused with one message naming the group, its ranks and hosts,
+          exit 2, within seconds
+  faults  node1's link cut mid-run, and every process of node1 killed mid-run (its ranks
+          alone, then its ranks and its mpirun daemon): each job ends within the watchdog
+          timeout plus a margin, and no process is left on any host (the times are
+          printed); the message names the rank and its host (the watchdog's for the cut,
+          mpirun's for killed ranks), or the host whose daemon mpirun lost
+Exit 0 on success, 1 on failure, 77 (skipped) without root.
+"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "mpi"))
+from cluster import Cluster, namespaces  # noqa: E402
+from train_parallel_test import TOL, lm_config, read_safetensors, rel  # noqa: E402
+
+MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+WATCHDOG_S = 5
+# After the watchdog fires: MPI_Abort, mpirun killing the ranks, daemons noticing a lost
+# peer (scripts/cluster.py tunes that to ~5 s).
+END_MARGIN_S = 10
+
+
+def losses(run_dir):
+    import json
+    return [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl"))
+            if '"loss"' in l and '"split"' not in l]
+
+
+def train_command(args, config, run_dir, extra=()):
+    return [args.primal, "train", "--config", config, "--set", "logging.dir=" + run_dir] + list(extra)
+
+
+def mpirun(args, cluster, slots, np_, cmd, timeout=180):
+    full = cluster.mpirun_command(cluster.hostfile(slots), ["-np", str(np_)] + cmd, args.mpirun)
+    return cluster.run(0, full, timeout=timeout, env=cluster.env(**MPI_ENV))
+
+
+def compare(name, run_dir, base_dir):
+    steps, base = losses(run_dir), losses(base_dir)
+    params, base_params = (read_safetensors(os.path.join(d, "model.safetensors"))
+                           for d in (run_dir, base_dir))
+    loss_err = max(rel(a["loss"], b["loss"]) for a, b in zip(steps, base))
+    param_err = max(max(abs(x - y) for x, y in zip(params[k], base_params[k])) /
+                    max(max(abs(x) for x in base_params[k]), 1e-12) for k in base_params)
+    ok = len(steps) == len(base) and loss_err < TOL and param_err < TOL
+    print("  %s: %d steps, max rel loss diff %.2e, max rel param diff %.2e  %s"
+          % (name, len(steps), loss_err, param_err, "ok" if ok else "FAIL"))
+    return [] if ok else [name]
+
+
+def check_layout(args, cluster):
+    failures = []
+    config = lm_config(args.workdir)
+    base = os.path.join(args.workdir, "one_process")
+    p = subprocess.run(train_command(args, config, base), stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+    if p.returncode != 0:
+        return ["one process: " + p.stdout[-2000:]]
+    for tp, dp in [(2, 2), (1, 4)]:
+        run_dir = os.path.join(args.workdir, "hosts2x2_tp%d_dp%d" % (tp, dp))
+        p = mpirun(args, cluster, 2, 4, train_command(args, config, run_dir,
+                                                      ["--set", "parallel.tp=%d" % tp]))
+        if p.returncode != 0:
+            failures.append("tp=%d dp=%d exited %d:\n%s" % (tp, dp, p.returncode, p.stdout[-3000:]))
+            continue
+        if "on node node0" not in p.stdout:
+            failures.append("tp=%d dp=%d: the layout line does not name node0" % (tp, dp))
+        failures += compare("2 hosts x 2 ranks, tp=%d dp=%d" % (tp, dp), run_dir, base)
+
+    # One rank per host, TP 2: the TP group spans node0 and node1.
+    t0 = time.time()
+    p = mpirun(args, cluster, 1, 2, train_command(args, config, os.path.join(args.workdir, "refused"),
+                                                  ["--set", "parallel.tp=2"]), timeout=60)
+    took = time.time() - t0
+    errors = [l for l in p.stdout.splitlines() if l.startswith("primal: error")]
+    expected = ("primal: error: --set parallel.tp: TP group 0 (ranks 0-1) spans hosts node0 "
+                "(rank 0), node1 (rank 1); ")
+    print("  TP group across hosts: exit %d after %.1f s: %s" % (p.returncode, took,
+                                                                  errors[0] if errors else "-"))
+    if p.returncode == 0 or len(errors) != 1 or not errors[0].startswith(expected):
+        failures.append("a TP group across hosts was not refused with one message:\n" + p.stdout[-2000:])
+    if "Exit code:    2" not in p.stdout:
+        failures.append("the refused layout did not exit with code 2:\n" + p.stdout[-2000:])
+    return failures
+
+
+def wait_for_metrics(run_dir, min_bytes=2000, timeout=60):
+    path = os.path.join(run_dir, "metrics.jsonl")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if os.path.exists(path) and os.path.getsize(path) > min_bytes:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def rank_pids(cluster, host):
+    """The primal processes on host (the ranks), by PID."""
+    pids = []
+    for pid in cluster.processes()[cluster.names[host]]:
+        try:
+            with open("/proc/%d/comm" % pid) as f:
+                if f.read().strip() == "primal":
+                    pids.append(pid)
+        except OSError:
+            pass
+    return pids
+
+
+def fault_run(args, cluster, config, name, inject, expect):
+    """Starts a long 2-host job (one rank per host), injects the fault once training runs,
+    and checks how and how fast the job ends."""
+    run_dir = os.path.join(args.workdir, name)
+    cmd = cluster.mpirun_command(
+        cluster.hostfile(1), ["-np", "2"] + train_command(
+            args, config, run_dir, ["--set", "train.steps=1000000", "--set", "train.log_every=50",
+                                    "--set", "parallel.watchdog_s=%d" % WATCHDOG_S]), args.mpirun)
+    log = os.path.join(args.workdir, name + ".log")
+    with open(log, "w") as out:
+        proc = cluster.popen(0, cmd, env=cluster.env(**MPI_ENV), stdout=out,
+                             stderr=subprocess.STDOUT)
+    if not wait_for_metrics(run_dir):
+        proc.kill()
+        return ["%s: training did not start:\n%s" % (name, open(log).read()[-2000:])]
+    t0 = time.time()
+    inject()
+    try:
+        code = proc.wait(timeout=WATCHDOG_S + END_MARGIN_S + 30)
+    except subprocess.TimeoutExpired:
+        code = None
+    took = time.time() - t0
+    time.sleep(1)  # what a daemon still does after mpirun returned
+    left = {h: p for h, p in cluster.processes().items() if p}
+    text = open(log).read()
+    message = next((l for l in text.splitlines() if re.search(expect, l)), None)
+    print("  %s: job ended %s after %.1f s (watchdog %d s); %s; processes left: %s"
+          % (name, "with exit %s" % code if code is not None else "NOT", took, WATCHDOG_S,
+             "message: " + message.strip() if message else "no message matching " + expect,
+             left or "none"))
+    failures = []
+    if code is None or code == 0 or took > WATCHDOG_S + END_MARGIN_S:
+        failures.append("%s: the job did not end within %d s (exit %s, %.1f s)"
+                        % (name, WATCHDOG_S + END_MARGIN_S, code, took))
+    if not message:
+        failures.append("%s: no message naming the rank and its host:\n%s" % (name, text[-3000:]))
+    if left:
+        failures.append("%s: processes left: %s" % (name, left))
+    if code is None:
+        proc.kill()
+    return failures
+
+
+def check_faults(args, cluster):
+    config = lm_config(args.workdir)
+    failures = []
+    # The link cut: nothing tells the ranks; the watchdog of the collective they are in does.
+    failures += fault_run(
+        args, cluster, config, "link_cut", lambda: cluster.cut(1),
+        r"^rank 0 on node0: .* did not complete in %d s; aborting \(waiting for rank 1 on node1\)$"
+        % WATCHDOG_S)
+    cluster.uncut(1)
+    # node1's ranks die (its daemon stays): mpirun names the rank and the host.
+    failures += fault_run(
+        args, cluster, config, "ranks_killed", lambda: cluster.kill(rank_pids(cluster, 1)),
+        r"process rank 1 with PID \d+ on node node1 exited on signal 9")
+    # Everything on node1 dies, its daemon too: mpirun names the host, and our
+    # rank 0 reports the peer it lost.
+    failures += fault_run(
+        args, cluster, config, "host_killed",
+        lambda: cluster.kill(cluster.processes()[cluster.names[1]]),
+        r"Remote daemon: .* on node node1$")
+    return failures
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--primal", required=True)
+    parser.add_argument("--mpirun", required=True)
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("check", choices=["layout", "faults"])
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("SKIP: the cluster tests need root (network namespaces)")
+        return 77
+    args.primal = os.path.abspath(args.primal)
+    args.workdir = os.path.abspath(args.workdir)
+    subprocess.run(["rm", "-rf", args.workdir])
+    os.makedirs(args.workdir)
+    with Cluster(2, os.path.join(args.workdir, "cluster")) as cluster:
+        failures = {"layout": check_layout, "faults": check_faults}[args.check](args, cluster)
+    if namespaces():
+        failures.append("namespaces left after the cluster was removed: %s" % namespaces())
+    for f in failures:
+        print("FAIL: " + f)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
