@@ -87,8 +87,11 @@ in_root "GPU_CHECK_NO_GPU=1 GPU_CHECK_TIME_SCALE=${GPU_CHECK_TIME_SCALE:-8} scri
 echo
 echo "== 2. the whole build and the CPU unit tests, from the kit alone"
 in_root "source build-gpu/kit/env.sh && cmake --build build-gpu -j$(nproc) >build-gpu/build_all.log 2>&1 ||
-  { tail -40 build-gpu/build_all.log; exit 1; }; grep -c warning build-gpu/build_all.log || true;
+  { tail -40 build-gpu/build_all.log; exit 1; }; echo \"build: \$(grep -c warning build-gpu/build_all.log) warning lines\";
   ctest --test-dir build-gpu -L unit -j$(nproc) --timeout 600 --output-on-failure >build-gpu/unit.log 2>&1;
-  rc=\$?; grep -E '\((Failed|Timeout|Not Run)\)' build-gpu/unit.log; tail -4 build-gpu/unit.log; exit \$rc"
+  rc=\$?; grep -E '\((Failed|Timeout|Not Run)\)' build-gpu/unit.log;
+  grep -E 'tests passed|tests failed' build-gpu/unit.log;
+  sed -n '/did not run/,\$p' build-gpu/unit.log;
+  exit \$rc"
 echo
 echo "check_device_kit: passed in $((SECONDS - start)) s"
