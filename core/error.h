@@ -15,9 +15,6 @@ class Error : public std::runtime_error {
       : std::runtime_error(where.empty() ? what : where + ": " + what) {}
 };
 
-// Throws primal::Error(what) unless cond holds. For invariants of the code's own callers;
-// user input gets a message naming the file and field instead. Takes a literal so that hot
-// paths build no string unless the check fails.
 // A number as it goes into an error message: every digit needed to read it back.
 inline std::string format_number(double x) {
   char buf[32];
@@ -25,6 +22,9 @@ inline std::string format_number(double x) {
   return buf;
 }
 
+// Throws primal::Error(what) unless cond holds. For invariants of the code's own callers;
+// user input gets a message naming the file and field instead. Takes a literal so that hot
+// paths build no string unless the check fails.
 inline void check(bool cond, const char* what) {
   if (!cond) throw Error(what);
 }

@@ -1,13 +1,28 @@
 #include "model/cross_entropy.h"
 
 #include <algorithm>
-
 #include <cmath>
-#include "core/parallel.h"
+#include <string>
 
+#include "core/error.h"
+#include "core/parallel.h"
 #include "core/reduce.h"
 
 namespace primal {
+
+void check_targets(const std::vector<int32_t>& targets, int64_t count, int classes) {
+  if (int64_t(targets.size()) != count) {
+    throw Error("cross-entropy: the batch has " + std::to_string(targets.size()) + " targets for " +
+                std::to_string(count) + " predictions");
+  }
+  for (int64_t i = 0; i < count; ++i) {
+    if (targets[i] < 0 || targets[i] >= classes) {
+      throw Error("cross-entropy: target " + std::to_string(i) + " is " +
+                  std::to_string(targets[i]) + ", outside the model's " + std::to_string(classes) +
+                  " classes [0, " + std::to_string(classes) + ")");
+    }
+  }
+}
 
 template <typename T>
 double cross_entropy_forward(Arena& arena, const Tensor<T>& logits, const int32_t* targets) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "core/arena.h"
 
@@ -12,6 +13,10 @@ namespace primal {
 // in a fixed order.
 template <typename T>
 double cross_entropy_forward(Arena& arena, const Tensor<T>& logits, const int32_t* targets);
+// A batch's targets before the loss reads them (on the CPU and on the device): `count` of them,
+// each a class in [0, classes), since the loss indexes the logits with it. Throws an Error
+// naming the first that is not.
+void check_targets(const std::vector<int32_t>& targets, int64_t count, int classes);
 // dlogits = scale (p - onehot(target))   (overwrites, given the probabilities)
 template <typename T>
 void cross_entropy_backward(const Tensor<T>& probs, const int32_t* targets, T scale,

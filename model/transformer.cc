@@ -138,6 +138,7 @@ LossTerms Transformer<T>::forward(Arena& arena, const Batch& batch, int64_t step
     probs_ = head_->forward(arena, final_x_, seq_);
     predictions_ = batch.B;
   }
+  check_targets(batch.targets, predictions_, int(probs_.dim(1)));
   ce_sum = cross_entropy_forward(arena, probs_, batch.targets.data());
   out.ce = ce_sum / double(predictions_);
   out.predictions = predictions_;

@@ -2,9 +2,11 @@
 
 #include <sched.h>
 
+#include <array>
 #include <chrono>
-#include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <future>
 
 #include "core/cuda/check.h"
 
@@ -73,11 +75,38 @@ void NcclCommunicator::check_nccl(ncclResult_t result, const char* call) const {
 NcclCommunicator::NcclCommunicator(MpiCommunicator& mpi, std::string name)
     : mpi_(&mpi), name_(std::move(name)), timeout_s_(mpi.timeout_s()) {
   device_ = cuda::current_device();
-  ncclUniqueId id{};
-  if (mpi_->rank() == 0) check_nccl(ncclGetUniqueId(&id), "ncclGetUniqueId");
-  MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, mpi_->mpi_comm());
-  check_nccl(ncclCommInitRank(&comm_, mpi_->size(), id, mpi_->rank()), "ncclCommInitRank");
+  // Rank 0 makes the id and sends its result with it, through the MPI backend's watched
+  // broadcast: when ncclGetUniqueId fails there (or rank 0 is gone), every rank ends with the
+  // error instead of waiting for an id that never comes.
+  struct Root {
+    ncclUniqueId id;
+    int64_t result;
+  };
+  std::array<int64_t, (sizeof(Root) + sizeof(int64_t) - 1) / sizeof(int64_t)> words{};
+  Root root{};
+  if (mpi_->rank() == 0) root.result = ncclGetUniqueId(&root.id);
+  std::memcpy(words.data(), &root, sizeof root);
+  mpi_->broadcast(words.data(), int64_t(words.size()), 0);
+  std::memcpy(&root, words.data(), sizeof root);
+  check_nccl(ncclResult_t(root.result), "ncclGetUniqueId (on rank 0)");
+  // ncclCommInitRank returns once every rank of the group has called it, so a rank that died or
+  // hangs before would hold the others for ever: it runs on a helper thread (on this rank's
+  // device; the current device is per thread) while this one watches the clock, as watch()
+  // does for the collectives. Past the timeout abort_job ends the process, helper and all.
+  std::future<ncclResult_t> init = std::async(std::launch::async, [this, &root] {
+    cuda::set_device(device_);
+    return ncclCommInitRank(&comm_, mpi_->size(), root.id, mpi_->rank());
+  });
+  if (timeout_s_ > 0 &&
+      init.wait_for(std::chrono::duration<double>(timeout_s_)) != std::future_status::ready)
+    abort_job(timeout_message("ncclCommInitRank"), kWatchdogExitCode);
+  check_nccl(init.get(), "ncclCommInitRank");
   blocking_event_ = std::make_unique<cuda::Event>();
+}
+
+std::string NcclCommunicator::timeout_message(const char* call) const {
+  return std::string(call) + " on group " + name_ + " (" + std::to_string(size()) +
+         " ranks) did not complete in " + format_number(timeout_s_) + " s; aborting";
 }
 
 NcclCommunicator::NcclCommunicator(std::unique_ptr<MpiCommunicator> owned, std::string name)
@@ -119,14 +148,8 @@ void NcclCommunicator::watch(const char* collective, const cuda::Event& event) {
     ncclResult_t async = ncclSuccess;
     check_nccl(ncclCommGetAsyncError(comm_, &async), "ncclCommGetAsyncError");
     check_nccl(async, collective);
-    if (timeout_s_ > 0 &&
-        std::chrono::duration<double>(Clock::now() - start).count() > timeout_s_) {
-      char seconds[32];
-      std::snprintf(seconds, sizeof seconds, "%g", timeout_s_);
-      abort(std::string(collective) + " on group " + name_ + " (" + std::to_string(size()) +
-                " ranks) did not complete in " + seconds + " s; aborting",
-            kWatchdogExitCode);
-    }
+    if (timeout_s_ > 0 && std::chrono::duration<double>(Clock::now() - start).count() > timeout_s_)
+      abort(timeout_message(collective), kWatchdogExitCode);
     sched_yield();
   }
 }

@@ -80,6 +80,8 @@ class NcclCommunicator final : public Communicator {
   // Waits on the host until `event` completes, watching NCCL's async errors and the deadline.
   void watch(const char* collective, const cuda::Event& event);
   void check_nccl(ncclResult_t result, const char* call) const;
+  // The watchdog's line for `call` on this group, past timeout_s().
+  std::string timeout_message(const char* call) const;
 
   std::unique_ptr<MpiCommunicator> owned_;  // set for groups made by split()
   MpiCommunicator* mpi_;

@@ -64,10 +64,13 @@ __global__ void phi_backward_kernel(const T* u, int64_t ld_u, const float* norm,
 // Every thread reads back only its own chunk: in and out may be the same buffer.
 
 constexpr int kChunks = 32;
+// 32 x kChunks = 1024 threads a block: the compiler must keep each thread within the registers
+// that a block this large can have (64 at most), or the launch fails on the device.
+constexpr int kPrefixThreads = 32 * kChunks;
 
 template <typename T>
-__global__ void prefix_mean_forward_kernel(const T* in, int64_t ld_in, T* out, int64_t ld_out,
-                                           int N, int C) {
+__global__ void __launch_bounds__(kPrefixThreads)
+    prefix_mean_forward_kernel(const T* in, int64_t ld_in, T* out, int64_t ld_out, int N, int C) {
   __shared__ float sums[kChunks][33];
   const int c = blockIdx.x * 32 + threadIdx.x, t = threadIdx.y;
   const int64_t b = blockIdx.y;
@@ -89,8 +92,9 @@ __global__ void prefix_mean_forward_kernel(const T* in, int64_t ld_in, T* out, i
 }
 
 template <typename T>
-__global__ void prefix_mean_backward_kernel(const T* dout, int64_t ld_dout, T* din, int64_t ld_din,
-                                            int N, int C) {
+__global__ void __launch_bounds__(kPrefixThreads)
+    prefix_mean_backward_kernel(const T* dout, int64_t ld_dout, T* din, int64_t ld_din, int N,
+                                int C) {
   __shared__ float sums[kChunks][33];
   const int c = blockIdx.x * 32 + threadIdx.x, t = threadIdx.y;
   const int64_t b = blockIdx.y;

@@ -6,6 +6,7 @@
 
 #include "core/cuda/check.h"
 #include "core/element_math.h"
+#include "model/cross_entropy.h"
 
 namespace primal::cuda {
 namespace {
@@ -562,8 +563,7 @@ LossTerms DeviceTransformer<T>::forward(const Batch& batch, int64_t step, bool t
   }
   const bool lm = config_.head == HeadKind::kLm;
   const int64_t targets = lm ? int64_t(B) * N : B;
-  check(int64_t(batch.targets.size()) == targets,
-        "cuda::DeviceTransformer: the batch has the wrong number of targets");
+  check_targets(batch.targets, targets, lm ? config_.vocab : config_.num_classes);
   Context c{blas_, {stream_.get(), &allocator_}, *params_};
   cudaStream_t s = stream_.get();
 
