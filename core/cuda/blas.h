@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 
 #include "core/blas.h"
 #include "core/cuda/device.h"
@@ -54,6 +55,8 @@ class Blas {
   uint64_t flops() const { return flops_.load(std::memory_order_relaxed); }
 
  private:
+  struct LtPlans;  // blas.cc
+
   cudaStream_t stream_;
   cublasHandle_t handle_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;
@@ -61,6 +64,8 @@ class Blas {
   size_t workspace_bytes_ = size_t{32} << 20;
   bool allow_tf32_ = false;
   std::atomic<uint64_t> flops_{0};
+  // gemm_lt's planned products: descriptors and algorithm, by everything that decides them.
+  std::unique_ptr<LtPlans> lt_plans_;
 };
 
 }  // namespace primal::cuda
