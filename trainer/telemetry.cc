@@ -182,7 +182,7 @@ void Telemetry::on_step(int64_t step, const StepMetrics& m, ParameterStore<float
     w.add_scalar("perf/step_seconds", m.step_seconds, step);
     w.add_scalar("perf/mfu", double(flops_per_step_) / (m.step_seconds * peak_flops_), step);
   }
-  if (params && histogram_every_ > 0 && step >= next_histogram_) {
+  if (params && writes_histograms(step)) {
     write_histograms(step, *params);
     next_histogram_ = (step / histogram_every_ + 1) * histogram_every_;
   }

@@ -87,6 +87,11 @@ class Telemetry {
   // The gradients are read as they are after the step (clipped, if clipping applied).
   // A histogram whose values are not all finite is left out.
   void on_step(int64_t step, const StepMetrics& m, ParameterStore<float>* params = nullptr);
+  // Whether on_step(step, ...) writes histograms: the caller brings params up to date (a device
+  // run copies them to the host) only then.
+  bool writes_histograms(int64_t step) const {
+    return writer_ && histogram_every_ > 0 && step >= next_histogram_;
+  }
 
   // <split>/{loss,ce,ksvd} and <split>/perplexity (LM) or <split>/accuracy (classifier); flushes.
   void on_eval(int64_t step, const std::string& split, const EvalResult& r);

@@ -391,7 +391,7 @@ void Trainer::log_step(int64_t step, const StepResult& r, double step_seconds, d
                               {"elapsed_s", elapsed}};
   std::fprintf(metrics_, "%s\n", j.dump().c_str());
   std::fflush(metrics_);
-  if (telemetry_->enabled() && proto_.logging().histogram_every() > 0) copy_to_host(true);
+  if (telemetry_->writes_histograms(step + 1)) copy_to_host(true);
   telemetry_->on_step(step + 1,
                       {.loss = r.loss,
                        .ce = r.ce,

@@ -33,10 +33,11 @@ void copy(const Tensor<float>& from, Tensor<float> to) {
 
 class HostStandIn final : public DeviceStep {
  public:
-  HostStandIn(const LoadedConfig& config, int* uploads)
+  HostStandIn(const LoadedConfig& config, int* uploads, int* grad_downloads)
       : model_(config.model()),
         optimizer_(model_.params(), adamw_options(config.proto().optimizer())),
-        uploads_(uploads) {}
+        uploads_(uploads),
+        grad_downloads_(grad_downloads) {}
 
   std::string describe() const override { return "a host stand-in"; }
   void zero_grads() override { model_.params().zero_grads(); }
@@ -70,7 +71,10 @@ class HostStandIn final : public DeviceStep {
   }
   void download(ParameterStore<float>& params, AdamW<float>* optimizer, bool grads) override {
     copy(model_.params().values(), params.values());
-    if (grads) copy(model_.params().grads(), params.grads());
+    if (grads) {
+      ++*grad_downloads_;
+      copy(model_.params().grads(), params.grads());
+    }
     if (optimizer) {
       copy(optimizer_.exp_avg(), optimizer->exp_avg());
       copy(optimizer_.exp_avg_sq(), optimizer->exp_avg_sq());
@@ -94,6 +98,7 @@ class HostStandIn final : public DeviceStep {
   AdamW<float> optimizer_;
   Arena arena_;
   int* uploads_;
+  int* grad_downloads_;
 };
 
 class TrainerOnAStandInDevice : public ::testing::Test {
@@ -129,7 +134,7 @@ class TrainerOnAStandInDevice : public ::testing::Test {
     Trainer trainer(config, nullptr,
                     [this](const LoadedConfig& c, const ParameterStore<float>& params,
                            AdamW<float>& optimizer, ProcessGroups*) {
-                      auto step = std::make_unique<HostStandIn>(c, &uploads_);
+                      auto step = std::make_unique<HostStandIn>(c, &uploads_, &grad_downloads_);
                       step->upload(params, optimizer);
                       return step;
                     });
@@ -147,6 +152,7 @@ class TrainerOnAStandInDevice : public ::testing::Test {
 
   fs::path dir_;
   int uploads_ = 0;
+  int grad_downloads_ = 0;  // copies of the device's gradients to the host (histograms only)
 };
 
 TEST_F(TrainerOnAStandInDevice, GivesTheCpuRunBitForBit) {
@@ -180,6 +186,18 @@ TEST_F(TrainerOnAStandInDevice, CheckpointsCarryTheDeviceStateAndResumeUploadsIt
   EXPECT_TRUE(testing::file_bytes(dir_ / "on_cpu" / "model.safetensors") ==
               testing::file_bytes(dir_ / "whole" / "model.safetensors"))
       << "model.safetensors differ";
+}
+
+// Histograms read the parameters and gradients on the host: the device's are copied there at
+// the steps that write histograms (the first, then 4, 8 and 12 of 12 with histogram_every 4),
+// not at every logged step, and a run with TensorBoard off copies no gradients at all.
+TEST_F(TrainerOnAStandInDevice, CopiesToTheHostOnlyForHistogramSteps) {
+  train("histograms", /*cpu=*/false,
+        {"logging.logdir=" + (dir_ / "tb").string(), "logging.histogram_every=4"});
+  EXPECT_EQ(grad_downloads_, 4);
+  grad_downloads_ = 0;
+  train("no_tensorboard", /*cpu=*/false, {"logging.histogram_every=4"});
+  EXPECT_EQ(grad_downloads_, 0);
 }
 
 }  // namespace
