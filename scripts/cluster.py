@@ -5,8 +5,8 @@ Each host is a Linux network namespace with one interface, eth0, on a private /2
 veth peers sit on a bridge in a "switch" namespace of their own. Nothing routes out: traffic
 goes only between these hosts and each host's loopback. Processes started on a host (through
 `exec`, or by mpirun through scripts/cluster_agent.sh) also get their own UTS namespace, so
-gethostname() returns the host's name, and their own mount namespace (`ip netns exec`), in which
-/etc/hosts is the cluster's (/etc/netns/NS/hosts). The file system is the machine's: every
+gethostname() returns the host's name, and their own mount namespace, in which /etc/hosts is
+the cluster's (/etc/netns/NS/hosts). The file system is the machine's: every
 directory is shared by all hosts (the checkpoint directory of a real cluster's shared FS).
 
     with Cluster(hosts=2) as c:                   # removed again on exit, also on an exception
@@ -53,7 +53,7 @@ def namespaces():
     return [l.split()[0] for l in out.splitlines() if l.startswith(PREFIX + "-")]
 
 
-def _alive(pid):
+def alive(pid):
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -65,7 +65,7 @@ def _alive(pid):
         return False
 
 
-def _kill_all(pids, grace=5.0):
+def kill_all(pids, grace=5.0):
     """SIGTERM, then SIGKILL whatever is still there after `grace` seconds."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for pid in pids:
@@ -74,9 +74,9 @@ def _kill_all(pids, grace=5.0):
             except ProcessLookupError:
                 pass
         deadline = time.time() + grace
-        while time.time() < deadline and any(_alive(p) for p in pids):
+        while time.time() < deadline and any(alive(p) for p in pids):
             time.sleep(0.1)
-        pids = [p for p in pids if _alive(p)]
+        pids = [p for p in pids if alive(p)]
         if not pids:
             return
 
@@ -151,7 +151,7 @@ class Cluster:
         pids = []
         for ns in present:
             pids += [int(p) for p in _ip("netns", "pids", ns, check=False).split()]
-        _kill_all(pids)
+        kill_all(pids)
         for ns in present:
             _ip("netns", "del", ns, check=False)
             subprocess.run(["rm", "-rf", "/etc/netns/" + ns])
@@ -176,7 +176,13 @@ class Cluster:
         return [AGENT, self.names[host]] + [shlex.join(cmd)]
 
     def env(self, **extra):
-        return dict(os.environ, PRIMAL_CLUSTER_MAP=self.map, **extra)
+        """The environment for commands run on the hosts: the agent's map, and Open MPI over
+        TCP on the /24 only between hosts (shared memory only among one host's ranks), for
+        mpirun and for ranks that srun starts alike."""
+        net = SUBNET + ".0/24"
+        return dict(os.environ, PRIMAL_CLUSTER_MAP=self.map, OMPI_MCA_pml="ob1",
+                    OMPI_MCA_btl="self,vader,tcp", OMPI_MCA_btl_tcp_if_include=net,
+                    OMPI_MCA_oob_tcp_if_include=net, **extra)
 
     def run(self, host, cmd, timeout=120, **kw):
         return subprocess.run(self.command(host, cmd), env=kw.pop("env", self.env()),
@@ -194,12 +200,8 @@ class Cluster:
         return path
 
     def mpi_options(self):
-        """mpirun options: remote daemons through the agent, TCP on the /24 only between hosts
-        (shared memory only among the ranks of one host)."""
-        net = SUBNET + ".0/24"
+        """mpirun options (with env()): remote daemons through the agent."""
         return ["--mca", "plm_rsh_agent", AGENT, "--mca", "plm_rsh_no_tree_spawn", "1",
-                "--mca", "pml", "ob1", "--mca", "btl", "self,vader,tcp",
-                "--mca", "btl_tcp_if_include", net, "--mca", "oob_tcp_if_include", net,
                 # Each host's processes run on the host's CPUs (the agent's taskset): mpirun's
                 # daemons see the whole machine and would bind every host's rank 0 to core 0.
                 "--bind-to", "none",
@@ -232,21 +234,25 @@ class Cluster:
             except ProcessLookupError:
                 pass
 
-    def shape(self, host, delay=None, rate=None, loss=None):
-        """tc netem on host's eth0 (its outgoing traffic); shape every host for both ways."""
-        spec = []
-        if delay:
-            spec += ["delay", delay]
-        if rate:
-            spec += ["rate", rate]
-        if loss:
-            spec += ["loss", loss]
-        # A queue deep enough for the bytes in flight at the rate and delay.
-        cmd = ["tc", "qdisc", "replace", "dev", "eth0", "root", "netem", "limit", "100000"] + spec
-        p = subprocess.run(["ip", "netns", "exec", self.ns[host]] + cmd, stderr=subprocess.PIPE,
-                           text=True)
-        if p.returncode != 0:
-            raise ClusterError("%s: %s" % (" ".join(cmd), p.stderr.strip()))
+    def shape(self, host, rate=None, delay=None, loss=None):
+        """Shapes host's outgoing traffic on eth0 (shape every host for both directions):
+        tc netem (rate, delay, loss) where the kernel has it, else a token bucket (rate only)."""
+        tc = ["ip", "netns", "exec", self.ns[host], "tc", "qdisc", "replace", "dev", "eth0", "root"]
+        netem = ["netem", "limit", "100000"]  # a queue deep enough for the bytes in flight
+        for name, value in (("rate", rate), ("delay", delay), ("loss", loss)):
+            netem += [name, value] if value else []
+        p = subprocess.run(tc + netem, stderr=subprocess.PIPE, text=True)
+        if p.returncode == 0:
+            return
+        if delay or loss or "unknown" not in p.stderr:
+            raise ClusterError("tc %s on %s: %s" % (" ".join(netem), self.names[host],
+                                                    p.stderr.strip()))
+        # No sch_netem: a token bucket whose burst covers a few timer ticks at the rate.
+        bits = {"k": 1e3, "m": 1e6, "g": 1e9}[rate.lower().rstrip("bit")[-1]] * float(
+            rate.lower().rstrip("bit")[:-1])
+        burst = max(int(bits / 8 * 0.004), 65536)
+        subprocess.run(tc + ["tbf", "rate", rate, "burst", str(burst), "latency", "50ms"],
+                       check=True)
 
     def shape_all(self, **kw):
         for i in range(self.k):
@@ -274,7 +280,9 @@ def main():
         c.__enter__()
         for n, a, ns, cpus in zip(c.names, c.addrs, c.ns, c.cpus):
             print("%s %s (namespace %s, CPUs %s)" % (n, a, ns, cpus))
-        print("export PRIMAL_CLUSTER_MAP=%s" % c.map)
+        for k, v in sorted(c.env().items()):
+            if k.startswith(("PRIMAL_CLUSTER", "OMPI_MCA")):
+                print("export %s=%s" % (k, v))
         print("mpirun (run it on node0: scripts/cluster.py exec 0 mpirun ...) options:\n  "
               + shlex.join(["--hostfile", c.hostfile()] + c.mpi_options()))
         return 0

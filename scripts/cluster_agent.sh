@@ -15,4 +15,7 @@ if [ -z "$1" ]; then
 fi
 # shellcheck disable=SC2086 # name, namespace, CPUs: three words
 set -- $1 "$2"
-exec ip netns exec "$2" unshare --uts taskset -c "$3" sh -c 'hostname "$0" && exec sh -c "$1"' "$1" "$4"
+# The host's network; a mount namespace of its own (the machine's /sys stays, cgroups included,
+# which `ip netns exec` would replace) with the host's /etc/hosts; its name; its CPUs.
+exec nsenter --net="/run/netns/$2" unshare --mount --uts taskset -c "$3" sh -c \
+  'mount --bind "/etc/netns/$1/hosts" /etc/hosts && hostname "$0" && exec sh -c "$2"' "$1" "$2" "$4"

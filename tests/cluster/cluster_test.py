@@ -16,6 +16,10 @@ CHECK is one of:
           timeout plus a margin, and no process is left on any host (the times are
           printed); the message names the rank and its host (the watchdog's for the cut,
           mpirun's for killed ranks), or the host whose daemon mpirun lost
+  slurm   a Slurm with one slurmd per host: `sbatch -N 2` of launch/slurm/primal.sbatch (one
+          rank per host, srun + PMIx) gets USR1 mid-run, checkpoints, requeues itself and
+          resumes; its per-step losses and final parameters equal an uninterrupted mpirun
+          run's across the same hosts, bitwise
 Exit 0 on success, 1 on failure, 77 (skipped) without root.
 """
 import argparse
@@ -29,7 +33,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "mpi"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "slurm"))
 from cluster import Cluster, namespaces  # noqa: E402
+from slurm_cluster import SlurmCluster  # noqa: E402
+from slurm_test import read, wait_for_step, write_config  # noqa: E402
 from train_parallel_test import TOL, lm_config, read_safetensors, rel  # noqa: E402
 
 MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
@@ -191,12 +198,59 @@ def check_faults(args, cluster):
     return failures
 
 
+def check_slurm(args, cluster):
+    config = write_config(args.workdir, 600)
+    reference = os.path.join(args.workdir, "mpirun")
+    p = mpirun(args, cluster, 1, 2, train_command(args, config, reference))
+    if p.returncode != 0:
+        return ["mpirun across hosts exited %d:\n%s" % (p.returncode, p.stdout[-3000:])]
+    failures = []
+    with SlurmCluster(os.path.join(args.workdir, "slurm"), hosts=cluster) as slurm:
+        run_dir = os.path.join(args.workdir, "sbatch")
+        out = os.path.join(args.workdir, "sbatch.out")
+        job = slurm.sbatch(os.path.join(ROOT, "launch", "slurm", "primal.sbatch"),
+                           ["-N", "2", "--ntasks-per-node=1", "--output=" + out,
+                            "--chdir=" + args.workdir],
+                           [config, "--set", "logging.dir=" + run_dir],
+                           env=dict(MPI_ENV, PRIMAL=args.primal))
+        try:
+            at = wait_for_step(run_dir, 100, timeout=60)
+        except SystemExit:
+            return ["the sbatch -N 2 job did not reach step 100 (%s):\n%s%s" % (
+                slurm.state(job), open(out).read() if os.path.exists(out) else "", slurm.logs())]
+        slurm.signal(job, "USR1", batch=True)
+        slurm.wait_state(job, {"COMPLETED", "FAILED", "CANCELLED"}, timeout=120)
+        state, restarts = slurm.state(job)
+        text = open(out).read() if os.path.exists(out) else ""
+        print("  sbatch -N 2: job %s got USR1 at step %d; %s after %d restart(s)"
+              % (job, at, state, restarts))
+        layout = next((l for l in text.splitlines() if "primal train: layout" in l), "")
+        print("  " + layout)
+        if state != "COMPLETED" or restarts < 1 or "requeueing" not in text:
+            return ["the sbatch -N 2 job did not requeue and complete:\n" + text[-3000:] +
+                    slurm.logs()]
+    if "on node node0" not in layout or "Slurm srun" not in layout:
+        failures.append("the job's layout line does not show node0 under srun: " + layout)
+    # The resumed run appends to metrics.jsonl: its steps after the checkpoint come twice
+    # (those the stopped run logged past it are logged again); the last entry of each counts.
+    by_step = {m["step"]: m["loss"] for m in losses(run_dir)}
+    reference_steps = {m["step"]: m["loss"] for m in losses(reference)}
+    same_params = read(os.path.join(run_dir, "model.safetensors")) == read(
+        os.path.join(reference, "model.safetensors"))
+    print("  sbatch -N 2 (preempted, requeued, resumed) vs mpirun across 2 hosts: losses %s, "
+          "parameters %s" % ("bitwise equal" if by_step == reference_steps else "DIFFER",
+                             "bitwise equal" if same_params else "DIFFER"))
+    if by_step != reference_steps or not same_params:
+        failures.append("sbatch -N 2 differs from mpirun")
+    return failures
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--primal", required=True)
     parser.add_argument("--mpirun", required=True)
     parser.add_argument("--workdir", required=True)
-    parser.add_argument("check", choices=["layout", "faults"])
+    parser.add_argument("check", choices=["layout", "faults", "slurm"])
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("SKIP: the cluster tests need root (network namespaces)")
@@ -206,7 +260,8 @@ def main():
     subprocess.run(["rm", "-rf", args.workdir])
     os.makedirs(args.workdir)
     with Cluster(2, os.path.join(args.workdir, "cluster")) as cluster:
-        failures = {"layout": check_layout, "faults": check_faults}[args.check](args, cluster)
+        failures = {"layout": check_layout, "faults": check_faults,
+                    "slurm": check_slurm}[args.check](args, cluster)
     if namespaces():
         failures.append("namespaces left after the cluster was removed: %s" % namespaces())
     for f in failures:

@@ -5,6 +5,10 @@ own configuration in a temporary directory, and stopped by the PIDs in their pid
         job = slurm.sbatch(script_path, extra_args)
         slurm.wait_state(job, {"COMPLETED"})
 
+With hosts= a scripts/cluster.py Cluster: slurmctld on its node0, one slurmd per host
+(NodeName = the host's name, NodeAddr = its address, its own spool directory), client
+commands run on node0.
+
 Facts this relies on: ../shared/notes/slurm-and-mpi-on-one-machine.md.
 """
 import os
@@ -13,7 +17,12 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__)))), "scripts"))
+from cluster import alive, kill_all  # noqa: E402
 
 
 class SlurmError(RuntimeError):
@@ -41,13 +50,29 @@ def ensure_installed():
 
 
 class SlurmCluster:
-    def __init__(self, workdir, cpus=None):
+    def __init__(self, workdir, cpus=None, hosts=None):
         self.dir = os.path.abspath(workdir)
-        self.host = socket.gethostname()
+        self.hosts = hosts
+        self.nodes = (list(zip(hosts.names, hosts.addrs)) if hosts else
+                      [(socket.gethostname(), "127.0.0.1")])
+        self.host = self.nodes[0][0]
         self.conf = os.path.join(self.dir, "slurm.conf")
-        self.env = dict(os.environ, SLURM_CONF=self.conf)
+        self.env = dict(hosts.env() if hosts else os.environ, SLURM_CONF=self.conf)
         self.pids = {}  # daemon -> pid we started
         self.cpus = cpus
+
+    def _on(self, i, cmd):
+        """cmd as run on node i (on this machine without hosts)."""
+        return self.hosts.command(i, cmd) if self.hosts else cmd
+
+    def _client(self, cmd):
+        return self._on(0, cmd)
+
+    def _spool(self, i):
+        """Node i's own spool directory (logs and pidfile inside). On a cluster of hosts every
+        slurmd sees its own at the one SlurmdSpoolDir path (and its own PMIx directory),
+        bind-mounted in its mount namespace."""
+        return os.path.join(self.dir, "spool" if not self.hosts else "spool-" + self.nodes[i][0])
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self):
@@ -68,14 +93,26 @@ class SlurmCluster:
             os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
         self._start_munge()
         self._write_conf()
-        self._start_daemon("slurmctld", ["/usr/sbin/slurmctld", "-f", self.conf],
+        self._start_daemon("slurmctld", self._client(["/usr/sbin/slurmctld", "-f", self.conf]),
                            os.path.join(self.dir, "slurmctld.pid"))
-        self._start_daemon("slurmd", ["/usr/sbin/slurmd", "-f", self.conf],
-                           os.path.join(self.dir, "slurmd.pid"))
+        for i, (name, _) in enumerate(self.nodes):
+            os.makedirs(self._spool(i), exist_ok=True)
+            cmd = ["/usr/sbin/slurmd", "-f", self.conf]
+            if self.hosts:
+                # Node-local directories at the paths of the one slurm.conf and mpi.conf.
+                pmix = os.path.join(self._spool(i), "pmix")
+                os.makedirs(pmix, exist_ok=True)
+                cmd = ["sh", "-c", "mount --bind %s %s && mount --bind %s %s && exec %s" % (
+                    self._spool(i), os.path.join(self.dir, "spool"), pmix,
+                    os.path.join(self.dir, "pmix"), " ".join(cmd))]
+            self._start_daemon("slurmd " + name, self._on(i, cmd),
+                               os.path.join(self._spool(i), "slurmd.pid"))
         deadline = time.time() + 60
         while time.time() < deadline:
-            out = _run(["sinfo", "-h", "-o", "%T"], env=self.env, check=False)
-            if "idle" in out or "mixed" in out or "allocated" in out:
+            out = _run(self._client(["sinfo", "-h", "-N", "-o", "%T"]), env=self.env,
+                       check=False).split()
+            if len(out) == len(self.nodes) and all(
+                    st in ("idle", "mixed", "allocated") for st in out):
                 return
             time.sleep(0.5)
         raise SlurmError("the node did not become idle: " + out + self.logs())
@@ -83,23 +120,16 @@ class SlurmCluster:
     def stop(self):
         """Cancels every job, stops what we started by PID, and waits until it is gone."""
         if self.pids.get("slurmctld"):
-            _run(["scancel", "--full", "--user=root"], env=self.env, check=False)
+            _run(self._client(["scancel", "--full", "--user=root"]), env=self.env, check=False)
             deadline = time.time() + 30
-            while time.time() < deadline and _run(["squeue", "-h"], env=self.env, check=False).strip():
+            while time.time() < deadline and _run(self._client(["squeue", "-h"]), env=self.env,
+                                                  check=False).strip():
                 time.sleep(0.5)
-        for name in ("slurmd", "slurmctld", "munged"):
+        # One after the other: the slurmds before the controller they report to.
+        for name in ["slurmd " + n for n, _ in self.nodes] + ["slurmctld", "munged"]:
             pid = self.pids.pop(name, None)
-            if pid is None:
-                continue
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
-            deadline = time.time() + 20
-            while time.time() < deadline and _alive(pid):
-                time.sleep(0.2)
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
+            if pid is not None:
+                kill_all([pid], grace=20)
         # Job steps left behind by a failed test.
         for pid in _pids_named("slurmstepd"):
             try:
@@ -114,35 +144,40 @@ class SlurmCluster:
         os.makedirs("/run/munge", exist_ok=True)
         shutil.chown("/run/munge", "munge", "munge")
         _run(["runuser", "-u", "munge", "--", "/usr/sbin/munged"])
-        deadline = time.time() + 10
-        while time.time() < deadline:
-            pids = _pids_named("munged")
-            if pids:
-                self.pids["munged"] = pids[0]
-                return
-            time.sleep(0.1)
+        # The daemon's own pidfile: the process runuser started forks and exits.
+        self._read_pidfile("munged", "/run/munge/munged.pid")
+        if "munged" in self.pids:
+            return
         raise SlurmError("munged did not start")
 
     def _start_daemon(self, name, cmd, pidfile):
         _run(cmd, env=self.env)
-        deadline = time.time() + 20
+        self._read_pidfile(name, pidfile)
+        if name not in self.pids:
+            raise SlurmError(name + " did not write its pidfile" + self.logs())
+
+    def _read_pidfile(self, name, pidfile, timeout=20):
+        deadline = time.time() + timeout
         while time.time() < deadline:
             try:
-                self.pids[name] = int(open(pidfile).read().strip())
-                return
+                pid = int(open(pidfile).read().strip())
+                if alive(pid):
+                    self.pids[name] = pid
+                    return
             except (OSError, ValueError):
-                time.sleep(0.1)
-        raise SlurmError(name + " did not write its pidfile" + self.logs())
+                pass
+            time.sleep(0.1)
 
     def _write_conf(self):
         node = _run(["/usr/sbin/slurmd", "-C"]).splitlines()[0]
-        node = re.sub(r"^NodeName=\S+", "NodeName=%s NodeAddr=127.0.0.1" % self.host, node)
         if self.cpus:
             node = re.sub(r"CPUs=\d+", "CPUs=%d" % self.cpus, node)
+        nodes = [re.sub(r"^NodeName=\S+", "NodeName=%s NodeAddr=%s" % n, node)
+                 for n in self.nodes]
         d = self.dir
         lines = [
             "ClusterName=primaltest",
-            "SlurmctldHost=%s(127.0.0.1)" % self.host,
+            "SlurmctldHost=%s(%s)" % self.nodes[0],
             "SlurmUser=root",
             "AuthType=auth/munge",
             "ProctrackType=proctrack/linuxproc",
@@ -155,16 +190,16 @@ class SlurmCluster:
             "StateSaveLocation=%s/state" % d,
             "SlurmdSpoolDir=%s/spool" % d,
             "SlurmctldPidFile=%s/slurmctld.pid" % d,
-            "SlurmdPidFile=%s/slurmd.pid" % d,
+            "SlurmdPidFile=%s/spool/slurmd.pid" % d,
             "SlurmctldLogFile=%s/log/slurmctld.log" % d,
-            "SlurmdLogFile=%s/log/slurmd.log" % d,
+            "SlurmdLogFile=%s/spool/slurmd.log" % d,
             "MailProg=/bin/true",
             # Requeued jobs run again after about 15 s instead of 2 minutes.
             "AuthInfo=cred_expire=10",
             "SchedulerParameters=sched_interval=5,bf_interval=5",
             "SlurmdParameters=config_overrides",
-            node,
-            "PartitionName=debug Nodes=%s Default=YES MaxTime=INFINITE State=UP" % self.host,
+        ] + nodes + [
+            "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
         ]
         with open(self.conf, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -177,12 +212,12 @@ class SlurmCluster:
     # -- jobs ------------------------------------------------------------------------------
     def sbatch(self, script, options=(), script_args=(), env=None):
         """Submits `sbatch OPTIONS SCRIPT SCRIPT_ARGS`; returns the job id."""
-        out = _run(["sbatch", "--parsable"] + list(options) + [script] + list(script_args),
-                   env=dict(self.env, **(env or {})))
+        out = _run(self._client(["sbatch", "--parsable"] + list(options) + [script] +
+                                list(script_args)), env=dict(self.env, **(env or {})))
         return out.strip().split(";")[0]
 
     def state(self, job):
-        out = _run(["scontrol", "show", "job", job], env=self.env, check=False)
+        out = _run(self._client(["scontrol", "show", "job", job]), env=self.env, check=False)
         m = re.search(r"JobState=(\S+)", out)
         restarts = re.search(r"Restarts=(\d+)", out)
         return (m.group(1) if m else "UNKNOWN"), int(restarts.group(1)) if restarts else 0
@@ -198,28 +233,18 @@ class SlurmCluster:
                                                                      self.state(job), self.logs()))
 
     def signal(self, job, sig="USR1", batch=True):
-        _run(["scancel", "--signal=" + sig] + (["--batch"] if batch else ["--full"]) + [job],
-             env=self.env)
+        _run(self._client(["scancel", "--signal=" + sig] + (["--batch"] if batch else ["--full"]) +
+                          [job]), env=self.env)
 
     def logs(self):
         text = ""
-        for name in ("slurmctld.log", "slurmd.log"):
-            p = os.path.join(self.dir, "log", name)
+        logs = [os.path.join(self.dir, "log", "slurmctld.log")] + [
+            os.path.join(self._spool(i), "slurmd.log") for i in range(len(self.nodes))]
+        for p in logs:
+            name = os.path.relpath(p, self.dir)
             if os.path.exists(p):
                 text += "\n--- %s (tail)\n" % name + "".join(open(p).readlines()[-15:])
         return text
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 def _pids_named(name):

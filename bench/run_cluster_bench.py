@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""All-reduce bandwidth and data-parallel step rate across two hosts of scripts/cluster.py
+(network namespaces on this machine, one rank and one CPU per host, TCP over a veth link
+shaped by tc netem). Needs root.
+
+  bench/run_cluster_bench.py [--build build] [--links none,1gbit,10gbit/100us,...]
+                             [--sizes-mb 1,4,16,64] [--rounds 5] [--dp-link 10gbit]
+                             [--dp-runs 3] [--dp-steps 30]
+
+For every link (RATE or RATE/ONE-WAY-DELAY, set on both hosts' outgoing traffic; "none"
+leaves the veth unshaped; a delay needs sch_netem in the kernel), primal_comm_bench prints ours against raw MPI_Allreduce side by side. Then on
+--dp-link, lm_kjv (global batch 16 x 256, one thread per rank) as DP=1 (one process on node0)
+and as DP=2 (one rank on each host), alternating, --dp-runs times each; tokens/s are the mean
+over the logged steps after the first window.
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from cluster import Cluster  # noqa: E402
+
+MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
+
+
+def shape(cluster, link):
+    if link == "none":
+        for i in range(cluster.k):
+            subprocess.run(["ip", "netns", "exec", cluster.ns[i], "tc", "qdisc", "del", "dev",
+                            "eth0", "root"], stderr=subprocess.DEVNULL)
+        return
+    rate, _, delay = link.partition("/")
+    cluster.shape_all(rate=rate, delay=delay or None)
+
+
+def rate_of(metrics):
+    rows = [json.loads(l) for l in open(metrics) if "tokens_per_s" in l][1:]
+    return sum(r["tokens_per_s"] for r in rows) / len(rows)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--build", default=os.path.join(ROOT, "build"))
+    p.add_argument("--links", default="none,1gbit,10gbit,25gbit")
+    p.add_argument("--sizes-mb", default="1,4,16,64")
+    p.add_argument("--rounds", default="5")
+    p.add_argument("--dp-link", default="10gbit")
+    p.add_argument("--dp-runs", type=int, default=3)
+    p.add_argument("--dp-steps", type=int, default=30)
+    p.add_argument("--skip-allreduce", action="store_true")
+    args = p.parse_args()
+    build = os.path.abspath(args.build)
+    work = tempfile.mkdtemp(prefix="primal-cluster-bench-")
+    with Cluster(2, os.path.join(work, "cluster")) as c:
+        env = c.env(**MPI_ENV)
+        hostfile = c.hostfile(1)
+        if not args.skip_allreduce:
+            for link in args.links.split(","):
+                shape(c, link)
+                cmd = c.mpirun_command(hostfile, ["-np", "2", build + "/comm/primal_comm_bench",
+                                                  "--sizes-mb", args.sizes_mb, "--rounds",
+                                                  args.rounds])
+                out = c.run(0, cmd, env=env, timeout=900).stdout
+                print("link %s (rate/one-way delay, both directions):" % link)
+                print("\n".join(l for l in out.splitlines() if l.strip()), flush=True)
+        shape(c, args.dp_link)
+        common = ["train", "--config", os.path.join(ROOT, "configs", "lm_kjv.pbtxt"),
+                  "--set", "train.steps=%d" % args.dp_steps, "--set", "train.eval_every=0",
+                  "--set", "train.eval_batches=1", "--set", "train.log_every=5",
+                  "--set", "train.threads=1", "--set", "schedule.warmup_steps=5",
+                  "--set", "data.batch_size=16"]
+        rates = {1: [], 2: []}
+        for run in range(args.dp_runs):
+            for dp in (1, 2):
+                d = os.path.join(work, "dp%d_%d" % (dp, run))
+                cmd = [build + "/primal"] + common + ["--set", "logging.dir=" + d]
+                if dp == 2:
+                    cmd = c.mpirun_command(hostfile, ["-np", "2"] + cmd)
+                r = c.run(0, cmd, env=env, timeout=900)
+                if r.returncode != 0:
+                    raise SystemExit("FAIL: %s\n%s" % (" ".join(cmd), r.stdout[-2000:]))
+                rates[dp].append(rate_of(os.path.join(d, "metrics.jsonl")))
+            print("run %d on %s: DP=1 %.0f tokens/s, DP=2 across hosts %.0f tokens/s, %.2fx"
+                  % (run + 1, args.dp_link, rates[1][-1], rates[2][-1],
+                     rates[2][-1] / rates[1][-1]), flush=True)
+        m1, m2 = statistics.median(rates[1]), statistics.median(rates[2])
+        print("median of %d runs: DP=1 %.0f, DP=2 %.0f tokens/s, speed-up %.2fx (per-run ratios: %s)"
+              % (args.dp_runs, m1, m2, m2 / m1,
+                 ", ".join("%.2f" % (b / a) for a, b in zip(rates[1], rates[2]))))
+    subprocess.run(["rm", "-rf", work])
+
+
+if __name__ == "__main__":
+    main()
