@@ -23,10 +23,10 @@ LaunchEnvironment detect_launch_environment(
 // "world 4 = tp 2 x dp 2 | rank 1 (tp 1, dp 0) on node vm, local rank 1 of 4 | OpenMPI mpirun"
 std::string describe_layout(const LaunchEnvironment& env, int tp, int tp_rank, int dp_rank);
 
-// hosts[r]: the host of world rank r (job_hosts(); empty: one host). A TP group (ranks g*tp .. g*tp+tp-1, SPEC §5) exchanges
-// activations every layer and must stay inside one host: returns what is wrong with the first
-// group that spans hosts ("TP group 1 (ranks 2-3) spans hosts node0 (rank 2), node1 (rank
-// 3) ..."), or "" when every group is on one host.
+// hosts[r]: the host of world rank r (comm/'s job_hosts(); empty: all on one host). A TP group
+// (ranks g*tp .. g*tp+tp-1, SPEC §5) exchanges activations every layer and must stay inside one
+// host: returns what is wrong with the first group that spans hosts ("TP group 1 (ranks 2-3)
+// spans hosts node0 (rank 2), node1 (rank 3); ..."), or "" when every group is on one host.
 std::string tp_group_across_hosts(const std::vector<std::string>& hosts, int tp);
 
 }  // namespace primal
