@@ -25,13 +25,9 @@
 #include <vector>
 
 #include "comm/communicator.h"
+#include "model/ready_order.h"
 
 namespace primal {
-
-struct GradRange {
-  int64_t offset = 0;  // elements from the start of the gradient buffer
-  int64_t count = 0;
-};
 
 // What the buckets did, in order, for tests and traces.
 struct BucketEvent {

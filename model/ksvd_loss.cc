@@ -2,6 +2,13 @@
 
 namespace primal {
 
+void divide_shared_ksvd_sums(std::span<double> sums, int parameter_copies, int token_copies) {
+  if (parameter_copies > 1) {
+    for (size_t l = 2; l + 1 < sums.size(); l += 3) sums[l] /= parameter_copies;
+  }
+  if (token_copies > 1) sums.back() /= token_copies;
+}
+
 void ksvd_loss(std::span<const KsvdPartial> partials, double tokens, int heads, double eta,
                KsvdLoss& out) {
   out.value = 0;

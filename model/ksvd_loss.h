@@ -18,6 +18,13 @@ struct KsvdLoss {
   std::vector<KsvdGrad> grads;  // d (eta KSVD) / d partial sums, per PRIMAL layer
 };
 
+// The partial sums travel between ranks as one flat vector (Transformer::reduce_ksvd): [e-sum,
+// r-sum, t-sum] per PRIMAL layer, then the token count. After summing it over ranks, divides
+// back what several of them added alike: the t-sums (they depend on the parameters only) by
+// `parameter_copies`, the ranks that hold the same heads (DP ranks), and the token count by
+// `token_copies`, the ranks that see the same tokens (TP ranks).
+void divide_shared_ksvd_sums(std::span<double> sums, int parameter_copies, int token_copies);
+
 // partials: summed over every rank that shares the loss; tokens: real tokens they cover.
 // Writes into out, reusing its vectors' storage (no allocation once they have grown).
 void ksvd_loss(std::span<const KsvdPartial> partials, double tokens, int heads, double eta,

@@ -109,7 +109,9 @@ Parameter<T>* ParameterStore<T>::add(std::string name, Shape shape, Sharding sha
   for (const auto& p : params_) check(p.name != name, "duplicate parameter " + name);
   bool decay = init == Init::kNormal || init == Init::kOrthogonalRows;
   const Shape local = local_shape(shape, sharding, tp_);
-  params_.push_back({std::move(name), shape, local, sharding, init, decay, {}, {}});
+  // The one place a parameter's layer is read off its name.
+  const int layer = name.rfind("layers.", 0) == 0 ? std::stoi(name.substr(7)) : -1;
+  params_.push_back({std::move(name), layer, shape, local, sharding, init, decay, {}, {}});
   return &params_.back();
 }
 

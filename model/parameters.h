@@ -57,6 +57,9 @@ enum class Init {
 template <typename T>
 struct Parameter {
   std::string name;
+  // The Transformer layer whose backward makes the gradient final: i for SPEC §4's
+  // layers.<i>.*, -1 for the embeddings, the final norm and the head (final after every layer).
+  int layer;
   Shape shape;        // full, unsharded (SPEC §4)
   Shape local_shape;  // this rank's shard
   Sharding sharding;

@@ -26,29 +26,6 @@ MpiCommunicator& mpi_of(const LoadedConfig& config, Communicator& group) {
   return *mpi;
 }
 
-// Positions in the buckets' ready order of each layer's gradients ([layer + 1]; index 0: the
-// rest, final last), and that order as ranges of the device gradients.
-struct ReadyOrder {
-  std::vector<std::vector<int>> of_layer;
-  std::vector<GradRange> ranges;
-};
-
-template <typename T>
-ReadyOrder ready_order(const cuda::DeviceTransformer<T>& model) {
-  const auto slots = model.grad_slots();
-  const int layers = int(model.config().layers.size());
-  ReadyOrder order;
-  order.of_layer.assign(layers + 1, {});
-  for (int layer = layers - 1; layer >= -1; --layer) {
-    for (const auto& slot : slots) {
-      if (slot.layer != layer) continue;
-      order.of_layer[layer + 1].push_back(int(order.ranges.size()));
-      order.ranges.push_back({slot.offset, slot.span});
-    }
-  }
-  return order;
-}
-
 template <typename T>
 class NcclDataParallel final : public DeviceDataParallel {
  public:
@@ -57,7 +34,7 @@ class NcclDataParallel final : public DeviceDataParallel {
       : model_(model), nccl_(mpi_of(config, *groups.dp), "dp"), ksvd_(nccl_, model.stream()) {
     const config::Parallel& parallel = config.proto().parallel();
     nccl_.set_timeout_s(parallel.watchdog_s());
-    ReadyOrder order = ready_order(model);
+    ReadyOrder order = model.ready_order();
     ready_of_layer_ = std::move(order.of_layer);
     buckets_ = std::make_unique<DeviceGradientBuckets>(
         nccl_, model.params().grads(), model.params().numel(), std::move(order.ranges),
@@ -69,8 +46,7 @@ class NcclDataParallel final : public DeviceDataParallel {
       // step's buckets on every rank (device_gradient_buckets.h's ordering rule).
       model.reduce_ksvd = [this, n](std::span<double> sums) {
         ksvd_.all_reduce(sums, ReduceOp::kSum);
-        // Each DP rank added the same t-sums (parameters).
-        for (size_t l = 2; l + 1 < sums.size(); l += 3) sums[l] /= n;
+        divide_shared_ksvd_sums(sums, n, 1);
       };
       model.ksvd_data_grad_scale = n;
     }

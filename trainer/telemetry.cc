@@ -20,12 +20,9 @@ std::string layer_tag(const std::string& prefix, int layer) {
   return prefix + "layer_" + std::to_string(layer);
 }
 
-// The norms' group of a parameter name: layer_<i>, embed, norm or head.
-std::string group_of(const std::string& name) {
-  if (name.rfind("layers.", 0) == 0) {
-    return "layer_" + name.substr(7, name.find('.', 7) - 7);
-  }
-  return name.substr(0, name.find('.'));
+// The norms' group of a parameter: layer_<i>, embed, norm or head.
+std::string group_of(const Parameter<float>& p) {
+  return p.layer >= 0 ? layer_tag("", p.layer) : p.name.substr(0, p.name.find('.'));
 }
 
 bool all_finite(const std::vector<double>& v) {
@@ -209,7 +206,7 @@ void Telemetry::write_histograms(int64_t step, ParameterStore<float>& params) {
     for (int64_t i = 0; i < p.grad.numel(); ++i) gv += double(p.grad[i]) * p.grad[i];
     param_norms.push_back(std::sqrt(pv));
     grad_norms.push_back(std::sqrt(gv));
-    const std::string g = group_of(p.name);
+    const std::string g = group_of(p);
     auto it = std::find(groups.begin(), groups.end(), g);
     if (it == groups.end()) {
       groups.push_back(g);

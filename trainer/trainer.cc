@@ -166,35 +166,14 @@ Trainer::Trainer(const LoadedConfig& config, ProcessGroups* groups,
       const bool over_dp = global && !evaluating_ && dp_size_ > 1;
       Communicator& comm = over_dp ? *groups_->world : *groups_->tp;
       if (comm.size() > 1) comm.all_reduce(sums.data(), int64_t(sums.size()), ReduceOp::kSum);
-      // Each DP rank added the same t-sums (parameters); each TP rank the same token count.
-      if (over_dp) {
-        for (size_t l = 2; l + 1 < sums.size(); l += 3) sums[l] /= dp_size_;
-      }
-      sums.back() /= tp_size_;
+      divide_shared_ksvd_sums(sums, over_dp ? dp_size_ : 1, tp_size_);
     };
     if (global) model_.ksvd_data_grad_scale = dp_size_;
   }
-  // Gradients become final layer by layer, last layer first, then the rest.
-  auto& params = model_.params().all();
-  const int layers = int(model_.layers().size());
-  ready_of_layer_.assign(layers + 1, {});
-  for (int i = 0; i < int(params.size()); ++i) {
-    int layer = -1;
-    if (params[i].name.rfind("layers.", 0) == 0) layer = std::stoi(params[i].name.substr(7));
-    ready_of_layer_[layer + 1].push_back(i);
-  }
+  ready_ = ready_order(model_.params(), int(model_.layers().size()));
   if (dp_size_ > 1 && !device_) {  // the device step averages its own gradients
-    std::vector<GradRange> order;
-    ready_position_.assign(params.size(), -1);
-    const float* base = model_.params().grads().data();
-    for (int layer = layers - 1; layer >= -1; --layer) {
-      for (int i : ready_of_layer_[layer + 1]) {
-        ready_position_[i] = int(order.size());
-        order.push_back({params[i].grad.data() - base, params[i].grad.numel()});
-      }
-    }
     buckets_ = std::make_unique<GradientBuckets>(
-        *groups_->dp, model_.params().grads().data(), model_.params().numel(), std::move(order),
+        *groups_->dp, model_.params().grads().data(), model_.params().numel(), ready_.ranges,
         size_t(proto_.parallel().bucket_mb() * (1 << 20)), ReduceOp::kAverage);
   }
 }
@@ -205,11 +184,12 @@ Trainer::~Trainer() {
 
 void Trainer::reduce_gradients_for_layer(int layer) {
   auto& params = model_.params().all();
-  for (int i : ready_of_layer_[layer + 1]) {
-    if (params[i].sharding.sum_grad_over_tp) tp_all_reduce(tp_group_.get(), params[i].grad);
+  for (int k : ready_.of_layer[layer + 1]) {
+    Parameter<float>& p = params[ready_.slot_of[k]];
+    if (p.sharding.sum_grad_over_tp) tp_all_reduce(tp_group_.get(), p.grad);
   }
   if (buckets_) {
-    for (int i : ready_of_layer_[layer + 1]) buckets_->mark_ready(ready_position_[i]);
+    for (int k : ready_.of_layer[layer + 1]) buckets_->mark_ready(k);
   }
 }
 

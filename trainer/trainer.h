@@ -120,11 +120,10 @@ class Trainer {
   ScheduleOptions schedule_;
   Arena arena_, eval_arena_;
   Batch batch_;
-  // Data parallelism: parameter indices in the order their gradients become final, the
-  // ones of each layer, and the buckets that average them over the DP group.
+  // The order the gradients become final (slots: the parameters, in store order), and with
+  // data parallelism the buckets that average them over the DP group in that order.
+  ReadyOrder ready_;
   std::unique_ptr<GradientBuckets> buckets_;
-  std::vector<std::vector<int>> ready_of_layer_;  // [layer + 1] (index 0: the rest)
-  std::vector<int> ready_position_;               // parameter index -> position in ready order
   bool evaluating_ = false;
   std::string run_dir_;
   std::FILE* metrics_ = nullptr;

@@ -17,7 +17,7 @@ ParameterLayout::ParameterLayout(const ParameterStore<float>& store) {
     check(host_offset == host_numel_,
           "cuda::ParameterLayout: " + p.name + " is not where the store's layout puts it");
     const int64_t offset = (numel_ + kAlign - 1) / kAlign * kAlign;
-    entries_.push_back({p.name, p.shape, offset, host_offset, numel, p.weight_decay});
+    entries_.push_back({p.name, p.shape, offset, host_offset, numel, p.weight_decay, p.layer});
     // A run spans the gap before a parameter of its own flag (the gap's zeros stay zeros).
     if (!runs_.empty() && runs_.back().decay == p.weight_decay) {
       runs_.back().end = offset + numel;

@@ -31,6 +31,7 @@ class ParameterLayout {
     int64_t host_offset;  // in the CPU store's buffers
     int64_t numel;
     bool decay;  // Parameter::weight_decay
+    int layer;   // Parameter::layer
   };
   // A maximal range of the flat buffers whose parameters share a decay flag (trainer/adamw.cc
   // walks the same runs).

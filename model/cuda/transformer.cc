@@ -763,20 +763,17 @@ void DeviceTransformer<T>::upload_adamw(const float* exp_avg, const float* exp_a
   adamw_steps_ = steps;
 }
 
-// The layout's entries; a name "layers.<i>.*" belongs to layer i, every other to -1.
 template <typename T>
-std::vector<typename DeviceTransformer<T>::GradSlot> DeviceTransformer<T>::grad_slots() const {
+ReadyOrder DeviceTransformer<T>::ready_order() const {
   const std::vector<ParameterLayout::Entry>& entries = params_->layout().entries();
   std::vector<GradSlot> slots;
   slots.reserve(entries.size());
   for (size_t i = 0; i < entries.size(); ++i) {
     const ParameterLayout::Entry& e = entries[i];
     const int64_t next = i + 1 < entries.size() ? entries[i + 1].offset : params_->numel();
-    int layer = -1;
-    if (e.name.rfind("layers.", 0) == 0) layer = std::stoi(e.name.substr(7));
-    slots.push_back({e.name, e.offset, e.numel, next - e.offset, layer});
+    slots.push_back({{e.offset, next - e.offset}, e.layer});
   }
-  return slots;
+  return primal::ready_order(slots, int(config_.layers.size()));
 }
 
 template struct DeviceLinear<float>;

@@ -36,6 +36,7 @@
 #include "model/cuda/parameters.h"
 #include "model/dropout.h"
 #include "model/ksvd_loss.h"
+#include "model/ready_order.h"
 #include "model/transformer.h"
 
 namespace primal::cuda {
@@ -190,16 +191,11 @@ class DeviceTransformer {
   // layer i (nothing is waited for: the kernels may still be running), and with -1 after the
   // rest (embeddings, final norm, head).
   std::function<void(int layer)> on_grads_final;
-  // Each parameter's gradient in params().grads(), in the layout's (the CPU store's) order.
-  struct GradSlot {
-    std::string name;
-    int64_t offset;  // elements from params().grads()
-    int64_t numel;
-    int64_t span;  // numel and the alignment gap up to the next parameter (0, and stays 0:
-                   // averaging it is harmless and makes a layer's gradients one range)
-    int layer;     // whose backward makes it final; -1: embeddings, final norm, head
-  };
-  std::vector<GradSlot> grad_slots() const;
+  // The order the gradients in params().grads() become final (model/ready_order.h), a slot per
+  // parameter in the layout's (the CPU store's) order. A slot spans the parameter and the
+  // alignment gap up to the next one (zeros, and they stay zeros: averaging them is harmless
+  // and makes a layer's gradients one range).
+  ReadyOrder ready_order() const;
 
   // The last forward's probabilities, fp32 on the device: [B, K] (classifier) or [B N, V] (LM).
   const float* probabilities() const { return logits_.data(); }

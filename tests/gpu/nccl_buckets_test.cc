@@ -219,25 +219,15 @@ double rel(double got, double want) {
 struct DataParallel {
   DataParallel(DeviceTransformer<float>& model, NcclCommunicator& dp, size_t bucket_bytes)
       : ksvd(dp, model.stream()) {
-    const auto slots = model.grad_slots();
-    const int layers = int(model.config().layers.size());
-    ready_of_layer.assign(layers + 1, {});
-    std::vector<GradRange> order;
-    for (int layer = layers - 1; layer >= -1; --layer) {
-      for (const auto& slot : slots) {
-        if (slot.layer != layer) continue;
-        ready_of_layer[layer + 1].push_back(int(order.size()));
-        order.push_back({slot.offset, slot.span});
-      }
-    }
-    buckets =
-        std::make_unique<DeviceGradientBuckets>(dp, model.params().grads(), model.params().numel(),
-                                                std::move(order), model.stream(), bucket_bytes);
+    ReadyOrder order = model.ready_order();
+    ready_of_layer = std::move(order.of_layer);
+    buckets = std::make_unique<DeviceGradientBuckets>(
+        dp, model.params().grads(), model.params().numel(), std::move(order.ranges), model.stream(),
+        bucket_bytes);
     const int n = dp.size();
     model.reduce_ksvd = [this, n](std::span<double> sums) {
       ksvd.all_reduce(sums, ReduceOp::kSum);
-      // Each DP rank added the same t-sums (parameters).
-      for (size_t l = 2; l + 1 < sums.size(); l += 3) sums[l] /= n;
+      divide_shared_ksvd_sums(sums, n, 1);
     };
     model.ksvd_data_grad_scale = n;
     model.on_grads_final = [this](int layer) {
