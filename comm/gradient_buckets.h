@@ -18,36 +18,20 @@
 // all_reduce_unbucketed() bit for bit, whatever the bucket size.
 #pragma once
 
-#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <span>
 #include <vector>
 
+#include "comm/bucket_schedule.h"
 #include "comm/communicator.h"
-#include "model/ready_order.h"
 
 namespace primal {
-
-// What the buckets did, in order, for tests and traces.
-struct BucketEvent {
-  enum Kind { kParamReady, kIssued, kCompleted, kWaitBegin, kWaitEnd };
-  Kind kind;
-  int index;      // the parameter (kParamReady) or the bucket (kIssued, kCompleted); else -1
-  double time_s;  // since begin_backward()
-};
 
 class GradientBuckets {
  public:
   static constexpr size_t kDefaultBucketBytes = size_t{25} << 20;
-
-  struct Bucket {
-    int first_param = 0, num_params = 0;  // positions in the ready order
-    int64_t count = 0;                    // elements
-    bool contiguous = false;  // its ranges tile [offset, offset + count): reduced in place
-    int64_t offset = 0;       // when contiguous
-    size_t bytes() const { return static_cast<size_t>(count) * sizeof(float); }
-  };
+  using Bucket = GradBucket;
 
   // `ready_order[i]` is the range of the i-th parameter to become final; mark_ready(i)
   // refers to it. Ranges must lie inside [0, total_count) and not overlap. `comm` and
@@ -59,11 +43,11 @@ class GradientBuckets {
   GradientBuckets(const GradientBuckets&) = delete;
   GradientBuckets& operator=(const GradientBuckets&) = delete;
 
-  int num_params() const { return static_cast<int>(ranges_.size()); }
-  int num_buckets() const { return static_cast<int>(buckets_.size()); }
-  const Bucket& bucket(int b) const { return buckets_[b]; }
-  int bucket_of(int param) const { return bucket_of_[param]; }
-  size_t bucket_bytes() const { return bucket_bytes_; }
+  int num_params() const { return schedule_.num_params(); }
+  int num_buckets() const { return schedule_.num_buckets(); }
+  const Bucket& bucket(int b) const { return schedule_.bucket(b); }
+  int bucket_of(int param) const { return schedule_.bucket_of(param); }
+  size_t bucket_bytes() const { return schedule_.bucket_bytes(); }
 
   // Starts a backward pass: no parameter is ready, no bucket issued; clears the events.
   void begin_backward();
@@ -79,37 +63,21 @@ class GradientBuckets {
   void all_reduce_unbucketed();
 
   // Events are recorded when enabled (default on; storage is reused from step to step).
-  void set_record_events(bool on) { record_ = on; }
-  const std::vector<BucketEvent>& events() const { return events_; }
+  void set_record_events(bool on) { schedule_.set_record_events(on); }
+  const std::vector<BucketEvent>& events() const { return schedule_.events(); }
 
  private:
   struct State;
   void issue_ready_buckets();
   void complete(int b);
-  void record(BucketEvent::Kind kind, int index);
 
   Communicator& comm_;
   float* grads_;
   int64_t total_;
-  std::vector<GradRange> ranges_;
-  size_t bucket_bytes_;
   ReduceOp op_;
-  std::vector<Bucket> buckets_;
-  std::vector<int> bucket_of_;
+  BucketSchedule schedule_;
   std::vector<State> state_;
-  std::vector<char> ready_;
-  int next_issue_ = 0;  // buckets [0, next_issue_) have been issued
   int completed_ = 0;
-  bool record_ = true;
-  std::vector<BucketEvent> events_;
-  std::chrono::steady_clock::time_point start_;
 };
-
-// The bucketing, shared with the device version (comm/nccl/device_gradient_buckets.h): greedy
-// in ready order, a bucket closes when the next range would take it past bucket_bytes (a range
-// larger than that gets a bucket of its own); a bucket is contiguous when its ranges tile
-// [offset, offset + count). Throws when a range lies outside [0, total_count) or two overlap.
-std::vector<GradientBuckets::Bucket> plan_buckets(std::span<const GradRange> ready_order,
-                                                  int64_t total_count, size_t bucket_bytes);
 
 }  // namespace primal

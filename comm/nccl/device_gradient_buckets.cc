@@ -8,7 +8,6 @@
 namespace primal {
 
 struct DeviceGradientBuckets::State {
-  int pending = 0;                     // parameters not yet ready
   std::unique_ptr<cuda::Event> ready;  // compute stream: the bucket's last gradient kernel
   std::unique_ptr<cuda::Event> done;   // communication stream: all-reduced (and unpacked)
   std::unique_ptr<Work> work;          // recycled from step to step
@@ -22,23 +21,18 @@ DeviceGradientBuckets::DeviceGradientBuckets(NcclCommunicator& comm, float* grad
     : comm_(comm),
       grads_(grads),
       total_(total_count),
-      ranges_(std::move(ready_order)),
-      bucket_bytes_(bucket_bytes),
       op_(op),
       compute_(compute),
       start_event_(/*timing=*/true),
-      buckets_(plan_buckets(ranges_, total_, bucket_bytes_)) {
-  bucket_of_.resize(ranges_.size());
-  state_.resize(buckets_.size());
+      schedule_("DeviceGradientBuckets", std::move(ready_order), total_count, bucket_bytes) {
+  state_.resize(schedule_.num_buckets());
   for (int bi = 0; bi < num_buckets(); ++bi) {
-    const Bucket& b = buckets_[bi];
-    for (int p = b.first_param; p < b.first_param + b.num_params; ++p) bucket_of_[p] = bi;
+    const Bucket& b = bucket(bi);
     State& s = state_[bi];
     s.ready = std::make_unique<cuda::Event>(/*timing=*/true);
     s.done = std::make_unique<cuda::Event>(/*timing=*/true);
     if (!b.contiguous) s.staging = cuda::DeviceBuffer<float>(allocator_, b.count, comm_stream());
   }
-  ready_.assign(ranges_.size(), 0);
   begin_backward();
 }
 
@@ -48,36 +42,18 @@ DeviceGradientBuckets::~DeviceGradientBuckets() {
 }
 
 void DeviceGradientBuckets::begin_backward() {
-  check(waited_ || next_issue_ == 0,
+  check(waited_ || schedule_.issued() == 0,
         "DeviceGradientBuckets::begin_backward: wait_all() of the previous step was not called "
         "(its all-reduces would race with this step's gradients)");
-  std::fill(ready_.begin(), ready_.end(), 0);
-  for (int b = 0; b < num_buckets(); ++b) state_[b].pending = buckets_[b].num_params;
-  next_issue_ = seen_complete_ = 0;
+  schedule_.begin_backward();
+  seen_complete_ = 0;
   waited_ = false;
-  events_.clear();
-  start_ = std::chrono::steady_clock::now();
   start_event_.record(compute_);
 }
 
-void DeviceGradientBuckets::record(BucketEvent::Kind kind, int index) {
-  if (!record_) return;
-  const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-  events_.push_back(BucketEvent{kind, index, t});
-}
-
 void DeviceGradientBuckets::mark_ready(int i) {
-  if (i < 0 || i >= num_params())
-    throw Error("DeviceGradientBuckets::mark_ready: parameter " + std::to_string(i) + " of " +
-                std::to_string(num_params()));
-  if (ready_[i])
-    throw Error("DeviceGradientBuckets::mark_ready: parameter " + std::to_string(i) +
-                " marked ready twice in one backward");
-  ready_[i] = 1;
-  record(BucketEvent::kParamReady, i);
-  State& s = state_[bucket_of_[i]];
   // The bucket's last gradient kernel is on the compute stream before this event.
-  if (--s.pending == 0) s.ready->record(compute_);
+  if (schedule_.mark_ready(i)) state_[bucket_of(i)].ready->record(compute_);
   issue_ready_buckets();
   poll();
 }
@@ -86,16 +62,15 @@ void DeviceGradientBuckets::mark_ready(int i) {
 //   wait(ready event);  [pack];  ncclAllReduce(avg) in place;  [unpack];  record(done event)
 void DeviceGradientBuckets::issue_ready_buckets() {
   const cudaStream_t stream = comm_stream();
-  while (next_issue_ < num_buckets() && state_[next_issue_].pending == 0) {
-    const int bi = next_issue_++;
-    const Bucket& b = buckets_[bi];
+  for (int bi; (bi = schedule_.issue_next()) >= 0;) {
+    const Bucket& b = bucket(bi);
     State& s = state_[bi];
     s.ready->wait(stream);
     float* data = grads_ + b.offset;
     if (!b.contiguous) {
       int64_t at = 0;
       for (int p = b.first_param; p < b.first_param + b.num_params; ++p) {
-        const GradRange& r = ranges_[p];
+        const GradRange& r = schedule_.range(p);
         PRIMAL_CUDA_CHECK(cudaMemcpyAsync(s.staging.data() + at, grads_ + r.offset,
                                           sizeof(float) * size_t(r.count), cudaMemcpyDeviceToDevice,
                                           stream));
@@ -108,7 +83,7 @@ void DeviceGradientBuckets::issue_ready_buckets() {
     if (!b.contiguous) {
       int64_t at = 0;
       for (int p = b.first_param; p < b.first_param + b.num_params; ++p) {
-        const GradRange& r = ranges_[p];
+        const GradRange& r = schedule_.range(p);
         PRIMAL_CUDA_CHECK(cudaMemcpyAsync(grads_ + r.offset, s.staging.data() + at,
                                           sizeof(float) * size_t(r.count), cudaMemcpyDeviceToDevice,
                                           stream));
@@ -116,42 +91,37 @@ void DeviceGradientBuckets::issue_ready_buckets() {
       }
     }
     s.done->record(stream);
-    record(BucketEvent::kIssued, bi);
   }
 }
 
 void DeviceGradientBuckets::poll() {
   // The communication stream completes buckets in order: stop at the first one still running.
-  while (seen_complete_ < next_issue_) {
+  while (seen_complete_ < schedule_.issued()) {
     State& s = state_[seen_complete_];
     if (!s.work->test() || !s.done->query()) break;  // test() raises NCCL's async errors
-    record(BucketEvent::kCompleted, seen_complete_++);
+    schedule_.record(BucketEvent::kCompleted, seen_complete_++);
   }
 }
 
 void DeviceGradientBuckets::wait_all() {
-  for (int i = 0; i < num_params(); ++i)
-    if (!ready_[i])
-      throw Error("DeviceGradientBuckets::wait_all: parameter " + std::to_string(i) +
-                  " (elements [" + std::to_string(ranges_[i].offset) + ", " +
-                  std::to_string(ranges_[i].offset + ranges_[i].count) +
-                  ")) was never marked ready");
-  record(BucketEvent::kWaitBegin, -1);
+  schedule_.check_all_ready("wait_all");
+  schedule_.record(BucketEvent::kWaitBegin, -1);
   // Every bucket was issued (all parameters are ready); the last one's done event follows
   // every earlier bucket on the communication stream.
   if (num_buckets() > 0) state_[num_buckets() - 1].done->wait(compute_);
   waited_ = true;
-  record(BucketEvent::kWaitEnd, -1);
+  schedule_.record(BucketEvent::kWaitEnd, -1);
 }
 
 void DeviceGradientBuckets::synchronize() {
-  if (next_issue_ > 0) comm_.wait_event(*state_[next_issue_ - 1].done, "all_reduce (buckets)");
+  const int issued = schedule_.issued();
+  if (issued > 0) comm_.wait_event(*state_[issued - 1].done, "all_reduce (buckets)");
   poll();
 }
 
 std::vector<DeviceBucketTimes> DeviceGradientBuckets::device_times() const {
-  std::vector<DeviceBucketTimes> times(static_cast<size_t>(next_issue_));
-  for (int bi = 0; bi < next_issue_; ++bi) {
+  std::vector<DeviceBucketTimes> times(static_cast<size_t>(schedule_.issued()));
+  for (int bi = 0; bi < schedule_.issued(); ++bi) {
     const State& s = state_[bi];
     if (!s.done->query())
       throw Error("DeviceGradientBuckets::device_times: bucket " + std::to_string(bi) +

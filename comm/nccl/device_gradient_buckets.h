@@ -33,7 +33,6 @@
 
 #include <cuda_runtime_api.h>
 
-#include <chrono>
 #include <memory>
 #include <span>
 #include <vector>
@@ -69,11 +68,11 @@ class DeviceGradientBuckets {
   DeviceGradientBuckets(const DeviceGradientBuckets&) = delete;
   DeviceGradientBuckets& operator=(const DeviceGradientBuckets&) = delete;
 
-  int num_params() const { return static_cast<int>(ranges_.size()); }
-  int num_buckets() const { return static_cast<int>(buckets_.size()); }
-  const Bucket& bucket(int b) const { return buckets_[b]; }
-  int bucket_of(int param) const { return bucket_of_[param]; }
-  size_t bucket_bytes() const { return bucket_bytes_; }
+  int num_params() const { return schedule_.num_params(); }
+  int num_buckets() const { return schedule_.num_buckets(); }
+  const Bucket& bucket(int b) const { return schedule_.bucket(b); }
+  int bucket_of(int param) const { return schedule_.bucket_of(param); }
+  size_t bucket_bytes() const { return schedule_.bucket_bytes(); }
   cudaStream_t compute_stream() const { return compute_; }
   cudaStream_t comm_stream() const { return comm_stream_.get(); }
 
@@ -100,8 +99,8 @@ class DeviceGradientBuckets {
   // carry host times since begin_backward(): when the host enqueued them. kCompleted is
   // recorded when poll() or synchronize() sees a bucket's done event passed (host time of
   // that observation, in bucket order); the device's own times are device_times().
-  void set_record_events(bool on) { record_ = on; }
-  const std::vector<BucketEvent>& events() const { return events_; }
+  void set_record_events(bool on) { schedule_.set_record_events(on); }
+  const std::vector<BucketEvent>& events() const { return schedule_.events(); }
   // Per bucket of the last step, after synchronize(): device times from the step's start
   // (timing events; reading them never waits). Throws when a bucket has not completed.
   std::vector<DeviceBucketTimes> device_times() const;
@@ -109,28 +108,19 @@ class DeviceGradientBuckets {
  private:
   struct State;
   void issue_ready_buckets();
-  void record(BucketEvent::Kind kind, int index);
 
   NcclCommunicator& comm_;
   float* grads_;
   int64_t total_;
-  std::vector<GradRange> ranges_;
-  size_t bucket_bytes_;
   ReduceOp op_;
   cudaStream_t compute_;
   cuda::Stream comm_stream_;
   cuda::CachingAllocator allocator_;  // the staging buffers
   cuda::Event start_event_;           // timing: begin_backward() on the compute stream
-  std::vector<Bucket> buckets_;
-  std::vector<int> bucket_of_;
+  BucketSchedule schedule_;
   std::vector<State> state_;
-  std::vector<char> ready_;
-  int next_issue_ = 0;     // buckets [0, next_issue_) have been issued
   int seen_complete_ = 0;  // buckets [0, seen_complete_) were seen done by the host
   bool waited_ = true;     // wait_all() was called since the last begin_backward()
-  bool record_ = true;
-  std::vector<BucketEvent> events_;
-  std::chrono::steady_clock::time_point start_;
 };
 
 }  // namespace primal
