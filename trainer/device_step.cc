@@ -1,4 +1,4 @@
-// DeviceStep on a cuda::DeviceTransformer<T> (T = float or bf16), data parallel through
+// TrainingStep on a cuda::DeviceTransformer<T> (T = float or bf16), data parallel through
 // trainer/device_data_parallel.h on more than one DP rank. Built only with PRIMAL_CUDA;
 // trainer/device_step_unavailable.cc stands in for it otherwise.
 #include "trainer/device_step.h"
@@ -19,7 +19,7 @@ namespace primal {
 namespace {
 
 template <typename T>
-class CudaStep final : public DeviceStep {
+class CudaStep final : public TrainingStep {
  public:
   CudaStep(const LoadedConfig& config, int device, ProcessGroups* groups)
       : device_(device),
@@ -108,9 +108,9 @@ class CudaStep final : public DeviceStep {
 
 }  // namespace
 
-std::unique_ptr<DeviceStep> make_device_step(const LoadedConfig& config,
-                                             const ParameterStore<float>& params,
-                                             AdamW<float>& optimizer, ProcessGroups* groups) {
+std::unique_ptr<TrainingStep> make_device_step(const LoadedConfig& config,
+                                               const ParameterStore<float>& params,
+                                               AdamW<float>& optimizer, ProcessGroups* groups) {
   const std::string reason = cuda::no_device_reason();
   const bool data_parallel = groups && groups->dp_size > 1;
   if (data_parallel) {
@@ -128,7 +128,7 @@ std::unique_ptr<DeviceStep> make_device_step(const LoadedConfig& config,
   // One process: the first visible device; data parallelism: one per node-local rank.
   const int device = data_parallel ? select_data_parallel_device(config, *groups) : 0;
   cuda::set_device(device);
-  std::unique_ptr<DeviceStep> step;
+  std::unique_ptr<TrainingStep> step;
   if (config.proto().train().precision() == config::Train::BF16) {
     step = std::make_unique<CudaStep<cuda::bf16>>(config, device, groups);
   } else {

@@ -6,9 +6,9 @@
 
 namespace primal {
 
-std::unique_ptr<DeviceStep> make_device_step(const LoadedConfig& config,
-                                             const ParameterStore<float>&, AdamW<float>&,
-                                             ProcessGroups*) {
+std::unique_ptr<TrainingStep> make_device_step(const LoadedConfig& config,
+                                               const ParameterStore<float>&, AdamW<float>&,
+                                               ProcessGroups*) {
   throw Error(config.where("train.device"),
               "CUDA: this build has no CUDA backend (built with PRIMAL_CUDA=OFF)");
 }

@@ -16,17 +16,20 @@ int64_t count_correct(const float* probs, int B, int K, const std::vector<int32_
   return correct;
 }
 
+EvalBatch evaluate_batch_on(Transformer<float>& model, Arena& arena, const Batch& batch) {
+  arena.reset();
+  EvalBatch out{model.forward(arena, batch, 0, /*training=*/false)};
+  if (model.config().head != HeadKind::kLm) {
+    const Tensor<float>& p = model.probabilities();
+    out.correct = count_correct(p.data(), batch.B, int(p.dim(1)), batch.targets);
+  }
+  return out;
+}
+
 EvalResult evaluate(Transformer<float>& model, Arena& arena, const Dataset& data, DataSplit split,
                     int batch_size, int64_t max_batches, Communicator* dp) {
-  const bool lm = model.config().head == HeadKind::kLm;
   const EvalForward forward = [&](const Batch& batch) {
-    arena.reset();
-    EvalBatch out{model.forward(arena, batch, 0, /*training=*/false)};
-    if (!lm) {
-      const Tensor<float>& p = model.probabilities();
-      out.correct = count_correct(p.data(), batch.B, int(p.dim(1)), batch.targets);
-    }
-    return out;
+    return evaluate_batch_on(model, arena, batch);
   };
   return evaluate(model.config(), forward, data, split, batch_size, max_batches, dp);
 }

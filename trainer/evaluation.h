@@ -30,6 +30,8 @@ using EvalForward = std::function<EvalBatch(const Batch& batch)>;
 
 // Samples of probs [B, K] whose largest probability (the first, on ties) is at their target.
 int64_t count_correct(const float* probs, int B, int K, const std::vector<int32_t>& targets);
+// One evaluation batch of the CPU model (its arena holds the batch's activations).
+EvalBatch evaluate_batch_on(Transformer<float>& model, Arena& arena, const Batch& batch);
 
 // dp: the data-parallel group (null: this process alone). Batch k is run by DP rank
 // k % dp->size() (with its TP group), and every rank gets the same result, bitwise equal to

@@ -13,7 +13,6 @@
 #include "data/fashion_mnist.h"
 #include "data/listops.h"
 #include "data/text_dataset.h"
-#include "trainer/grad_clip.h"
 #include "trainer/safetensors.h"
 
 namespace primal {
@@ -147,8 +146,13 @@ Trainer::Trainer(const LoadedConfig& config, ProcessGroups* groups,
       tty_(leader() && isatty(STDOUT_FILENO)) {
   if (proto_.train().threads() > 0) omp_set_num_threads(proto_.train().threads());
   // Before anything is written: no usable GPU ends the run here, with the runtime's reason.
-  if (proto_.train().device() == config::Train::CUDA) {
-    device_ = make_device(config_, model_.params(), optimizer_, groups_);
+  on_device_ = proto_.train().device() == config::Train::CUDA;
+  if (on_device_) {
+    step_ = make_device(config_, model_.params(), optimizer_, groups_);
+  } else {
+    auto host = std::make_unique<HostStep>(config_, model_, optimizer_, groups_, tp_group_.get());
+    host_ = host.get();
+    step_ = std::move(host);
   }
   // After the thread count is set: the measured peak (for MFU) uses the training's threads.
   telemetry_ = std::make_unique<Telemetry>(config_, groups_ ? groups_->world->rank() : 0,
@@ -170,40 +174,10 @@ Trainer::Trainer(const LoadedConfig& config, ProcessGroups* groups,
     };
     if (global) model_.ksvd_data_grad_scale = dp_size_;
   }
-  ready_ = ready_order(model_.params(), int(model_.layers().size()));
-  if (dp_size_ > 1 && !device_) {  // the device step averages its own gradients
-    buckets_ = std::make_unique<GradientBuckets>(
-        *groups_->dp, model_.params().grads().data(), model_.params().numel(), ready_.ranges,
-        size_t(proto_.parallel().bucket_mb() * (1 << 20)), ReduceOp::kAverage);
-  }
 }
 
 Trainer::~Trainer() {
   if (metrics_) std::fclose(metrics_);
-}
-
-void Trainer::reduce_gradients_for_layer(int layer) {
-  auto& params = model_.params().all();
-  for (int k : ready_.of_layer[layer + 1]) {
-    Parameter<float>& p = params[ready_.slot_of[k]];
-    if (p.sharding.sum_grad_over_tp) tp_all_reduce(tp_group_.get(), p.grad);
-  }
-  if (buckets_) {
-    for (int k : ready_.of_layer[layer + 1]) buckets_->mark_ready(k);
-  }
-}
-
-double Trainer::global_grad_norm_over_shards() {
-  // Sharded gradients count on every TP rank, replicated ones once (they are equal).
-  double sum = 0;
-  const bool replicated_here = !groups_ || groups_->tp_rank == 0;
-  for (const auto& p : model_.params().all()) {
-    if (p.sharding.split != Split::kReplicated || replicated_here) {
-      sum += sum_of_squares(p.grad.data(), p.grad.numel());
-    }
-  }
-  if (tp_size_ > 1) groups_->tp->all_reduce(&sum, 1, ReduceOp::kSum);
-  return std::sqrt(sum);
 }
 
 bool Trainer::skip_nonfinite(int64_t step, double loss, double grad_norm) const {
@@ -218,97 +192,46 @@ bool Trainer::skip_nonfinite(int64_t step, double loss, double grad_norm) const 
   return true;
 }
 
+// Micro-batch k is the slice [k*micro, (k+1)*micro) of the step's global batch, and this DP
+// rank takes its share of it: the samples do not depend on the layout or on accumulation. With
+// data parallelism the last micro-batch's backward averages the gradients over DP. The clip
+// runs with the norm (a GPU computes both in one pass), so a skipped step's gradients may be
+// clipped; nothing reads them before the next step zeroes them but a histogram.
 Trainer::StepResult Trainer::train_step(int64_t step) {
-  if (device_) return train_step_on_device(step);
   const int global = proto_.data().batch_size();
   const int micro_steps = proto_.optimizer().accumulation_steps();
   const int micro = global / micro_steps, local = micro / dp_size_;
   StepResult r;
   r.lr = learning_rate(schedule_, step);
-  model_.params().zero_grads();
+  step_->zero_grads();
   std::fill(ksvd_terms_.begin(), ksvd_terms_.end(), 0.0);
-  // Micro-batch k is the slice [k*micro, (k+1)*micro) of the step's global batch, and this
-  // DP rank takes its share of it: the samples do not depend on the layout or on accumulation.
   for (int k = 0; k < micro_steps; ++k) {
-    const bool last = k + 1 == micro_steps;
     data_->train_batch(step, int64_t(k) * micro + int64_t(dp_rank_) * local, local, global, batch_);
-    arena_.reset();
-    const LossTerms t = model_.forward(arena_, batch_, step);
-    if (last && buckets_) buckets_->begin_backward();
-    if (last && (buckets_ || tp_group_)) {
-      model_.on_grads_final = [this](int layer) { reduce_gradients_for_layer(layer); };
-    } else {
-      model_.on_grads_final = nullptr;
-    }
-    model_.backward(arena_);
+    const LossTerms t = step_->forward_backward(batch_, step, /*last=*/k + 1 == micro_steps);
     r.loss += t.loss / micro_steps;
     r.ce += t.ce / micro_steps;
     r.ksvd += t.ksvd / micro_steps;
     for (size_t j = 0; j < ksvd_terms_.size(); ++j) ksvd_terms_[j] += t.ksvd_terms[j] / micro_steps;
   }
-  if (buckets_) buckets_->wait_all();
-  if (micro_steps > 1) {
-    Tensor<float> g = model_.params().grads();
-    const float scale = 1.0f / float(micro_steps);
-    for (int64_t i = 0; i < g.numel(); ++i) g[i] *= scale;
-  }
+  if (micro_steps > 1) step_->scale_grads(1.0f / float(micro_steps));
   if (dp_size_ > 1) {
     double terms[3] = {r.loss, r.ce, r.ksvd};
     groups_->dp->all_reduce(terms, 3, ReduceOp::kAverage);
     r.loss = terms[0], r.ce = terms[1], r.ksvd = terms[2];
   }
-  r.grad_norm = global_grad_norm_over_shards();
+  host_stale_ = host_grads_stale_ = on_device_;
+  r.grad_norm = step_->clip(proto_.optimizer().grad_clip());
   if (skip_nonfinite(step, r.loss, r.grad_norm)) {
     r.skipped = true;
     return r;
   }
-  if (proto_.optimizer().grad_clip() > 0) {
-    clip_grads_to_norm(model_.params(), r.grad_norm, proto_.optimizer().grad_clip());
-  }
-  optimizer_.step(r.lr);
-  return r;
-}
-
-// train_step on the GPU: the same micro-batches, shares, averages and schedule; with data
-// parallelism the device step averages the gradients over DP during the last micro-batch's
-// backward. The clip runs with the norm (the device computes both in one pass), so a skipped
-// step's gradients may be clipped; nothing reads them before the next step zeroes them but a
-// histogram.
-Trainer::StepResult Trainer::train_step_on_device(int64_t step) {
-  const int global = proto_.data().batch_size();
-  const int micro_steps = proto_.optimizer().accumulation_steps();
-  const int micro = global / micro_steps, local = micro / dp_size_;
-  StepResult r;
-  r.lr = learning_rate(schedule_, step);
-  device_->zero_grads();
-  std::fill(ksvd_terms_.begin(), ksvd_terms_.end(), 0.0);
-  for (int k = 0; k < micro_steps; ++k) {
-    data_->train_batch(step, int64_t(k) * micro + int64_t(dp_rank_) * local, local, global, batch_);
-    const LossTerms t = device_->forward_backward(batch_, step, /*last=*/k + 1 == micro_steps);
-    r.loss += t.loss / micro_steps;
-    r.ce += t.ce / micro_steps;
-    r.ksvd += t.ksvd / micro_steps;
-    for (size_t j = 0; j < ksvd_terms_.size(); ++j) ksvd_terms_[j] += t.ksvd_terms[j] / micro_steps;
-  }
-  if (micro_steps > 1) device_->scale_grads(1.0f / float(micro_steps));
-  if (dp_size_ > 1) {
-    double terms[3] = {r.loss, r.ce, r.ksvd};
-    groups_->dp->all_reduce(terms, 3, ReduceOp::kAverage);
-    r.loss = terms[0], r.ce = terms[1], r.ksvd = terms[2];
-  }
-  host_stale_ = host_grads_stale_ = true;
-  r.grad_norm = device_->clip(proto_.optimizer().grad_clip());
-  if (skip_nonfinite(step, r.loss, r.grad_norm)) {
-    r.skipped = true;
-    return r;
-  }
-  device_->adamw_step(r.lr);
+  step_->adamw_step(r.lr);
   return r;
 }
 
 void Trainer::copy_to_host(bool grads) {
-  if (!device_ || !(host_stale_ || (grads && host_grads_stale_))) return;
-  device_->download(model_.params(), &optimizer_, grads);
+  if (!(host_stale_ || (grads && host_grads_stale_))) return;
+  step_->download(model_.params(), &optimizer_, grads);
   host_stale_ = false;
   if (grads) host_grads_stale_ = false;
 }
@@ -325,7 +248,7 @@ void Trainer::write_bucket_trace() {
   std::FILE* f = std::fopen(path.c_str(), "w");
   if (!f) throw Error(path, "cannot open for writing");
   static const char* kKinds[] = {"param_ready", "issued", "completed", "wait_begin", "wait_end"};
-  for (const BucketEvent& e : buckets_->events()) {
+  for (const BucketEvent& e : buckets()->events()) {
     std::fprintf(f, "{\"event\":\"%s\",\"index\":%d,\"time_s\":%.9f}\n", kKinds[e.kind], e.index,
                  e.time_s);
   }
@@ -405,15 +328,13 @@ EvalResult Trainer::evaluate_and_log(int64_t step) {
   Communicator* dp = groups_ ? groups_->dp.get() : nullptr;
   const int batch_size = proto_.data().batch_size();
   const int64_t batches = proto_.train().eval_batches();
-  EvalResult r;
-  if (device_) {  // on the device, from its own parameters: no host copy needed
-    const EvalForward forward = [&](const Batch& batch) { return device_->evaluate_batch(batch); };
-    r = evaluate(model_.config(), forward, *data_, DataSplit::kVal, batch_size, batches, dp);
-  } else {
-    evaluating_ = true;
-    r = evaluate(model_, eval_arena_, *data_, DataSplit::kVal, batch_size, batches, dp);
-    evaluating_ = false;
-  }
+  // On a GPU from its own parameters: no host copy needed. evaluating_: the host model's KSVD
+  // sums are summed over TP only (every DP rank runs its own batches).
+  const EvalForward forward = [&](const Batch& batch) { return step_->evaluate_batch(batch); };
+  evaluating_ = true;
+  const EvalResult r =
+      evaluate(model_.config(), forward, *data_, DataSplit::kVal, batch_size, batches, dp);
+  evaluating_ = false;
   if (!leader()) return r;
   const std::string json = eval_json(r, "val", step);
   std::fprintf(metrics_, "%s\n", json.c_str());
@@ -440,7 +361,7 @@ void Trainer::resume(const std::string& what) {
   }
   start_step_ = r.step;
   resumed_ = true;
-  if (device_) device_->upload(model_.params(), optimizer_);
+  step_->upload(model_.params(), optimizer_);
 }
 
 EvalResult Trainer::run() {
@@ -456,7 +377,7 @@ EvalResult Trainer::run() {
         "%lld steps -> %s\n",
         config_.path().c_str(), (long long)model_.params().numel(), omp_get_max_threads(),
         tp_size_ * dp_size_, tp_size_, dp_size_, (long long)steps, run_dir_.c_str());
-    if (device_) std::printf("primal train: on %s\n", device_->describe().c_str());
+    if (on_device_) std::printf("primal train: on %s\n", step_->describe().c_str());
   }
   if (!resumed_) evaluate_and_log(0);
   const auto start = Clock::now();
@@ -508,7 +429,7 @@ EvalResult Trainer::run() {
   }
   if (checkpointer_->last_step() != steps) save_checkpoint(steps, lr);
   checkpointer_->wait();
-  if (buckets_ && proto_.parallel().trace_buckets()) write_bucket_trace();
+  if (buckets() && proto_.parallel().trace_buckets()) write_bucket_trace();
   EvalResult last = evaluate_and_log(steps);
   telemetry_->close();
   copy_to_host();

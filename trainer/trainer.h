@@ -21,6 +21,7 @@
 #include "trainer/checkpointer.h"
 #include "trainer/device_step.h"
 #include "trainer/evaluation.h"
+#include "trainer/host_step.h"
 #include "trainer/schedule.h"
 #include "trainer/telemetry.h"
 
@@ -50,7 +51,7 @@ void install_stop_signal_handlers();
 class Trainer {
  public:
   // Builds the step of train.device CUDA: make_device_step, or a test's stand-in for a GPU.
-  using DeviceStepFactory = std::function<std::unique_ptr<DeviceStep>(
+  using DeviceStepFactory = std::function<std::unique_ptr<TrainingStep>(
       const LoadedConfig&, const ParameterStore<float>&, AdamW<float>&, ProcessGroups*)>;
 
   // groups: this rank's world/TP/DP groups; null trains on this process alone.
@@ -75,9 +76,9 @@ class Trainer {
   // evaluations, checkpoints and run().
   Transformer<float>& model() { return model_; }
   AdamW<float>& optimizer() { return optimizer_; }
-  // The data-parallel buckets (null without data parallelism, and on the device, whose
-  // buckets are the step's own), for tests and traces.
-  GradientBuckets* buckets() { return buckets_.get(); }
+  // The data-parallel buckets of the host step (null without data parallelism, and on the
+  // device, whose buckets are its step's own), for tests and traces.
+  GradientBuckets* buckets() { return host_ ? host_->buckets() : nullptr; }
   // The full parameter tensors (SPEC §4 shapes), gathered over the TP group.
   ParameterStore<float> gather_full_parameters();
 
@@ -87,7 +88,6 @@ class Trainer {
     bool skipped = false;
   };
   StepResult train_step(int64_t step);
-  StepResult train_step_on_device(int64_t step);
   // Whether a step with loss and grad_norm is dropped (train.on_nonfinite: SKIP); throws
   // NonFiniteLoss with STOP.
   bool skip_nonfinite(int64_t step, double loss, double grad_norm) const;
@@ -95,8 +95,6 @@ class Trainer {
   // into model_ and optimizer_, where a step changed them since the last copy.
   void copy_to_host(bool grads = false);
   void save_checkpoint(int64_t step, double lr);
-  void reduce_gradients_for_layer(int layer);
-  double global_grad_norm_over_shards();
   void write_bucket_trace();
   void log_step(int64_t step, const StepResult& r, double step_seconds, double elapsed);
   EvalResult evaluate_and_log(int64_t step);
@@ -111,19 +109,17 @@ class Trainer {
   Transformer<float> model_;
   AdamW<float> optimizer_;
   std::unique_ptr<Checkpointer> checkpointer_;
-  // train.device CUDA (null on the CPU), and whether it stepped since the last host copy.
-  std::unique_ptr<DeviceStep> device_;
+  // The step: on the host (host_ is it) or on a GPU (train.device CUDA, on_device_); a GPU's
+  // state is copied to the host on demand, when it stepped since the last copy.
+  std::unique_ptr<TrainingStep> step_;
+  HostStep* host_ = nullptr;
+  bool on_device_ = false;
   bool host_stale_ = false, host_grads_stale_ = false;
 
   int64_t start_step_ = 0;  // the step a resumed run continues with
   bool resumed_ = false, stopped_ = false;
   ScheduleOptions schedule_;
-  Arena arena_, eval_arena_;
   Batch batch_;
-  // The order the gradients become final (slots: the parameters, in store order), and with
-  // data parallelism the buckets that average them over the DP group in that order.
-  ReadyOrder ready_;
-  std::unique_ptr<GradientBuckets> buckets_;
   bool evaluating_ = false;
   std::string run_dir_;
   std::FILE* metrics_ = nullptr;

@@ -1,5 +1,5 @@
 // The trainer's device path (train.device CUDA, trainer/device_step.h) without a GPU: a
-// stand-in DeviceStep that keeps its own CPU model and optimizer as "the device" and does
+// stand-in TrainingStep that keeps its own CPU model and optimizer as "the device" and does
 // exactly the CPU step's arithmetic. With it the device path must give the CPU path's run bit
 // for bit: that proves the plumbing around the GPU (micro-batches and their average, clip,
 // schedule, evaluation through the device's own parameters, the host copies before
@@ -31,7 +31,7 @@ void copy(const Tensor<float>& from, Tensor<float> to) {
   std::copy_n(from.data(), from.numel(), to.data());
 }
 
-class HostStandIn final : public DeviceStep {
+class HostStandIn final : public TrainingStep {
  public:
   HostStandIn(const LoadedConfig& config, int* uploads, int* grad_downloads)
       : model_(config.model()),
