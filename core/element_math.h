@@ -13,6 +13,8 @@
 #include <cmath>
 #include <type_traits>
 
+#include "core/error.h"
+
 #if defined(__CUDACC__)
 #define PRIMAL_HD __host__ __device__
 #else
@@ -184,6 +186,21 @@ PRIMAL_HD inline T layernorm_normalise(T x, T mean, T rstd, T w, T b) {
 template <typename T>
 PRIMAL_HD inline T layernorm_dx(T dy_w, T xhat, T mean_dy_w, T mean_dy_w_xhat, T rstd) {
   return rstd * (dy_w - mean_dy_w - xhat * mean_dy_w_xhat);
+}
+
+// ---- global-norm clip (trainer/grad_clip.h, and the device model's clip_grad_norm) -----------
+
+// max_norm must be finite and > 0: an Error naming grad_clip.max_norm otherwise.
+inline void check_max_norm(double max_norm) {
+  if (!(max_norm > 0 && std::isfinite(max_norm)))
+    throw Error("grad_clip.max_norm", "must be finite and > 0, got " + format_number(max_norm));
+}
+// The factor every gradient is scaled by, given their global norm: max_norm / (norm + 1e-6)
+// when that is below 1, else 1; 1 for a non-finite norm (the caller sees it and skips the step).
+inline double clip_coefficient(double norm, double max_norm) {
+  if (!std::isfinite(norm)) return 1;
+  const double coef = max_norm / (norm + 1e-6);
+  return coef < 1 ? coef : 1;
 }
 
 // ---- AdamW, torch.optim.AdamW's single-tensor arithmetic (trainer/adamw.h) -------------------

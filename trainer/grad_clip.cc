@@ -1,8 +1,8 @@
 #include "trainer/grad_clip.h"
 
 #include <cmath>
-#include <cstdio>
 
+#include "core/element_math.h"
 #include "core/reduce.h"
 
 namespace primal {
@@ -34,13 +34,8 @@ double global_grad_norm(ParameterStore<T>& store) {
 
 template <typename T>
 double clip_grads_to_norm(ParameterStore<T>& store, double norm, double max_norm) {
-  if (!(max_norm > 0 && std::isfinite(max_norm))) {
-    char buf[32];
-    std::snprintf(buf, sizeof buf, "%.17g", max_norm);
-    throw Error("grad_clip.max_norm", std::string("must be finite and > 0, got ") + buf);
-  }
-  if (!std::isfinite(norm)) return 1;
-  const double coef = max_norm / (norm + 1e-6);
+  em::check_max_norm(max_norm);
+  const double coef = em::clip_coefficient(norm, max_norm);
   if (coef >= 1) return 1;
   const T scale = T(coef);
   T* g = store.grads().data();

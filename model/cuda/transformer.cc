@@ -700,9 +700,7 @@ LossTerms DeviceTransformer<T>::forward_backward(const Batch& batch, int64_t ste
 // norm = sqrt(sum g^2);  g *= max_norm / (norm + 1e-6) where that is below 1
 template <typename T>
 double DeviceTransformer<T>::clip_grad_norm(double max_norm) {
-  if (!(max_norm > 0 && std::isfinite(max_norm))) {
-    throw Error("grad_clip.max_norm", "must be finite and > 0, got " + format_number(max_norm));
-  }
+  em::check_max_norm(max_norm);
   const Exec ex{stream_.get(), &allocator_};
   DeviceBuffer<double> sum(allocator_, 1, ex.stream);
   zero_device(sum.data(), 1, ex.stream);
@@ -711,8 +709,7 @@ double DeviceTransformer<T>::clip_grad_norm(double max_norm) {
   copy_to_host(&host, sum.data(), sizeof host, ex.stream);
   stream_.synchronize();
   const double norm = std::sqrt(host);
-  if (!std::isfinite(norm)) return norm;
-  const double coef = max_norm / (norm + 1e-6);
+  const double coef = em::clip_coefficient(norm, max_norm);
   if (coef < 1) scale_inplace(ex, params_->grads(), params_->numel(), float(coef));
   return norm;
 }
