@@ -54,11 +54,16 @@ class NcclDataParallel final : public DeviceDataParallel {
       if (!last_) return;
       for (int i : ready_of_layer_[layer + 1]) buckets_->mark_ready(i);
     };
+    model.wait_host = [this](const char* what) {
+      wait_event_.record(model_.stream());
+      nccl_.wait_event(wait_event_, what);
+    };
   }
 
   ~NcclDataParallel() override {
     model_.reduce_ksvd = nullptr;
     model_.on_grads_final = nullptr;
+    model_.wait_host = nullptr;
     model_.ksvd_data_grad_scale = 1;
   }
 
@@ -83,7 +88,8 @@ class NcclDataParallel final : public DeviceDataParallel {
   StagedAllReduce ksvd_;
   std::unique_ptr<DeviceGradientBuckets> buckets_;
   std::vector<std::vector<int>> ready_of_layer_;
-  bool last_ = false;  // the backward under way is the step's last micro-batch's
+  cuda::Event wait_event_;  // the model's watched host waits
+  bool last_ = false;       // the backward under way is the step's last micro-batch's
 };
 
 }  // namespace

@@ -37,8 +37,14 @@ DeviceGradientBuckets::DeviceGradientBuckets(NcclCommunicator& comm, float* grad
 }
 
 DeviceGradientBuckets::~DeviceGradientBuckets() {
-  // Unwatched and without throwing: the staging buffers return to the allocator next.
-  cudaStreamSynchronize(comm_stream_.get());
+  // No all-reduce may still read the staging buffers, which return to the allocator next. The
+  // wait is watched (past the timeout the job ends, naming it); when it throws, NCCL's error has
+  // aborted the communicator (check_async), so the stream drains.
+  try {
+    synchronize();
+  } catch (const std::exception&) {
+    cudaStreamSynchronize(comm_stream_.get());
+  }
 }
 
 void DeviceGradientBuckets::begin_backward() {

@@ -62,8 +62,8 @@ class DeviceGradientBuckets {
                         std::vector<GradRange> ready_order, cudaStream_t compute,
                         size_t bucket_bytes = kDefaultBucketBytes,
                         ReduceOp op = ReduceOp::kAverage);
-  // Waits (on the host) for the buckets in flight: the staging buffers and events must not be
-  // freed under a running all-reduce.
+  // Waits (on the host, watched) for the buckets in flight: the staging buffers and events must not
+  // be freed under a running all-reduce.
   ~DeviceGradientBuckets();
   DeviceGradientBuckets(const DeviceGradientBuckets&) = delete;
   DeviceGradientBuckets& operator=(const DeviceGradientBuckets&) = delete;

@@ -64,12 +64,28 @@ int select_local_device(MpiCommunicator& world) {
   return device;
 }
 
-void NcclCommunicator::check_nccl(ncclResult_t result, const char* call) const {
-  if (result == ncclSuccess) return;
+Error NcclCommunicator::nccl_error(ncclResult_t result, const char* call) const {
   const char* last = comm_ ? ncclGetLastError(comm_) : nullptr;
-  throw Error("rank " + std::to_string(world_rank()) + ": " + call + " on group " + name_,
-              std::string(ncclGetErrorString(result)) +
-                  (last && *last ? std::string(" (") + last + ")" : ""));
+  return Error("rank " + std::to_string(world_rank()) + ": " + call + " on group " + name_,
+               std::string(ncclGetErrorString(result)) +
+                   (last && *last ? std::string(" (") + last + ")" : ""));
+}
+
+void NcclCommunicator::check_nccl(ncclResult_t result, const char* call) const {
+  if (result != ncclSuccess) throw nccl_error(result, call);
+}
+
+void NcclCommunicator::check_async(const char* collective) {
+  ncclResult_t async = ncclSuccess;
+  check_nccl(ncclCommGetAsyncError(comm_, &async), "ncclCommGetAsyncError");
+  if (async == ncclSuccess || async == ncclInProgress) return;
+  // NCCL's rule for an asynchronous error: abort the communicator first. That stops its
+  // kernels, so the streams that wait on them drain (a bucket's destructor synchronises its
+  // stream while the error unwinds), and then the error goes on.
+  const Error error = nccl_error(async, collective);
+  ncclCommAbort(comm_);
+  comm_ = nullptr;
+  throw error;
 }
 
 NcclCommunicator::NcclCommunicator(MpiCommunicator& mpi, std::string name)
@@ -145,9 +161,7 @@ void NcclCommunicator::watch(const char* collective, const cuda::Event& event) {
   using Clock = std::chrono::steady_clock;
   const auto start = Clock::now();
   while (!event.query()) {
-    ncclResult_t async = ncclSuccess;
-    check_nccl(ncclCommGetAsyncError(comm_, &async), "ncclCommGetAsyncError");
-    check_nccl(async, collective);
+    check_async(collective);
     if (timeout_s_ > 0 && std::chrono::duration<double>(Clock::now() - start).count() > timeout_s_)
       abort(timeout_message(collective), kWatchdogExitCode);
     sched_yield();
@@ -216,9 +230,7 @@ void NcclWork::wait() {
 }
 
 bool NcclWork::test() {
-  ncclResult_t async = ncclSuccess;
-  comm_->check_nccl(ncclCommGetAsyncError(comm_->comm_, &async), "ncclCommGetAsyncError");
-  comm_->check_nccl(async, collective_);
+  comm_->check_async(collective_);
   return event_.query();
 }
 

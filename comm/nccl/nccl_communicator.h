@@ -79,7 +79,10 @@ class NcclCommunicator final : public Communicator {
   cudaStream_t stream_of(Place place, const char* collective) const;
   // Waits on the host until `event` completes, watching NCCL's async errors and the deadline.
   void watch(const char* collective, const cuda::Event& event);
+  Error nccl_error(ncclResult_t result, const char* call) const;
   void check_nccl(ncclResult_t result, const char* call) const;
+  // NCCL's asynchronous error of this communicator, if any: aborts the communicator, throws.
+  void check_async(const char* collective);
   // The watchdog's line for `call` on this group, past timeout_s().
   std::string timeout_message(const char* call) const;
 

@@ -619,7 +619,7 @@ LossTerms DeviceTransformer<T>::forward(const Batch& batch, int64_t step, bool t
   // One synchronisation: the KSVD partials and the CE sum come back together.
   host_sums_.resize(size_t(sums_.size()));
   copy_to_host(host_sums_.data(), sums_.data(), sums_.bytes(), s);
-  stream_.synchronize();
+  wait("the loss and the KSVD sums");
   ksvd_sums_.assign(host_sums_.begin(), host_sums_.begin() + 3 * primal);
   ksvd_sums_.push_back(double(seq_.real_tokens()));
   if (reduce_ksvd) reduce_ksvd(ksvd_sums_);
@@ -707,7 +707,7 @@ double DeviceTransformer<T>::clip_grad_norm(double max_norm) {
   sum_of_squares(ex, params_->grads(), params_->numel(), sum.data());
   double host = 0;
   copy_to_host(&host, sum.data(), sizeof host, ex.stream);
-  stream_.synchronize();
+  wait("the gradient norm");
   const double norm = std::sqrt(host);
   const double coef = em::clip_coefficient(norm, max_norm);
   if (coef < 1) scale_inplace(ex, params_->grads(), params_->numel(), float(coef));
@@ -744,7 +744,7 @@ void DeviceTransformer<T>::download_adamw(float* exp_avg, float* exp_avg_sq) con
     copy_to_host(exp_avg + e.host_offset, adam_m_.data() + e.offset, bytes, stream_.get());
     copy_to_host(exp_avg_sq + e.host_offset, adam_v_.data() + e.offset, bytes, stream_.get());
   }
-  stream_.synchronize();
+  wait("the AdamW state's host copy");
 }
 
 template <typename T>
@@ -756,7 +756,7 @@ void DeviceTransformer<T>::upload_adamw(const float* exp_avg, const float* exp_a
     copy_to_device(adam_m_.data() + e.offset, exp_avg + e.host_offset, bytes, stream_.get());
     copy_to_device(adam_v_.data() + e.offset, exp_avg_sq + e.host_offset, bytes, stream_.get());
   }
-  stream_.synchronize();
+  wait("the AdamW state's upload");
   adamw_steps_ = steps;
 }
 

@@ -191,6 +191,12 @@ class DeviceTransformer {
   // layer i (nothing is waited for: the kernels may still be running), and with -1 after the
   // rest (embeddings, final norm, head).
   std::function<void(int layer)> on_grads_final;
+  // How the host waits for the compute stream (forward's one readback, the clip's norm, the
+  // AdamW state's host copies, synchronize()); `what` names the wait. Unset: a plain
+  // cudaStreamSynchronize. With data parallelism the stream waits on NCCL buckets that a dead
+  // or hung peer never completes, so the DP wiring sets a watched wait instead (past
+  // parallel.watchdog_s the job ends naming it).
+  std::function<void(const char* what)> wait_host;
   // The order the gradients in params().grads() become final (model/ready_order.h), a slot per
   // parameter in the layout's (the CPU store's) order. A slot spans the parameter and the
   // alignment gap up to the next one (zeros, and they stay zeros: averaging them is harmless
@@ -204,9 +210,16 @@ class DeviceTransformer {
   Blas& blas() { return blas_; }
   CachingAllocator& allocator() { return allocator_; }
   cudaStream_t stream() const { return stream_.get(); }
-  void synchronize() const { stream_.synchronize(); }
+  void synchronize() const { wait("synchronize"); }
 
  private:
+  void wait(const char* what) const {
+    if (wait_host)
+      wait_host(what);
+    else
+      stream_.synchronize();
+  }
+
   ModelConfig config_;
   Transformer<float> host_;
   Stream stream_;
