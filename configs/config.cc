@@ -188,6 +188,11 @@ std::string LoadedConfig::where(const std::string& field_path) const {
   return path_ + ": " + field_path + " (default)";
 }
 
+em::AdamWOptions LoadedConfig::adamw() const {
+  const config::Optimizer& o = proto_.optimizer();
+  return {.beta1 = o.beta1(), .beta2 = o.beta2(), .eps = o.eps(), .weight_decay = o.weight_decay()};
+}
+
 ModelConfig LoadedConfig::model() const {
   const config::Model& m = proto_.model();
   ModelConfig c;

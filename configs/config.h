@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "configs/primal.pb.h"
+#include "core/element_math.h"
 #include "model/config.h"
 
 namespace primal {
@@ -36,6 +37,9 @@ class LoadedConfig {
   std::string where(const std::string& field_path) const;
   // The model's shape and options, from model { ... } and the train seed.
   ModelConfig model() const;
+  // optimizer.{beta1, beta2, eps, weight_decay}: AdamW's hyper-parameters, for the host
+  // optimizer and the device model alike.
+  em::AdamWOptions adamw() const;
   // Checks parallel.tp against a job of world_size processes: it must divide the world, the
   // heads and the MLP width, and DP = world / tp must divide the micro-batch. With
   // train.device CUDA: the binary has the CUDA backend, and the job is one process, tp 1.

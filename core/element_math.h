@@ -205,6 +205,15 @@ inline double clip_coefficient(double norm, double max_norm) {
 
 // ---- AdamW, torch.optim.AdamW's single-tensor arithmetic (trainer/adamw.h) -------------------
 
+// Its hyper-parameters, for the host optimizer (trainer/adamw.h) and the device model's
+// (model/cuda/transformer.h) alike.
+struct AdamWOptions {
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.01;  // for the parameters whose decay flag is set
+};
+
 // The per-step scalars, computed in double and rounded to T as torch does with Python floats.
 template <typename T>
 struct AdamWScalars {

@@ -17,16 +17,12 @@
 #include <string>
 #include <vector>
 
+#include "core/element_math.h"
 #include "model/parameters.h"
 
 namespace primal {
 
-struct AdamWOptions {
-  double beta1 = 0.9;
-  double beta2 = 0.999;
-  double eps = 1e-8;
-  double weight_decay = 0.01;  // for the parameters whose decay flag is set
-};
+using AdamWOptions = em::AdamWOptions;
 
 // Throws primal::Error naming the field ("adamw.beta1", ...) unless 0 <= beta1, beta2 < 1,
 // eps >= 0 and weight_decay >= 0 (all finite).

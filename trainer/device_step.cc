@@ -24,10 +24,7 @@ class CudaStep final : public TrainingStep {
   CudaStep(const LoadedConfig& config, int device, ProcessGroups* groups)
       : device_(device),
         precision_(config::Train::Precision_Name(config.proto().train().precision())),
-        hyper_{.beta1 = config.proto().optimizer().beta1(),
-               .beta2 = config.proto().optimizer().beta2(),
-               .eps = config.proto().optimizer().eps(),
-               .weight_decay = config.proto().optimizer().weight_decay()},
+        adamw_(config.adamw()),
         model_(config.model()) {
     if (groups && groups->dp_size > 1) dp_ = make_device_data_parallel(config, *groups, model_);
   }
@@ -60,7 +57,7 @@ class CudaStep final : public TrainingStep {
     return model_.clip_grad_norm(max_norm > 0 ? max_norm : std::numeric_limits<double>::max());
   }
 
-  void adamw_step(double lr) override { model_.adamw_step(lr, hyper_); }
+  void adamw_step(double lr) override { model_.adamw_step(lr, adamw_); }
 
   EvalBatch evaluate_batch(const Batch& batch) override {
     // Each DP rank evaluates batches of its own: the KSVD sums stay the batch's (the hook of
@@ -100,7 +97,7 @@ class CudaStep final : public TrainingStep {
  private:
   int device_;
   std::string precision_;
-  cuda::AdamWHyper hyper_;
+  AdamWOptions adamw_;
   cuda::DeviceTransformer<T> model_;
   std::unique_ptr<DeviceDataParallel> dp_;  // after model_: destroyed (buckets waited) first
   std::vector<float> probs_;                // host copy of an evaluation batch's [B, K]

@@ -75,15 +75,6 @@ ScheduleOptions schedule_of(const config::Config& c) {
   return s;
 }
 
-AdamWOptions adamw_of(const config::Optimizer& o) {
-  AdamWOptions a;
-  a.beta1 = o.beta1();
-  a.beta2 = o.beta2();
-  a.eps = o.eps();
-  a.weight_decay = o.weight_decay();
-  return a;
-}
-
 std::string duration(double seconds) {
   const long s = long(seconds);
   char buf[32];
@@ -139,7 +130,7 @@ Trainer::Trainer(const LoadedConfig& config, ProcessGroups* groups,
       tp_group_(tp_size_ > 1 ? std::make_unique<CommTensorParallelGroup>(*groups->tp) : nullptr),
       data_(make_dataset(config)),
       model_(config.model(), tp_group_.get()),
-      optimizer_(model_.params(), adamw_of(proto_.optimizer())),
+      optimizer_(model_.params(), config.adamw()),
       checkpointer_(std::make_unique<Checkpointer>(config, groups, model_.params(), optimizer_)),
       schedule_(schedule_of(proto_)),
       run_dir_(proto_.logging().dir()),

@@ -716,7 +716,7 @@ double DeviceTransformer<T>::clip_grad_norm(double max_norm) {
 
 // Per run of parameters sharing a decay flag: em::adamw_update on every element.
 template <typename T>
-void DeviceTransformer<T>::adamw_step(double lr, const AdamWHyper& o) {
+void DeviceTransformer<T>::adamw_step(double lr, const em::AdamWOptions& o) {
   if (!(lr >= 0 && std::isfinite(lr))) {
     throw Error("AdamW::step", "learning rate must be finite and >= 0, got " + format_number(lr));
   }

@@ -41,15 +41,6 @@
 
 namespace primal::cuda {
 
-// torch.optim.AdamW's hyper-parameters (trainer/adamw.h's AdamWOptions; model/ cannot see
-// trainer/).
-struct AdamWHyper {
-  double beta1 = 0.9;
-  double beta2 = 0.999;
-  double eps = 1e-8;
-  double weight_decay = 0.01;
-};
-
 // The Philox stream of a dropout site, keyed exactly as model/dropout.cc keys it:
 // (seed ^ 0xD0D0D0D0, (step << 24) ^ (layer << 4) ^ site).
 PhiloxStream dropout_stream(uint64_t seed, int64_t step, int layer, DropoutSite site);
@@ -165,7 +156,7 @@ class DeviceTransformer {
   double clip_grad_norm(double max_norm);
   // One AdamW step over every parameter (trainer/adamw.cc's arithmetic, bit for bit given the
   // same gradients), then the bf16 copy is refreshed.
-  void adamw_step(double lr, const AdamWHyper& hyper = {});
+  void adamw_step(double lr, const em::AdamWOptions& options = {});
   int64_t adamw_steps() const { return adamw_steps_; }
   // The AdamW state through host copies (checkpoints): exp_avg and exp_avg_sq in the host
   // store's layout (parallel to ParameterStore<float>::values(), as trainer/adamw.h keeps them,

@@ -251,7 +251,7 @@ void expect_data_parallel_equals_one_process(NcclCommunicator& comm, bool lm, si
   if (kB % n != 0) GTEST_SKIP() << kB << " samples do not split over " << n << " ranks";
   const int local = kB / n;
   const ModelConfig config = small_config(lm);
-  cuda::AdamWHyper hyper;
+  em::AdamWOptions hyper;
   hyper.eps = 1e-2;  // as TransformerStep's 3-step test: a smooth function of the gradient
 
   DeviceTransformer<float> whole(config), part(config);

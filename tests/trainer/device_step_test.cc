@@ -35,7 +35,7 @@ class HostStandIn final : public TrainingStep {
  public:
   HostStandIn(const LoadedConfig& config, int* uploads, int* grad_downloads)
       : model_(config.model()),
-        optimizer_(model_.params(), adamw_options(config.proto().optimizer())),
+        optimizer_(model_.params(), config.adamw()),
         uploads_(uploads),
         grad_downloads_(grad_downloads) {}
 
@@ -90,10 +90,6 @@ class HostStandIn final : public TrainingStep {
   }
 
  private:
-  static AdamWOptions adamw_options(const config::Optimizer& o) {
-    return {
-        .beta1 = o.beta1(), .beta2 = o.beta2(), .eps = o.eps(), .weight_decay = o.weight_decay()};
-  }
   Transformer<float> model_;
   AdamW<float> optimizer_;
   Arena arena_;
