@@ -2,10 +2,12 @@
 // cudaMalloc/cudaFree per tensor (each synchronises the device). Requests are rounded up to a
 // size class; a freed block goes onto the free list of its (stream, size class) and serves
 // the next request of that class on that stream. Reuse on the same stream is safe without
-// events: the stream orders the new user's kernels after the old user's. (A block used on
-// another stream must be synchronised by its user before it is freed: there is no
-// record_stream here.) When the device is full, the cached blocks are released and the
-// request is retried once.
+// events: the stream orders the new user's kernels after the old user's. A block that other
+// streams use too (a communication stream reading a gradient, a tensor-parallel collective on
+// its own stream) is told so with record_stream(): when it is freed, an event is recorded on
+// each of those streams, and the block serves no request until they have passed (PyTorch's
+// recordStream). When the device is full, the cached blocks are released (after waiting for
+// those events) and the request is retried once.
 //
 // DeviceBuffer<T>: an owning handle to one allocation (RAII; the memory returns to the cache).
 #pragma once
@@ -25,14 +27,22 @@
 
 namespace primal::cuda {
 
-// Where the allocator gets its memory: cudaMalloc/cudaFree by default; the unit tests plug in
-// host memory to check the caching on a machine without a GPU.
+// Where the allocator gets its memory and its marks of other streams' progress:
+// cudaMalloc/cudaFree and CUDA events by default; the unit tests plug in host memory and
+// events they complete by hand, to check the caching on a machine without a GPU.
 class MemorySource {
  public:
   virtual ~MemorySource() = default;
   // nullptr when the memory is exhausted; throws on any other failure.
   virtual void* allocate(size_t bytes) = 0;
   virtual void release(void* p) = 0;
+  // An event: created once and reused, recorded on a stream, queried without blocking,
+  // waited for (blocking).
+  virtual void* create_event() = 0;
+  virtual void destroy_event(void* event) = 0;
+  virtual void record_event(void* event, cudaStream_t stream) = 0;
+  virtual bool event_done(void* event) = 0;
+  virtual void wait_event(void* event) = 0;
 };
 std::unique_ptr<MemorySource> cuda_memory_source();
 
@@ -45,13 +55,17 @@ class CachingAllocator {
 
   // At least `bytes` (256-byte aligned) for use on `stream`. bytes == 0 gives nullptr.
   void* allocate(size_t bytes, cudaStream_t stream);
+  // p (live) is used on `stream` as well as on the stream it was allocated for: once freed, it
+  // waits for that stream's work up to then before it is reused. A no-op for its own stream.
+  void record_stream(void* p, cudaStream_t stream);
   void deallocate(void* p);
   // Hands every cached (free) block back to the source.
   void empty_cache();
 
   struct Stats {
     size_t in_use = 0;        // bytes of live blocks (size classes, not requests)
-    size_t cached = 0;        // bytes of free blocks kept for reuse
+    size_t cached = 0;        // bytes of free blocks kept for reuse (pending ones included)
+    size_t pending = 0;       // bytes of freed blocks waiting for other streams' events
     size_t peak_in_use = 0;   // most bytes live at once
     uint64_t requests = 0;    // allocate() calls
     uint64_t cache_hits = 0;  // served from a free list
@@ -68,14 +82,26 @@ class CachingAllocator {
   struct Block {
     size_t size;
     cudaStream_t stream;
+    std::vector<cudaStream_t> used_on;  // other streams (record_stream)
+  };
+  // A freed block and the events recorded on its other streams when it was freed.
+  struct Pending {
+    void* p;
+    Block block;
+    std::vector<void*> events;
   };
   using Key = std::pair<cudaStream_t, size_t>;
   void release_cached_locked();
+  // Moves the pending blocks whose events have passed to the free lists (all of them, waiting,
+  // with wait); their events go back to the pool.
+  void collect_pending_locked(bool wait);
 
   std::unique_ptr<MemorySource> source_;
   mutable std::mutex mutex_;
   std::map<Key, std::vector<void*>> free_;  // (stream, class) -> free blocks
   std::unordered_map<void*, Block> live_;
+  std::vector<Pending> pending_;
+  std::vector<void*> event_pool_;  // recorded and passed: reused, never destroyed mid-run
   Stats stats_;
 };
 
@@ -109,6 +135,10 @@ class DeviceBuffer {
   Tensor<T> tensor(Shape shape) const {
     check(shape.numel() <= count_, "DeviceBuffer::tensor: shape larger than the buffer");
     return Tensor<T>(data_, shape, Device::kCuda);
+  }
+  // The buffer is used on `stream` too (CachingAllocator::record_stream).
+  void record_stream(cudaStream_t stream) const {
+    if (allocator_ && data_) allocator_->record_stream(data_, stream);
   }
   void reset() {
     if (allocator_ && data_) allocator_->deallocate(data_);
