@@ -97,13 +97,13 @@ struct LoadedConfig::Locations {
   pb::TextFormat::ParseInfoTree tree;
 };
 
-LoadedConfig LoadedConfig::load(const std::string& path,
-                                const std::vector<std::string>& overrides) {
+LoadedConfig LoadedConfig::load(const std::string& path, const std::vector<std::string>& overrides,
+                                bool require_data) {
   std::ifstream file(path);
   if (!file) throw Error(path, "cannot read the config file");
   std::stringstream text;
   text << file.rdbuf();
-  return parse(text.str(), path, overrides);
+  return parse(text.str(), path, overrides, require_data);
 }
 
 LoadedConfig LoadedConfig::parse(const std::string& text, const std::string& origin,
@@ -325,10 +325,6 @@ void LoadedConfig::validate(bool require_data) const {
          "must divide data.batch_size " + std::to_string(d.batch_size()));
   }
   if (proto_.schedule().warmup_steps() < 0) fail("schedule.warmup_steps", "must not be negative");
-  if (proto_.schedule().warmup_steps() > t.steps()) {
-    fail("schedule.warmup_steps", std::to_string(proto_.schedule().warmup_steps()) +
-                                      " exceeds train.steps " + std::to_string(t.steps()));
-  }
   if (proto_.schedule().min_lr() < 0 || proto_.schedule().min_lr() > o.lr()) {
     fail("schedule.min_lr", "must lie in [0, optimizer.lr]");
   }

@@ -23,8 +23,10 @@ bool built_with_nccl();
 class LoadedConfig {
  public:
   // Parses path, then applies overrides ("optimizer.lr=3e-4"; repeated fields take a comma
-  // list), then validates. Throws primal::Error.
-  static LoadedConfig load(const std::string& path, const std::vector<std::string>& overrides);
+  // list), then validates. Throws primal::Error. With require_data false, data.path need not
+  // exist (a command that reads no data: primal import).
+  static LoadedConfig load(const std::string& path, const std::vector<std::string>& overrides,
+                           bool require_data = true);
   // The same from text that `origin` names in messages (a checkpoint's manifest). With
   // require_data false, data.path need not exist (the data of a run elsewhere).
   static LoadedConfig parse(const std::string& text, const std::string& origin,

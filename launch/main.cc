@@ -152,7 +152,8 @@ int export_weights(const std::string& checkpoint, const std::string& out) {
 
 int import_weights(const std::string& file, const std::string& config_path,
                    const std::vector<std::string>& overrides, const std::string& out) {
-  const LoadedConfig config = LoadedConfig::load(config_path, overrides);
+  // Import reads the weights alone: the config's data need not be on this machine.
+  const LoadedConfig config = LoadedConfig::load(config_path, overrides, /*require_data=*/false);
   import_checkpoint(file, config, out);
   std::printf("primal import: %s -> %s/%s (step 0)\n", file.c_str(), out.c_str(),
               checkpoint_step_name(0).c_str());

@@ -3,6 +3,7 @@
 #include <omp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <csignal>
@@ -54,8 +55,8 @@ DataOrder order_of(const config::Data& d) {
 ScheduleOptions schedule_of(const config::Config& c) {
   ScheduleOptions s;
   s.lr = c.optimizer().lr();
-  s.warmup_steps = c.schedule().warmup_steps();
   s.total_steps = c.train().steps();
+  s.warmup_steps = std::min(c.schedule().warmup_steps(), s.total_steps);
   s.min_lr = c.schedule().min_lr();
   switch (c.schedule().kind()) {
     case config::Schedule::CONSTANT:
@@ -369,6 +370,10 @@ EvalResult Trainer::run() {
         config_.path().c_str(), (long long)model_.params().numel(), omp_get_max_threads(),
         tp_size_ * dp_size_, tp_size_, dp_size_, (long long)steps, run_dir_.c_str());
     if (on_device_) std::printf("primal train: on %s\n", step_->describe().c_str());
+    if (proto_.schedule().warmup_steps() > steps) {
+      std::printf("primal train: schedule.warmup_steps %lld capped at train.steps %lld\n",
+                  (long long)proto_.schedule().warmup_steps(), (long long)steps);
+    }
   }
   if (!resumed_) evaluate_and_log(0);
   const auto start = Clock::now();

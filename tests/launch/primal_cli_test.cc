@@ -121,6 +121,26 @@ TEST_F(PrimalCli, EvalOfTheSavedWeightsReproducesTheFinalValidation) {
   EXPECT_EQ(nlohmann::json::parse(t.out)["samples"].get<int64_t>(), int64_t(bytes / 33));
 }
 
+// What a new user tries first: a config's own warmup (3 here) longer than a short run is capped
+// at the run, and says so; and `primal import` of a run's weights needs none of its data.
+TEST_F(PrimalCli, AShortRunCapsTheWarmupAndImportNeedsNoData) {
+  Result r = run("train --config " + config() + " --set train.steps=2 --set train.eval_every=0" +
+                     " --set logging.dir=" + run_dir("short"),
+                 dir_);
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("primal train: schedule.warmup_steps 3 capped at train.steps 2"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("step      2/2"), std::string::npos) << r.out;
+  const std::string weights = run_dir("short") + "/model.safetensors";
+  ASSERT_TRUE(fs::exists(weights));
+  Result i = run("import " + weights + " --config " + config() +
+                     " --set data.path=/nonexistent/corpus.txt --out " + run_dir("imported"),
+                 dir_);
+  ASSERT_EQ(i.code, 0) << i.err;
+  EXPECT_TRUE(fs::exists(fs::path(run_dir("imported")) / "latest")) << i.out;
+}
+
 TEST_F(PrimalCli, BadInputIsOneLineExitTwoAndNothingWritten) {
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"train --config " + config() + " --set model.heads=3", "model.heads: 3 does not divide"},
