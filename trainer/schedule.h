@@ -19,7 +19,9 @@ struct ScheduleOptions {
   double lr = 0;             // peak learning rate, > 0
   int64_t warmup_steps = 0;  // 0 <= warmup_steps <= total_steps
   int64_t total_steps = 0;   // > 0
-  enum Kind { kConstant, kCosine, kLinear, kInverseSqrt } kind = kConstant;
+  // A fixed underlying type: any int is a value of it, so that validate() can refuse one that
+  // names no kind (reading it is defined).
+  enum Kind : int { kConstant, kCosine, kLinear, kInverseSqrt } kind = kConstant;
   double min_lr = 0;  // 0 <= min_lr <= lr; unused by kConstant
 };
 

@@ -318,7 +318,8 @@ class MpiWork final : public Work {
     while (reduced_ < segments(mine)) {
       const int64_t first = int64_t{reduced_} * (n - 1);
       int flag = 0;
-      MPI_Testall(n - 1, &requests_[first], &flag, MPI_STATUSES_IGNORE);
+      // data() + first, not &requests_[first]: one rank has no peers and no requests.
+      MPI_Testall(n - 1, requests_.data() + first, &flag, MPI_STATUSES_IGNORE);
       if (!flag) return;
       // Replicated, the result overwrites what is being sent: the segment's sends go first.
       for (int k = 0; replicated_ && k < n - 1; ++k) {
