@@ -65,5 +65,23 @@ TEST(Launcher, HydraAndNone) {
             0u);
 }
 
+// TP groups are consecutive ranks (SPEC §5): each must lie on one host. The first group that
+// does not is named with its ranks and where they run.
+TEST(Launcher, TpGroupsMustStayInsideAHost) {
+  EXPECT_EQ(tp_group_across_hosts({}, 2), "") << "one host";
+  EXPECT_EQ(tp_group_across_hosts({"node0", "node0", "node1", "node1"}, 2), "");
+  EXPECT_EQ(tp_group_across_hosts({"node0", "node1", "node0", "node1"}, 1), "") << "TP 1";
+  EXPECT_EQ(
+      tp_group_across_hosts({"node0", "node1", "node0", "node1"}, 2)
+          .rfind("TP group 0 (ranks 0-1) spans hosts node0 (rank 0), node1 (rank 1); a TP group "
+                 "must stay inside one host",
+                 0),
+      0u);
+  const std::string three = tp_group_across_hosts({"a", "a", "a", "a", "a", "a", "b", "b"}, 4);
+  EXPECT_EQ(three.rfind("TP group 1 (ranks 4-7) spans hosts a (ranks 4-5), b (ranks 6-7)", 0), 0u)
+      << three;
+  EXPECT_NE(three.find("a multiple of 4"), std::string::npos) << three;
+}
+
 }  // namespace
 }  // namespace primal
