@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """All-reduce bandwidth and data-parallel step rate across two hosts of scripts/cluster.py
 (network namespaces on this machine, one rank and one CPU per host, TCP over a veth link
-shaped by tc netem). Needs root.
+shaped by tc: tbf for a rate, netem for a delay where the kernel has it). Needs root.
 
   bench/run_cluster_bench.py [--build build] [--links none,1gbit,10gbit/100us,...]
                              [--sizes-mb 1,4,16,64] [--rounds 5] [--dp-link 10gbit]
@@ -88,10 +88,12 @@ def main():
             print("run %d on %s: DP=1 %.0f tokens/s, DP=2 across hosts %.0f tokens/s, %.2fx"
                   % (run + 1, args.dp_link, rates[1][-1], rates[2][-1],
                      rates[2][-1] / rates[1][-1]), flush=True)
-        m1, m2 = statistics.median(rates[1]), statistics.median(rates[2])
-        print("median of %d runs: DP=1 %.0f, DP=2 %.0f tokens/s, speed-up %.2fx (per-run ratios: %s)"
-              % (args.dp_runs, m1, m2, m2 / m1,
-                 ", ".join("%.2f" % (b / a) for a, b in zip(rates[1], rates[2]))))
+        if args.dp_runs > 0:
+            m1, m2 = statistics.median(rates[1]), statistics.median(rates[2])
+            print("median of %d runs: DP=1 %.0f, DP=2 %.0f tokens/s, speed-up %.2fx "
+                  "(per-run ratios: %s)"
+                  % (args.dp_runs, m1, m2, m2 / m1,
+                     ", ".join("%.2f" % (b / a) for a, b in zip(rates[1], rates[2]))))
     subprocess.run(["rm", "-rf", work])
 
 
