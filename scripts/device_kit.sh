@@ -18,6 +18,7 @@ packages=(
   libopenblas-openmp-dev libopenblas0-openmp libgfortran5                        # GEMMs
   liblapacke-dev                                                       # spectrum (static)
   nlohmann-json3-dev libgtest-dev libgmock-dev libcli11-dev zlib1g-dev zlib1g
+  libisal-dev libisal2                                                 # CRC-32C
   # OpenMPI (comm/ and mpirun) with PMIx, hwloc, libevent and the transports it loads
   libopenmpi-dev libopenmpi3 openmpi-bin openmpi-common libpmix2 libhwloc15 libevent-core-2.1-7
   libevent-pthreads-2.1-7 libmunge2 libnuma1 libibverbs1 librdmacm1 libfabric1 libucx0

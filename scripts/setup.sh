@@ -15,6 +15,7 @@ packages=(
   libprotobuf-dev protobuf-compiler  # configs (configs/*.proto, text format)
   libcli11-dev               # the primal CLI
   zlib1g-dev                 # gzip'd IDX files (Fashion-MNIST)
+  libisal-dev                # CRC-32C of checkpoints and TensorBoard records (Intel ISA-L)
   bible-kjv bible-kjv-text   # the default text corpus (SPEC §7), exported by data/prepare_kjv.sh
   dataset-fashion-mnist      # /usr/share/datasets/fashion-mnist
   slurm-wlm munge            # the slurm test starts its own daemons on localhost

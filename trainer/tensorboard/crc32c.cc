@@ -1,29 +1,24 @@
 #include "trainer/tensorboard/crc32c.h"
 
-#include <array>
+#include <isa-l/crc.h>
+
+#include <algorithm>
+#include <climits>
 
 namespace primal::tensorboard {
-namespace {
 
-// table[b] is the CRC register after shifting byte b through it, least significant bit first
-// (the reflected form of the Castagnoli polynomial 0x1EDC6F41 is 0x82F63B78).
-constexpr std::array<uint32_t, 256> make_table() {
-  std::array<uint32_t, 256> table{};
-  for (uint32_t b = 0; b < 256; ++b) {
-    uint32_t crc = b;
-    for (int bit = 0; bit < 8; ++bit) crc = (crc >> 1) ^ ((crc & 1u) ? 0x82F63B78u : 0u);
-    table[b] = crc;
-  }
-  return table;
-}
-constexpr std::array<uint32_t, 256> kTable = make_table();
-
-}  // namespace
-
+// Intel ISA-L's crc32_iscsi (SSE4.2 / AVX-512 CRC instructions, picked at run time) keeps the CRC
+// register unfinished: it starts from the register and returns it, with neither the initial nor
+// the final inversion, and takes at most INT_MAX bytes a call.
 uint32_t crc32c_extend(uint32_t crc, const void* data, size_t n) {
-  const auto* p = static_cast<const unsigned char*>(data);
+  auto* p = static_cast<unsigned char*>(const_cast<void*>(data));  // ISA-L reads only
   uint32_t reg = ~crc;
-  for (size_t i = 0; i < n; ++i) reg = kTable[(reg ^ p[i]) & 0xFFu] ^ (reg >> 8);
+  while (n > 0) {
+    const size_t chunk = std::min<size_t>(n, INT_MAX);
+    reg = crc32_iscsi(p, int(chunk), reg);
+    p += chunk;
+    n -= chunk;
+  }
   return ~reg;
 }
 
