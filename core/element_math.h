@@ -135,6 +135,18 @@ PRIMAL_HD inline T exp_t(T x) {
 }
 
 template <typename T>
+PRIMAL_HD inline T log_t(T x) {
+#if defined(__CUDA_ARCH__)
+  if constexpr (std::is_same_v<T, float>)
+    return ::logf(x);
+  else
+    return ::log(x);
+#else
+  return std::log(x);
+#endif
+}
+
+template <typename T>
 PRIMAL_HD inline T gelu(T x) {
   return T(0.5) * x * (T(1) + erf_t(x * T(kInvSqrt2)));
 }

@@ -150,6 +150,21 @@ __device__ __forceinline__ float masked_score(float dot, float scale, bool mask,
   return mask && !flash::attends(n, j, len, causal) ? -INFINITY : dot * scale;
 }
 
+// The (sample, head) of a block, blockIdx.y = b H + h: its real length, and where its head's
+// columns start in qkv [B, N, 3C] (q; k at + C, v at + 2 C) and in a [B, N, C] tensor (y, dy).
+struct HeadBlock {
+  int bh, b, h, len;
+  int64_t C, qkv_at, rows_at;
+  __device__ HeadBlock(const int32_t* lengths, int N, int H, int d)
+      : bh(int(blockIdx.y)),
+        b(bh / H),
+        h(bh % H),
+        len(lengths ? lengths[b] : N),
+        C(int64_t(H) * d),
+        qkv_at(int64_t(b) * N * 3 * C + int64_t(h) * d),
+        rows_at(int64_t(b) * N * C + int64_t(h) * d) {}
+};
+
 // ---- forward ------------------------------------------------------------------------------------
 // Block (query tile, b h). The query tiles of a causal sample run from the last (the most key
 // tiles) to the first: the long blocks start first.
@@ -172,10 +187,10 @@ __global__ void __launch_bounds__(kThreads)
 
   const TilePlan plan{N, tile, causal};
   const int qt = plan.tiles() - 1 - int(blockIdx.x), q0 = qt * tile;
-  const int bh = blockIdx.y, b = bh / H, h = bh % H, len = lengths ? lengths[b] : N;
-  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
-  const int64_t C = int64_t(H) * d;
-  const T* base = qkv + int64_t(b) * N * 3 * C + int64_t(h) * d;
+  const HeadBlock hb(lengths, N, H, d);
+  const int len = hb.len, lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int64_t C = hb.C;
+  const T* base = qkv + hb.qkv_at;
 
   load_rows<tile, D>(base, 3 * C, q0, N, d, q, ld);
   zero_rows<tile, D>(o, ld);
@@ -226,9 +241,10 @@ __global__ void __launch_bounds__(kThreads)
       [&](int i) {
         return flash::softmax_normaliser(SoftmaxRow<float>{m[i], l[i]});
       },
-      q0, N, d, y + int64_t(b) * N * C + int64_t(h) * d, C);
+      q0, N, d, y + hb.rows_at, C);
   for (int i = threadIdx.x; i < tile && q0 + i < N; i += kThreads)
-    logsumexp[int64_t(bh) * N + q0 + i] = flash::softmax_logsumexp(SoftmaxRow<float>{m[i], l[i]});
+    logsumexp[int64_t(hb.bh) * N + q0 + i] =
+        flash::softmax_logsumexp(SoftmaxRow<float>{m[i], l[i]});
 }
 
 // ---- backward -----------------------------------------------------------------------------------
@@ -333,10 +349,10 @@ __global__ void __launch_bounds__(kThreads)
 
   const TilePlan plan{N, tile, causal};
   const int kt = blockIdx.x, k0 = kt * tile;
-  const int bh = blockIdx.y, b = bh / H, h = bh % H, len = lengths ? lengths[b] : N;
-  const int64_t C = int64_t(H) * d;
-  const T* base = qkv + int64_t(b) * N * 3 * C + int64_t(h) * d;
-  const T* dy_base = dy + int64_t(b) * N * C + int64_t(h) * d;
+  const HeadBlock hb(lengths, N, H, d);
+  const int len = hb.len;
+  const int64_t C = hb.C;
+  const T* base = qkv + hb.qkv_at;
 
   t.load_key_rows(base, k0, N, d, C);
   zero_rows<tile, D>(dk, ld);
@@ -344,14 +360,14 @@ __global__ void __launch_bounds__(kThreads)
   for (int qt = plan.query_begin(kt); qt < plan.query_end(kt, len); ++qt) {
     const int q0 = qt * tile;
     __syncthreads();  // the last query tile's products are done with q, dy, P and dS
-    t.load_query_rows(base, dy_base, logsumexp, Drow, bh, q0, N, d, C);
+    t.load_query_rows(base, dy + hb.rows_at, logsumexp, Drow, hb.bh, q0, N, d, C);
     __syncthreads();
     t.probs_and_score_grad(plan.needs_mask(qt, kt, len), q0, k0, len, causal, scale);
     tile_product<true, false, tile, D, tile>(t.p, lds, t.g, ld, dv, ld, true);   // dv += P^T dy
     tile_product<true, false, tile, D, tile>(t.ds, lds, t.q, ld, dk, ld, true);  // dk += dS^T q
   }
   __syncthreads();
-  T* out = dqkv + int64_t(b) * N * 3 * C + int64_t(h) * d;
+  T* out = dqkv + hb.qkv_at;
   store_rows<tile, D>(
       dk, ld, [&](int) { return scale; }, k0, N, d, out + C, 3 * C);
   store_rows<tile, D>(
@@ -372,12 +388,12 @@ __global__ void __launch_bounds__(kThreads)
 
   const TilePlan plan{N, tile, causal};
   const int qt = plan.tiles() - 1 - int(blockIdx.x), q0 = qt * tile;
-  const int bh = blockIdx.y, b = bh / H, h = bh % H, len = lengths ? lengths[b] : N;
-  const int64_t C = int64_t(H) * d;
-  const T* base = qkv + int64_t(b) * N * 3 * C + int64_t(h) * d;
+  const HeadBlock hb(lengths, N, H, d);
+  const int len = hb.len;
+  const int64_t C = hb.C;
+  const T* base = qkv + hb.qkv_at;
 
-  t.load_query_rows(base, dy + int64_t(b) * N * C + int64_t(h) * d, logsumexp, Drow, bh, q0, N, d,
-                    C);
+  t.load_query_rows(base, dy + hb.rows_at, logsumexp, Drow, hb.bh, q0, N, d, C);
   zero_rows<tile, D>(dq, ld);
   for (int kt = 0; kt < plan.key_end(qt, len); ++kt) {
     const int k0 = kt * tile;
@@ -389,8 +405,7 @@ __global__ void __launch_bounds__(kThreads)
   }
   __syncthreads();
   store_rows<tile, D>(
-      dq, ld, [&](int) { return scale; }, q0, N, d, dqkv + int64_t(b) * N * 3 * C + int64_t(h) * d,
-      3 * C);
+      dq, ld, [&](int) { return scale; }, q0, N, d, dqkv + hb.qkv_at, 3 * C);
 }
 
 // ---- launches -----------------------------------------------------------------------------------

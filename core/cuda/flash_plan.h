@@ -55,18 +55,6 @@ struct TilePlan {
   }
 };
 
-template <typename R>
-PRIMAL_HD inline R log_t(R x) {
-#if defined(__CUDA_ARCH__)
-  if constexpr (std::is_same_v<R, float>)
-    return ::logf(x);
-  else
-    return ::log(x);
-#else
-  return std::log(x);
-#endif
-}
-
 // ---- online softmax of one query row (FlashAttention-2, Algorithm 1) ------------------------
 // Over the key tiles seen so far: m = the largest valid score, l = sum_j exp(s_j - m), and the
 // accumulator o = sum_j exp(s_j - m) v_j. A new tile with largest score m_t moves the max to
@@ -109,7 +97,7 @@ PRIMAL_HD inline R softmax_normaliser(const SoftmaxRow<R>& row) {
 // backward's exp(s - logsumexp) is 0 on it.
 template <typename R>
 PRIMAL_HD inline R softmax_logsumexp(const SoftmaxRow<R>& row) {
-  return row.l > 0 ? row.m + log_t(row.l) : R(INFINITY);
+  return row.l > 0 ? row.m + em::log_t(row.l) : R(INFINITY);
 }
 // The backward's P_j = exp(s_j - logsumexp) (0 for a masked score, s = -inf).
 template <typename R>
