@@ -30,14 +30,15 @@ extern "C" void on_stop_signal(int signal) {
 
 // metrics.jsonl of a resumed run: the lines up to the resumed step stay (the run before the
 // stop wrote them), later ones (steps the resume repeats) go, so the file reads like one run.
+// A line that is not a JSON object is the torn end of a process killed mid-write: it goes too.
 void keep_metrics_up_to(const std::string& path, int64_t step) {
   std::ifstream in(path);
   if (!in) return;
   std::string kept, line;
   while (std::getline(in, line)) {
     const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (j.is_object() && j.contains("step") && j["step"].is_number() &&
-        j["step"].get<int64_t>() > step) {
+    if (!j.is_object() ||
+        (j.contains("step") && j["step"].is_number() && j["step"].get<int64_t>() > step)) {
       continue;
     }
     kept += line + "\n";
