@@ -15,7 +15,6 @@
 // and continue with --resume auto); 1 other.
 #include <omp.h>
 
-#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -23,10 +22,12 @@
 #include "comm/mpi/mpi_communicator.h"
 #include "core/error.h"
 #include "data/text_dataset.h"
+#include "launch/command_line.h"
 #include "launch/generate.h"
 #include "launch/launcher.h"
 #include "launch/spectrum.h"
 #include "trainer/checkpoint.h"
+#include "trainer/checkpointer.h"
 #include "trainer/safetensors.h"
 #include "trainer/trainer.h"
 
@@ -61,10 +62,11 @@ bool on_every_rank(Communicator& world, Step step) {
 
 int train(int* argc, char*** argv, const std::string& config_path,
           const std::vector<std::string>& overrides, const std::string& resume) {
+  // Before anything slow (MPI's start-up takes a few hundred ms): a preemption notice during
+  // start-up still ends in a checkpoint. Open MPI leaves SIGTERM and SIGUSR1 to the program.
+  install_stop_signal_handlers();
   MpiRuntime mpi(argc, argv);
   Communicator& world = mpi.world();
-  // Before anything slow: a preemption notice during start-up still ends in a checkpoint.
-  install_stop_signal_handlers();
   std::unique_ptr<LoadedConfig> config;
   if (!on_every_rank(world, [&] {
         config = std::make_unique<LoadedConfig>(LoadedConfig::load(config_path, overrides));
@@ -101,6 +103,10 @@ int train(int* argc, char*** argv, const std::string& config_path,
   } catch (const NonFiniteLoss& e) {
     if (world.rank() == 0) std::fprintf(stderr, "primal: error: %s\n", e.what());
     return kExitNonFinite;
+  } catch (const CheckpointSaveError& e) {
+    // Thrown on every rank alike (trainer/checkpointer.h): they end together, one line.
+    if (world.rank() == 0) std::fprintf(stderr, "primal: error: %s\n", e.what());
+    return kExitBadInput;
   } catch (const std::exception& e) {
     abort_job(e.what(), kExitBadInput);
   }
@@ -196,103 +202,33 @@ int spectrum(const std::string& checkpoint, const std::string& config_path,
 }  // namespace primal
 
 int main(int argc, char** argv) {
-  CLI::App app{"primal: trains Primal-Attention Transformers (Primal-Attention, NeurIPS 2023)"};
-  app.require_subcommand(1);
-  std::string config_path, weights, data_file, split = "val", resume, checkpoint, out, import_file;
-  std::vector<std::string> overrides;
-
-  CLI::App* train = app.add_subcommand(
-      "train", "train a model from a config (under mpirun/srun: one rank of a TP x DP job)");
-  train->add_option("--config", config_path, "config file (configs/*.pbtxt)")->required();
-  train->add_option("--set", overrides, "override a config field: --set optimizer.lr=3e-4");
-  train->add_option("--resume", resume,
-                    "auto: continue from the newest valid checkpoint in checkpoint.dir (start "
-                    "fresh if there is none); DIR: exactly that checkpoint (any TP x DP layout)");
-
-  CLI::App* eval = app.add_subcommand("eval", "evaluate trained weights; prints one JSON line");
-  eval->add_option("--config", config_path,
-                   "config file (configs/*.pbtxt); default with --checkpoint: its own config");
-  eval->add_option("--set", overrides, "override a config field");
-  auto* weights_opt =
-      eval->add_option("--weights", weights,
-                       "model.safetensors to evaluate (default: <logging.dir>/model.safetensors)");
-  eval->add_option("--checkpoint", checkpoint,
-                   "a checkpoint to evaluate: a step directory, or a checkpoint directory (its "
-                   "latest)")
-      ->excludes(weights_opt);
-  auto* data_opt = eval->add_option("--data", data_file, "a text file to evaluate on (LM configs)");
-  eval->add_option("--split", split, "val or test")
-      ->check(CLI::IsMember({"val", "test"}))
-      ->excludes(data_opt);
-
-  CLI::App* exp = app.add_subcommand(
-      "export",
-      "write a checkpoint's parameters to .safetensors (SPEC §4 names, full shapes, F32)");
-  exp->add_option("--checkpoint", checkpoint, "a step directory, or a checkpoint directory")
-      ->required();
-  exp->add_option("--out", out, "the .safetensors file to write")->required();
-
-  CLI::App* imp = app.add_subcommand(
-      "import", "make a step-0 checkpoint from a .safetensors file (resume it with --resume DIR)");
-  imp->add_option("file", import_file, ".safetensors with every parameter of the model")
-      ->required();
-  imp->add_option("--config", config_path, "the model's config file")->required();
-  imp->add_option("--set", overrides, "override a config field");
-  imp->add_option("--out", out, "the checkpoint directory to create")->required();
-
-  std::string prompt, spectrum_out = "spectrum";
-  int tokens = 200, batches = 4;
-  double temperature = 0.8;
-  uint64_t seed = 1;
-  // The options of the commands that read a model from a checkpoint.
-  auto add_model_options = [&](CLI::App* cmd) {
-    cmd->add_option("--checkpoint", checkpoint, "a step directory, or a checkpoint directory")
-        ->required();
-    cmd->add_option("--config", config_path, "default: the checkpoint's own config");
-    cmd->add_option("--set", overrides, "override a config field");
-  };
-  CLI::App* gen = app.add_subcommand(
-      "generate", "continue a text prompt with a trained byte-level LM (incremental decoding)");
-  add_model_options(gen);
-  gen->add_option("--prompt", prompt, "the text to continue")->required();
-  gen->add_option("--tokens", tokens, "bytes to generate")->check(CLI::NonNegativeNumber);
-  gen->add_option("--temperature", temperature, "0: greedy")->check(CLI::NonNegativeNumber);
-  gen->add_option("--seed", seed, "sampling seed");
-
-  CLI::App* spec = app.add_subcommand(
-      "spectrum", "singular values of every layer's attention on validation data: CSV + SVG");
-  add_model_options(spec);
-  spec->add_option("--batches", batches, "validation batches to average over")
-      ->check(CLI::PositiveNumber);
-  spec->add_option("--out", spectrum_out, "output prefix: PREFIX.csv and PREFIX.svg");
-
-  std::vector<std::string> csvs, labels;
-  std::string plot_title = "Attention spectra";
-  CLI::App* splot = app.add_subcommand(
-      "spectrum-plot", "several `primal spectrum` CSVs in one SVG (to compare runs)");
-  splot->add_option("--csv", csvs, "a spectrum CSV (repeat)")->required();
-  splot->add_option("--label", labels, "the legend prefix of each CSV (repeat, same order)")
-      ->required();
-  splot->add_option("--out", spectrum_out, "the SVG to write")->required();
-  splot->add_option("--title", plot_title, "the plot's title");
-
+  primal::CommandLine c;
   try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    const int code = app.exit(e);
-    return code == 0 ? 0 : 2;
+    c = primal::parse_command_line(argc, argv);
+  } catch (const primal::CommandLineExit& e) {
+    std::fputs(e.out().c_str(), stdout);
+    std::fputs(e.err().c_str(), stderr);
+    return e.code();
   }
-  if (*train) return primal::train(&argc, &argv, config_path, overrides, resume);
+  if (c.command == "train") {
+    return primal::train(&argc, &argv, c.config_path, c.overrides, c.resume);
+  }
   try {
-    if (*exp) return primal::export_weights(checkpoint, out);
-    if (*imp) return primal::import_weights(import_file, config_path, overrides, out);
-    if (*gen) {
-      return primal::generate(checkpoint, config_path, overrides, prompt, tokens, temperature,
-                              seed);
+    if (c.command == "export") return primal::export_weights(c.checkpoint, c.out);
+    if (c.command == "import") {
+      return primal::import_weights(c.import_file, c.config_path, c.overrides, c.out);
     }
-    if (*spec) return primal::spectrum(checkpoint, config_path, overrides, batches, spectrum_out);
-    if (*splot) return primal::plot_spectrum_csvs(csvs, labels, spectrum_out, plot_title);
-    return primal::eval(config_path, overrides, weights, checkpoint, data_file, split);
+    if (c.command == "generate") {
+      return primal::generate(c.checkpoint, c.config_path, c.overrides, c.prompt, c.tokens,
+                              c.temperature, c.seed);
+    }
+    if (c.command == "spectrum") {
+      return primal::spectrum(c.checkpoint, c.config_path, c.overrides, c.batches, c.spectrum_out);
+    }
+    if (c.command == "spectrum-plot") {
+      return primal::plot_spectrum_csvs(c.csvs, c.labels, c.spectrum_out, c.plot_title);
+    }
+    return primal::eval(c.config_path, c.overrides, c.weights, c.checkpoint, c.data_file, c.split);
   } catch (const primal::Error& e) {
     std::fprintf(stderr, "primal: error: %s\n", e.what());
     return primal::kExitBadInput;
