@@ -397,6 +397,11 @@ checkpoint::Manifest build_manifest(const ParameterStore<float>& params,
 
 namespace {
 
+// Where the new `latest` is written before it is renamed over the old one.
+std::string latest_tmp_path(const std::string& root) {
+  return root + "/.latest.tmp";
+}
+
 // Deletes all but the `keep` newest checkpoints of steps <= newest. Newer ones (left by a run
 // this one resumed before) and anything not named step_<N> are never touched.
 void prune(const std::string& root, int64_t newest, int keep) {
@@ -445,12 +450,18 @@ void commit_checkpoint(const std::string& root, const std::string& tmp_dir,
   fsync_dir(root);
   checkpoint_fault_point(5, step);
 
-  const std::string latest_tmp = root + "/.latest.tmp";
+  const std::string latest_tmp = latest_tmp_path(root);
   write_file_synced(latest_tmp, name + "\n");
   rename_or_throw(latest_tmp, root + "/latest");
   fsync_dir(root);
   checkpoint_fault_point(6, step);
   prune(root, step, keep);
+}
+
+void abandon_checkpoint(const std::string& root, const std::string& tmp_dir) {
+  std::error_code ec;
+  fs::remove_all(tmp_dir, ec);
+  fs::remove(latest_tmp_path(root), ec);
 }
 
 // ---- Loading

@@ -83,6 +83,11 @@ checkpoint::Manifest build_manifest(const ParameterStore<float>& params,
 void commit_checkpoint(const std::string& root, const std::string& tmp_dir,
                        const checkpoint::Manifest& manifest, int keep);
 
+// After a save failed in any phase: removes tmp_dir and a partial replacement of `latest`, so
+// that a full disk gets back the space they took. Best effort: on a read-only or failed file
+// system they stay until the next begin_checkpoint (tmp_dir) or commit (`latest`'s).
+void abandon_checkpoint(const std::string& root, const std::string& tmp_dir);
+
 // ---- Loading
 
 // A root whose `latest` names a step directory: that one; any other directory: itself (a step

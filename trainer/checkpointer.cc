@@ -199,9 +199,9 @@ void Checkpointer::save(int64_t step, double lr) {
       error = e.what();
     }
   }
-  error = first_error(error);
-  if (!error.empty()) throw CheckpointError(error);
   tmp = root_ + "/." + checkpoint_step_name(step) + ".tmp";  // the same path on every rank
+  error = first_error(error);
+  if (!error.empty()) save_failed(step, tmp, error);
 
   pending_ = std::make_unique<Pending>();
   Pending& p = *pending_;
@@ -259,10 +259,8 @@ void Checkpointer::finish() {
   std::unique_ptr<Pending> owned = std::move(pending_);
   Pending& p = *owned;
   if (p.thread.joinable()) p.thread.join();
-  const std::string error = first_error(p.error);
-  if (!error.empty()) {
-    throw CheckpointError("checkpoint of step " + std::to_string(p.step) + " failed: " + error);
-  }
+  const std::string error = first_error(p.error);  // every writer is done once it returns
+  if (!error.empty()) save_failed(p.step, p.tmp, error);
   // Every TP rank's file size, CRC and record CRCs, to world rank 0. The offsets need no
   // message: every rank can compute every file's layout from the parameter list.
   std::vector<WrittenShard> shards(static_cast<size_t>(tp_size_));
@@ -306,10 +304,13 @@ void Checkpointer::finish() {
     }
   }
   const std::string error2 = first_error(commit_error);
-  if (!error2.empty()) {
-    throw CheckpointError("checkpoint of step " + std::to_string(p.step) + " failed: " + error2);
-  }
+  if (!error2.empty()) save_failed(p.step, p.tmp, error2);
   last_step_ = p.step;
+}
+
+void Checkpointer::save_failed(int64_t step, const std::string& tmp, const std::string& error) {
+  if (world_rank() == 0) abandon_checkpoint(root_, tmp);
+  throw CheckpointSaveError("checkpoint of step " + std::to_string(step) + " failed: " + error);
 }
 
 }  // namespace primal

@@ -22,6 +22,14 @@
 
 namespace primal {
 
+// A save that failed (a full disk, a read-only or failing file system; the message names the
+// file), thrown on every rank at the same point: the job can end in order, with one message
+// and no abort. The checkpoint that `latest` named is untouched.
+class CheckpointSaveError : public CheckpointError {
+ public:
+  using CheckpointError::CheckpointError;
+};
+
 class Checkpointer {
  public:
   // groups null: one process. params and optimizer must outlive the Checkpointer.
@@ -66,6 +74,9 @@ class Checkpointer {
   // Collective: the message of the lowest rank whose `mine` is non-empty ("" when none).
   std::string first_error(const std::string& mine);
   void finish();  // collective: gathers the shards' CRCs, world rank 0 commits
+  // Every rank, with the same error: world rank 0 abandons the save's temporary files, then
+  // every rank throws CheckpointSaveError.
+  [[noreturn]] void save_failed(int64_t step, const std::string& tmp, const std::string& error);
 
   const LoadedConfig& config_;
   ProcessGroups* groups_;

@@ -4,8 +4,10 @@
 #include "trainer/checkpoint.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -363,6 +365,61 @@ TEST(Checkpointer, ResumeRestoresParametersMomentsAndStepCount) {
   third.resume(dir / "a/checkpoints/step_00000003");
   EXPECT_EQ(third.start_step(), 3);
   EXPECT_THROW(third.resume(dir / "a/checkpoints/step_00000004"), CheckpointError);
+}
+
+// A file size limit (RLIMIT_FSIZE; SIGXFSZ ignored, so write() fails with EFBIG) for as long
+// as it lives: a disk fault without root or mounts (tests/fault has the real ones).
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(rlim_t bytes) {
+    getrlimit(RLIMIT_FSIZE, &saved_);
+    old_handler_ = std::signal(SIGXFSZ, SIG_IGN);
+    rlimit limit = saved_;
+    limit.rlim_cur = bytes;
+    setrlimit(RLIMIT_FSIZE, &limit);
+  }
+  ~FileSizeLimit() {
+    setrlimit(RLIMIT_FSIZE, &saved_);
+    std::signal(SIGXFSZ, old_handler_);
+  }
+
+ private:
+  rlimit saved_{};
+  void (*old_handler_)(int) = nullptr;
+};
+
+TEST(Checkpointer, AFailedSaveNamesTheFileRemovesItsTemporaryDirectoryAndKeepsLatest) {
+  for (bool async : {false, true}) {
+    TempDir dir;
+    const std::string root = dir / "a/checkpoints";
+    Trainer(tiny_config(dir, "a", async, 3)).run();
+    const std::string shard = root + "/step_00000003/shard_0_of_1.bin";
+    const auto shard_bytes = fs::file_size(shard);
+    {
+      const LoadedConfig config = tiny_config(dir, "a", async, 6);
+      Trainer trainer(config);
+      trainer.resume("auto");
+      FileSizeLimit limit(shard_bytes / 2);
+      try {
+        trainer.run();
+        ADD_FAILURE() << "the save of step 6 did not fail (async " << async << ")";
+      } catch (const CheckpointSaveError& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find("checkpoint of step 6 failed: " + root +
+                            "/.step_00000006.tmp/shard_0_of_1.bin: write failed: File too large"),
+                  std::string::npos)
+            << what;
+      }
+    }
+    EXPECT_FALSE(fs::exists(root + "/.step_00000006.tmp")) << "async " << async;
+    EXPECT_FALSE(fs::exists(root + "/step_00000006")) << "async " << async;
+    EXPECT_EQ(slurp(root + "/latest"), "step_00000003\n");
+    const LoadedConfig config = tiny_config(dir, "a", async, 6);  // the Trainer keeps a reference
+    Trainer again(config);
+    again.resume("auto");
+    EXPECT_EQ(again.start_step(), 3);
+    EXPECT_EQ(slurp(shard).size(), shard_bytes);
+  }
 }
 
 }  // namespace
