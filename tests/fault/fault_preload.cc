@@ -15,13 +15,16 @@
 //   PRIMAL_FAULT_PAUSE  FIFO prefix P: at the Nth call, write "CALL PATH\n" to the FIFO
 //                       P.paused, then wait for a byte on the FIFO P.resume before going on
 //                       (with the real call, or the errno above). No sleeps: the test changes
-//                       the file system while the process is blocked in its save.
+//                       the file system while the process is blocked in its save. P.paused
+//                       must be open for reading already; no byte on P.resume within 120 s
+//                       (the test died): the call fails with EIO.
 //   PRIMAL_FAULT_RANK   only in the process whose OMPI_COMM_WORLD_RANK (or PMIX_RANK) is this
 //   PRIMAL_FAULT_LOG    a file that gets one line per injected failure or pause
 //
 // Nothing is printed: the program's own error message is what the tests check.
 #include <dlfcn.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -31,7 +34,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 #include <string>
 
 namespace {
@@ -125,23 +127,30 @@ void write_line(const std::string& path, const std::string& line, int flags) {
   close_fn(fd);
 }
 
-// Blocks until the test writes a byte to P.resume (opening a FIFO waits for the other end).
-void pause_here(const std::string& what) {
+// Blocks until the test writes a byte to P.resume. Returns false when none came within
+// kPauseLimitS (the test died): the held call then fails instead of waiting forever.
+constexpr int kPauseLimitS = 120;
+bool pause_here(const std::string& what) {
   static const OpenFn open_fn = real<OpenFn>("open");
   static const ReadFn read_fn = real<ReadFn>("read");
   static const CloseFn close_fn = real<CloseFn>("close");
   const Config& c = config();
-  write_line(c.pause + ".paused", what + "\n", O_WRONLY);
-  const int fd = open_fn((c.pause + ".resume").c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
-  char byte;
-  while (read_fn(fd, &byte, 1) < 0 && errno == EINTR) {
+  // Non-blocking opens: the test holds .paused open for reading from before the start, and a
+  // reader of .resume polls until the test writes (no writer yet is not an end of file).
+  write_line(c.pause + ".paused", what + "\n", O_WRONLY | O_NONBLOCK);
+  const int fd = open_fn((c.pause + ".resume").c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return false;
+  pollfd p{fd, POLLIN, 0};
+  int ready;
+  while ((ready = poll(&p, 1, kPauseLimitS * 1000)) < 0 && errno == EINTR) {
   }
+  char byte;
+  const bool resumed = ready == 1 && read_fn(fd, &byte, 1) == 1;
   close_fn(fd);
+  return resumed;
 }
 
 std::atomic<long> g_counted{0};
-std::mutex g_pause_mutex;
 
 // Whether this call on path (or path2, the other side of a rename) is counted, and then what
 // to do: 0 make the real call, else fail with that errno. Pauses first at the Nth call when
@@ -156,10 +165,9 @@ int decide(Call call, const char* path, const char* path2 = nullptr) {
   static const char* kNames[] = {"", "open", "write", "fsync", "rename", "mkdir"};
   const std::string what = std::string(kNames[int(call)]) + " " + (matches(path) ? path : path2);
   if (n == c.at && !c.pause.empty()) {
-    std::lock_guard<std::mutex> lock(g_pause_mutex);
     if (!c.log.empty())
       write_line(c.log, "paused at " + what + "\n", O_WRONLY | O_CREAT | O_APPEND);
-    pause_here(what);
+    if (!pause_here(what)) return EIO;
   }
   if (c.error && !c.log.empty()) {
     write_line(c.log, std::string(strerrorname_np(c.error)) + " from " + what + "\n",

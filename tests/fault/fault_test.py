@@ -31,6 +31,8 @@ CASE is one of:
   PreloadEioOnRank1Tp2           EIO from the 3rd write of TP rank 1's shard (fault_preload,
                                  rank 1 only) under mpirun -np 2
   PreloadEioAtFsync              EIO from the fsync of the shard file (fault_preload)
+  PreloadNoSpaceWritingLatest    ENOSPC from the write of `latest`'s temporary file, once step_15
+                                 is complete and renamed into place (fault_preload)
 Needs root (it mounts file systems): otherwise, or where mounts are refused, exit 77 (SKIPPED)
 with the reason. Exit 0 on success, 1 on failure. Prints what it observed.
 """
@@ -39,6 +41,7 @@ import fcntl
 import os
 import select
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -82,8 +85,22 @@ def mounts_under(root):
 
 
 def remove_stale(workdir):
-    """What an earlier, killed run of this case left: its mounts (lazily unmounted: a loop
-    device mounted with -o loop detaches itself once unmounted) and its files."""
+    """What an earlier, killed run of this case left: its primal processes (their command
+    lines name files in workdir), its mounts (lazily unmounted: a loop device mounted with
+    -o loop detaches itself once unmounted) and its files."""
+    stale = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = open("/proc/%s/cmdline" % pid, "rb").read().decode(errors="replace")
+        except OSError:
+            continue
+        if int(pid) != os.getpid() and workdir + "/" in cmdline:
+            os.kill(int(pid), signal.SIGKILL)
+            stale.append(pid)
+    deadline = time.time() + 10
+    while stale and time.time() < deadline:
+        stale = [pid for pid in stale if os.path.exists("/proc/" + pid)]
+        time.sleep(0.05)
     for point in mounts_under(workdir):
         sh("umount", "-l", point, check=False)
     shutil.rmtree(workdir, ignore_errors=True)
@@ -186,8 +203,10 @@ class Runs:
             cmd += ["--resume", resume]
         if self.tp == 1:
             return cmd
-        record = ('r=$OMPI_COMM_WORLD_RANK; "$0" "$@" 2> %s/stderr.$r; s=$?; echo $s > %s/exit.$r; '
-                  'exit $s' % (run_dir, run_dir))
+        # Once one rank exits non-zero, mpirun SIGTERMs the others: the shell ignores that, so
+        # that it records how its rank ended (primal installs its own SIGTERM handler).
+        record = ("trap '' TERM; r=$OMPI_COMM_WORLD_RANK; \"$0\" \"$@\" 2> %s/stderr.$r; s=$?; "
+                  "echo $s > %s/exit.$r; exit $s" % (run_dir, run_dir))
         return [self.args.mpirun, "-np", str(self.tp), "--oversubscribe", "/bin/sh", "-c", record] + cmd
 
     def start(self, run_dir, ck_root=None, resume=None, env=None):
@@ -254,8 +273,12 @@ class Paused:
                      % (proc.poll(), proc.stderr.read()[-1500:] if proc.poll() is not None else ""))
 
     def release(self):
-        with open(self.prefix + ".resume", "wb") as f:
-            f.write(b"g")
+        try:  # the process holds .resume open for reading while it waits
+            fd = os.open(self.prefix + ".resume", os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as e:
+            raise Failed("the held call no longer waits: %s" % e)
+        os.write(fd, b"g")
+        os.close(fd)
 
     def close(self):
         os.close(self.fd)
@@ -281,7 +304,6 @@ class Case:
         self.args = args
         self.runs = runs
         self.failures = []
-        self.observed = []
         straight = os.path.join(args.workdir, "straight")
         runs.train(straight)
         self.base_losses, self.base_params = losses(straight), final_params(straight)
@@ -291,7 +313,6 @@ class Case:
         self.run_dir = os.path.join(args.workdir, "run")
 
     def note(self, text):
-        self.observed.append(text)
         print(text)
 
     def fail(self, text):
@@ -363,11 +384,11 @@ def shard_path(ck_root, tp_rank=0, tp=1):
 # ---- The cases
 
 def full_disk(args, fs, kind, tp=1, async_save=False):
+    point = fs.tmpfs("disk", 4 << 20) if kind == "tmpfs" else fs.ext4("disk", 24 << 20)
     runs = Runs(args, tp=tp, async_save=async_save)
     case = Case(args, runs)
     ck_size = checkpoint_bytes(case.base_ck)
     half_shard = min(len(b) for b in case.base_shards.values()) // 2
-    point = fs.tmpfs("disk", 4 << 20) if kind == "tmpfs" else fs.ext4("disk", 24 << 20)
     # Room for two checkpoints, `latest` and its temporary, and half a shard of the third.
     filler = fill(point, 2 * ck_size + 2 * PAGE + half_shard)
     ck_root = point + "/ck"
@@ -383,12 +404,12 @@ def full_disk(args, fs, kind, tp=1, async_save=False):
     return case.failures
 
 
-def held_save(args, fs, hold, fault, tp=1, async_save=False):
+def held_save(args, fs, hold, fault, async_save=False):
     """A save held by fault_preload at `hold` (dict: path, call, at) while fault(point) changes
     the file system; returns the case, the failed run's result and the mount point."""
-    runs = Runs(args, tp=tp, async_save=async_save)
-    case = Case(args, runs)
     point = fs.ext4("disk", 24 << 20)
+    runs = Runs(args, async_save=async_save)
+    case = Case(args, runs)
     ck_root = point + "/ck"
     paused = Paused(args.workdir)
     proc = runs.start(case.run_dir, ck_root, env=env_with_fault(args, pause=paused.prefix, **hold))
@@ -439,23 +460,28 @@ def shutdown_mid_shard(args, fs, async_save):
     return case.failures
 
 
-def preload_eio(args, fs, call, tp, rank, at):
+def preload_fault(args, fs, call, at, error=IO_ERROR, tp=1, rank=0, latest=False):
+    """fault_preload fails the `at`-th `call` on TP rank `rank`'s shard of step 15 (latest:
+    on `latest`'s temporary file; every save writes it once) with EIO or ENOSPC."""
+    point = fs.tmpfs("disk", 16 << 20)
     runs = Runs(args, tp=tp)
     case = Case(args, runs)
-    point = fs.tmpfs("disk", 16 << 20)
     ck_root = point + "/ck"
-    path = shard_path(ck_root, rank, tp)
-    env = env_with_fault(args, path=os.path.basename(os.path.dirname(path)) + "/" + os.path.basename(path),
-                         call=call, at=at, errno="EIO", **({"rank": rank} if tp > 1 else {}))
+    path = ck_root + "/.latest.tmp" if latest else shard_path(ck_root, rank, tp)
+    env = env_with_fault(args, path="/".join(path.split("/")[-2:]), call=call, at=at,
+                         errno="EIO" if error == IO_ERROR else "ENOSPC",
+                         **({"rank": rank} if tp > 1 else {}))
     code, _, err = runs.train(case.run_dir, ck_root, expect=None, env=env)
-    injected = open(os.path.join(args.workdir, "fault.log")).read() if os.path.exists(
-        os.path.join(args.workdir, "fault.log")) else ""
-    case.note("injected: " + (injected.splitlines()[0] if injected else "nothing"))
-    line = case.check_failed_run(code, err, path, IO_ERROR, ck_root, writable=True)
+    log = os.path.join(args.workdir, "fault.log")
+    injected = open(log).read().splitlines() if os.path.exists(log) else []
+    case.note("injected: " + (injected[0] if injected else "nothing"))
+    line = case.check_failed_run(code, err, path, error, ck_root, writable=True)
     if tp > 1 and "rank %d: %s" % (rank, path) not in line:
         case.fail("the error does not say that rank %d failed" % rank)
     case.check_previous(ck_root)
     case.check_resume(ck_root)  # without the preload: the disk is good again
+    if latest and "step_%08d.replaced-1" % FAULTY_STEP not in os.listdir(ck_root):
+        case.fail("the complete step_%d that latest did not name was not kept aside" % FAULTY_STEP)
     return case.failures
 
 
@@ -467,8 +493,9 @@ CASES = {
     "RemountReadOnlyBeforeLatest": lambda a, fs: remount_read_only(a, fs, before_latest=True),
     "Ext4ShutdownMidShardWrite": lambda a, fs: shutdown_mid_shard(a, fs, async_save=False),
     "Ext4ShutdownDuringBackgroundSave": lambda a, fs: shutdown_mid_shard(a, fs, async_save=True),
-    "PreloadEioOnRank1Tp2": lambda a, fs: preload_eio(a, fs, "write", tp=2, rank=1, at=3),
-    "PreloadEioAtFsync": lambda a, fs: preload_eio(a, fs, "fsync", tp=1, rank=0, at=1),
+    "PreloadEioOnRank1Tp2": lambda a, fs: preload_fault(a, fs, "write", 3, tp=2, rank=1),
+    "PreloadEioAtFsync": lambda a, fs: preload_fault(a, fs, "fsync", 1),
+    "PreloadNoSpaceWritingLatest": lambda a, fs: preload_fault(a, fs, "write", 3, NO_SPACE, latest=True),
 }
 
 
