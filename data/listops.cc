@@ -133,7 +133,7 @@ ListOps::ListOps(int max_len, uint64_t seed, DataOrder order, int64_t train_size
       sizes_{train_size, val_size, test_size} {
   // Tree lengths are 1, 4, 5, 6, ...: some must lie strictly inside (min_len, max_len).
   const bool single_digit_fits = min_len < 1 && max_len > 1;
-  const bool tree_fits = std::max(min_len + 1, 4) < max_len;
+  const bool tree_fits = std::max(int64_t(min_len) + 1, int64_t(4)) < max_len;  // any min_len
   if (!single_digit_fits && !tree_fits) {
     throw Error("listops", "no expression length lies strictly between min_len " +
                                std::to_string(min_len) + " and max_len " + std::to_string(max_len));

@@ -69,7 +69,7 @@ TextDataset TextDataset::whole_file(const std::string& path, int seq_len) {
   if (d.test_.size < int64_t(seq_len) + 1) {
     throw Error(path, "the file has " + std::to_string(d.test_.size) +
                           " bytes, too short for one window of seq_len + 1 = " +
-                          std::to_string(seq_len + 1) + " bytes");
+                          std::to_string(int64_t(seq_len) + 1) + " bytes");
   }
   return d;
 }

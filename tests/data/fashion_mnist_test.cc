@@ -1,6 +1,7 @@
 #include "data/fashion_mnist.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <zlib.h>
 
 #include <filesystem>
@@ -205,6 +206,29 @@ TEST(IdxReader, BadFilesAreErrorsNamingTheFileAndTheProblem) {
   write_file(zero, gzip(idx_images(0x803, 0, 28, 28, {})));
   msg = error_of([&] { read_idx_images(zero); });
   EXPECT_HAS(msg, "implausible IDX image dimensions 0 x 28 x 28");
+}
+
+// The process's peak resident memory so far, in MiB.
+double peak_rss_mib() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_maxrss) / 1024;  // KiB on Linux
+}
+
+// Found by tests/fuzz/idx_fuzz: the readers allocated what a header claims (up to 16 GiB of
+// pixels, 2 GiB of labels) before reading any data. Now memory follows the data that is there.
+TEST(IdxReader, AHeaderClaimingGigabytesAllocatesOnlyWhatTheFileHolds) {
+  TempDir dir;
+  const std::string images = dir.file("images.gz"), labels = dir.file("labels.gz");
+  write_file(images, gzip(idx_images(0x803, 1024, 1024, 1024, std::vector<uint8_t>(10, 1))));
+  write_file(labels, gzip(idx_labels(0x801, 1u << 31, std::vector<uint8_t>(10, 1))));
+  const double before = peak_rss_mib();
+  std::string msg = error_of([&] { read_idx_images(images); });
+  EXPECT_HAS(msg, "truncated: expected 1073741824 bytes of pixel data");
+  EXPECT_HAS(msg, "but the data ends after 10");
+  msg = error_of([&] { read_idx_labels(labels); });
+  EXPECT_HAS(msg, "truncated: expected 2147483648 bytes of label data");
+  EXPECT_LT(peak_rss_mib() - before, 64) << "the peak grew from " << before << " MiB";
 }
 
 TEST(FashionMnist, DatasetErrorsNameTheFile) {

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -185,6 +186,9 @@ TEST(TextDataset, BadFilesAreErrorsNamingTheFile) {
   msg = error_of([&] { TextDataset::whole_file(shorter, 100); });
   EXPECT_NE(msg.find(shorter), std::string::npos) << msg;
   EXPECT_NE(msg.find("too short"), std::string::npos) << msg;
+  // Found by tests/fuzz/text_fuzz: the message's seq_len + 1 overflowed an int.
+  msg = error_of([&] { TextDataset::whole_file(shorter, INT_MAX); });
+  EXPECT_NE(msg.find("seq_len + 1 = 2147483648 bytes"), std::string::npos) << msg;
   msg = error_of([&] { TextDataset(shorter, 8, 1, DataOrder::kRandom, 0.6, 0.5); });
   EXPECT_NE(msg.find("bad split fractions"), std::string::npos) << msg;
   msg = error_of([&] { TextDataset(dir.path(), 8, 1, DataOrder::kRandom); });

@@ -3,12 +3,12 @@
 // changed the file system under it (remounted it read-only, shut it down), at a chosen call.
 // Configured by the environment of the process it is preloaded into:
 //
-//   PRIMAL_FAULT_PATH   a path only calls on paths containing this text are counted
-//                       (for write/pwrite/fsync: the path of the descriptor, /proc/self/fd)
+//   PRIMAL_FAULT_PATH   text: only calls on paths that contain it are counted (for write,
+//                       pwrite, fsync: the descriptor's path, from /proc/self/fd)
 //   PRIMAL_FAULT_CALL   open | write | fsync | rename | mkdir: the calls counted (open: open,
-//                       openat, creat; write: write, pwrite; fsync: fsync, fdatasync;
-//                       rename: rename, renameat, renameat2 on either path; mkdir: mkdir,
-//                       mkdirat)
+//                       openat, creat; write: write, pwrite; and the *64 names of these;
+//                       fsync: fsync, fdatasync; rename: rename, renameat, renameat2, on
+//                       either path; mkdir: mkdir, mkdirat)
 //   PRIMAL_FAULT_AT     N: the Nth counted call is the faulty one (default 1)
 //   PRIMAL_FAULT_ERRNO  EIO, ENOSPC, EROFS, EDQUOT: that call and every later counted one
 //                       fail with this errno, without being made (a failed disk stays failed)
@@ -223,13 +223,6 @@ int open(const char* path, int flags, ...) {
   return fn(path, flags, mode);
 }
 
-int open64(const char* path, int flags, ...) {
-  static const OpenFn fn = real<OpenFn>("open64");
-  PRIMAL_MODE_ARGUMENT(flags, mode);
-  PRIMAL_FAIL_IF(decide(Call::kOpen, path));
-  return fn(path, flags, mode);
-}
-
 int openat(int dirfd, const char* path, int flags, ...) {
   using Fn = int (*)(int, const char*, int, ...);
   static const Fn fn = real<Fn>("openat");
@@ -238,88 +231,38 @@ int openat(int dirfd, const char* path, int flags, ...) {
   return fn(dirfd, path, flags, mode);
 }
 
-int openat64(int dirfd, const char* path, int flags, ...) {
-  using Fn = int (*)(int, const char*, int, ...);
-  static const Fn fn = real<Fn>("openat64");
-  PRIMAL_MODE_ARGUMENT(flags, mode);
-  PRIMAL_FAIL_IF(decide(Call::kOpen, path));
-  return fn(dirfd, path, flags, mode);
-}
+// On x86-64 (off_t has 64 bits) the *64 functions are the plain ones under a second name.
+int open64(const char* path, int flags, ...) __attribute__((alias("open")));
+int openat64(int dirfd, const char* path, int flags, ...) __attribute__((alias("openat")));
 
-int creat(const char* path, mode_t mode) {
-  using Fn = int (*)(const char*, mode_t);
-  static const Fn fn = real<Fn>("creat");
-  PRIMAL_FAIL_IF(decide(Call::kOpen, path));
-  return fn(path, mode);
-}
+// The plain wrappers: the real function unless `decision` names an errno.
+#define PRIMAL_INTERPOSE(type, name, params, args, decision) \
+  type name params {                                         \
+    using Fn = type(*) params;                               \
+    static const Fn fn = real<Fn>(#name);                    \
+    PRIMAL_FAIL_IF(decision);                                \
+    return fn args;                                          \
+  }
 
-ssize_t write(int fd, const void* data, size_t n) {
-  static const WriteFn fn = real<WriteFn>("write");
-  PRIMAL_FAIL_IF(decide_fd(Call::kWrite, fd));
-  return fn(fd, data, n);
-}
-
-ssize_t pwrite(int fd, const void* data, size_t n, off_t offset) {
-  using Fn = ssize_t (*)(int, const void*, size_t, off_t);
-  static const Fn fn = real<Fn>("pwrite");
-  PRIMAL_FAIL_IF(decide_fd(Call::kWrite, fd));
-  return fn(fd, data, n, offset);
-}
-
-ssize_t pwrite64(int fd, const void* data, size_t n, off64_t offset) {
-  using Fn = ssize_t (*)(int, const void*, size_t, off64_t);
-  static const Fn fn = real<Fn>("pwrite64");
-  PRIMAL_FAIL_IF(decide_fd(Call::kWrite, fd));
-  return fn(fd, data, n, offset);
-}
-
-int fsync(int fd) {
-  using Fn = int (*)(int);
-  static const Fn fn = real<Fn>("fsync");
-  PRIMAL_FAIL_IF(decide_fd(Call::kFsync, fd));
-  return fn(fd);
-}
-
-int fdatasync(int fd) {
-  using Fn = int (*)(int);
-  static const Fn fn = real<Fn>("fdatasync");
-  PRIMAL_FAIL_IF(decide_fd(Call::kFsync, fd));
-  return fn(fd);
-}
-
-int rename(const char* from, const char* to) {
-  using Fn = int (*)(const char*, const char*);
-  static const Fn fn = real<Fn>("rename");
-  PRIMAL_FAIL_IF(decide(Call::kRename, from, to));
-  return fn(from, to);
-}
-
-int renameat(int from_dir, const char* from, int to_dir, const char* to) {
-  using Fn = int (*)(int, const char*, int, const char*);
-  static const Fn fn = real<Fn>("renameat");
-  PRIMAL_FAIL_IF(decide(Call::kRename, from, to));
-  return fn(from_dir, from, to_dir, to);
-}
-
-int renameat2(int from_dir, const char* from, int to_dir, const char* to, unsigned flags) {
-  using Fn = int (*)(int, const char*, int, const char*, unsigned);
-  static const Fn fn = real<Fn>("renameat2");
-  PRIMAL_FAIL_IF(decide(Call::kRename, from, to));
-  return fn(from_dir, from, to_dir, to, flags);
-}
-
-int mkdir(const char* path, mode_t mode) {
-  using Fn = int (*)(const char*, mode_t);
-  static const Fn fn = real<Fn>("mkdir");
-  PRIMAL_FAIL_IF(decide(Call::kMkdir, path));
-  return fn(path, mode);
-}
-
-int mkdirat(int dirfd, const char* path, mode_t mode) {
-  using Fn = int (*)(int, const char*, mode_t);
-  static const Fn fn = real<Fn>("mkdirat");
-  PRIMAL_FAIL_IF(decide(Call::kMkdir, path));
-  return fn(dirfd, path, mode);
-}
+PRIMAL_INTERPOSE(int, creat, (const char* path, mode_t mode), (path, mode),
+                 decide(Call::kOpen, path))
+PRIMAL_INTERPOSE(ssize_t, write, (int fd, const void* data, size_t n), (fd, data, n),
+                 decide_fd(Call::kWrite, fd))
+PRIMAL_INTERPOSE(ssize_t, pwrite, (int fd, const void* data, size_t n, off_t at), (fd, data, n, at),
+                 decide_fd(Call::kWrite, fd))
+PRIMAL_INTERPOSE(int, fsync, (int fd), (fd), decide_fd(Call::kFsync, fd))
+PRIMAL_INTERPOSE(int, fdatasync, (int fd), (fd), decide_fd(Call::kFsync, fd))
+PRIMAL_INTERPOSE(int, rename, (const char* from, const char* to), (from, to),
+                 decide(Call::kRename, from, to))
+PRIMAL_INTERPOSE(int, renameat, (int from_dir, const char* from, int to_dir, const char* to),
+                 (from_dir, from, to_dir, to), decide(Call::kRename, from, to))
+PRIMAL_INTERPOSE(int, renameat2,
+                 (int from_dir, const char* from, int to_dir, const char* to, unsigned flags),
+                 (from_dir, from, to_dir, to, flags), decide(Call::kRename, from, to))
+PRIMAL_INTERPOSE(int, mkdir, (const char* path, mode_t mode), (path, mode),
+                 decide(Call::kMkdir, path))
+PRIMAL_INTERPOSE(int, mkdirat, (int dirfd, const char* path, mode_t mode), (dirfd, path, mode),
+                 decide(Call::kMkdir, path))
+ssize_t pwrite64(int fd, const void* data, size_t n, off64_t at) __attribute__((alias("pwrite")));
 
 }  // extern "C"
