@@ -30,22 +30,17 @@ class GzReader {
   GzReader& operator=(const GzReader&) = delete;
 
   // Reads exactly n bytes of `what`, or throws: short data is a truncated file.
-  void read(void* dst, size_t n, const std::string& what) {
-    size_t done = 0;
-    while (done < n) {
-      const unsigned chunk = unsigned(std::min<size_t>(n - done, size_t{1} << 30));
-      const int got = gzread(file_, static_cast<char*>(dst) + done, chunk);
-      if (got < 0) fail();
-      if (got == 0) {
-        if (total_ + done == 0) throw Error(path_, "empty file");
-        throw Error(path_, "truncated: expected " + std::to_string(n) + " bytes of " + what +
-                               " but the data ends after " + std::to_string(done));
-      }
-      done += size_t(got);
-      // zlib reads a non-gzip file "transparently" as is; we want the .gz we were promised.
-      if (gzdirect(file_)) throw Error(path_, "not a gzip file (no gzip header)");
+  void read(void* dst, size_t n, const std::string& what) { read_part(dst, n, 0, n, what); }
+  // The same into out, which grows as the data arrives (doubling, from 1 MiB): a header that
+  // claims more than the file holds ends in "truncated" having allocated about what the file
+  // holds, not what the header claims.
+  void read(std::vector<uint8_t>& out, size_t n, const std::string& what) {
+    out.clear();
+    while (out.size() < n) {
+      const size_t at = out.size(), part = std::min(n - at, std::max(at, size_t{1} << 20));
+      out.resize(at + part);
+      read_part(out.data() + at, part, at, n, what);
     }
-    total_ += n;
   }
   // Reading past the last byte makes zlib check the gzip trailer (CRC-32 and length), and
   // tells a file longer than its header says from one that is exact.
@@ -57,6 +52,24 @@ class GzReader {
   }
 
  private:
+  // Bytes [at, at + n) of the `total` bytes of `what` into dst.
+  void read_part(void* dst, size_t n, size_t at, size_t total, const std::string& what) {
+    size_t done = 0;
+    while (done < n) {
+      const unsigned chunk = unsigned(std::min<size_t>(n - done, size_t{1} << 30));
+      const int got = gzread(file_, static_cast<char*>(dst) + done, chunk);
+      if (got < 0) fail();
+      if (got == 0) {
+        if (total_ + done == 0) throw Error(path_, "empty file");
+        throw Error(path_, "truncated: expected " + std::to_string(total) + " bytes of " + what +
+                               " but the data ends after " + std::to_string(at + done));
+      }
+      done += size_t(got);
+      // zlib reads a non-gzip file "transparently" as is; we want the .gz we were promised.
+      if (gzdirect(file_)) throw Error(path_, "not a gzip file (no gzip header)");
+    }
+    total_ += n;
+  }
   // No "while reading X": zlib decompresses ahead of the reader, so a fault late in the
   // stream can surface on the first read.
   [[noreturn]] void fail() {
@@ -117,8 +130,7 @@ IdxImages read_idx_images(const std::string& path) {
   images.count = dims[0];
   images.rows = int(dims[1]);
   images.cols = int(dims[2]);
-  images.pixels.resize(size_t(images.count) * images.rows * images.cols);
-  in.read(images.pixels.data(), images.pixels.size(),
+  in.read(images.pixels, size_t(images.count) * images.rows * images.cols,
           "pixel data (" + std::to_string(images.count) + " images of " +
               std::to_string(images.rows) + " x " + std::to_string(images.cols) + ")");
   in.expect_end(std::to_string(images.count) + " images");
@@ -131,9 +143,8 @@ std::vector<uint8_t> read_idx_labels(const std::string& path) {
   if (dims[0] == 0 || dims[0] > (uint32_t{1} << 31)) {
     throw Error(path, "implausible IDX label count " + std::to_string(dims[0]));
   }
-  std::vector<uint8_t> labels(dims[0]);
-  in.read(labels.data(), labels.size(),
-          "label data (" + std::to_string(labels.size()) + " labels)");
+  std::vector<uint8_t> labels;
+  in.read(labels, dims[0], "label data (" + std::to_string(dims[0]) + " labels)");
   in.expect_end(std::to_string(labels.size()) + " labels");
   return labels;
 }

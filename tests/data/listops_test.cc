@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <climits>
 #include <numeric>
 #include <vector>
 
@@ -177,6 +178,9 @@ TEST(ListOps, ImpossibleLengthRangesAreErrors) {
   EXPECT_THROW(ListOps(100, 1, DataOrder::kRandom, 10, 10, 10, 200), Error);
   EXPECT_THROW(ListOps(4, 1, DataOrder::kRandom, 10, 10, 10, 1), Error);  // only 2, 3
   EXPECT_THROW(ListOps(100, 1, DataOrder::kRandom, 0, 10, 10, 10), Error);
+  // Found by tests/fuzz/listops_fuzz: min_len + 1 overflowed, and the largest min_len passed
+  // (then no sample could ever be drawn).
+  EXPECT_THROW(ListOps(100, 1, DataOrder::kRandom, 10, 10, 10, INT_MAX), Error);
   EXPECT_NO_THROW(ListOps(5, 1, DataOrder::kRandom, 10, 10, 10, 3));  // only 4
   ListOps four(5, 1, DataOrder::kRandom, 10, 10, 10, 3);
   std::vector<int32_t> t;
