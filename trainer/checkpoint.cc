@@ -785,12 +785,26 @@ int64_t export_checkpoint(const std::string& dir, const std::string& out_path) {
   verify_shard_files(step_dir, m);
   // The full tensors, whatever layout saved them: a one-process store of the manifest's
   // tensors, in its order (the model's).
+  // The shard files (their sizes just checked) hold every element at least once: shapes that
+  // need more are refused before anything is allocated.
+  int64_t stored = 0;
+  for (const auto& f : m.files()) stored += f.bytes() / int64_t(sizeof(float));
+  int64_t needed = 0;
   ParameterStore<float> full;
   for (const auto& t : m.tensors()) {
-    if (t.shape_size() < 1 || t.shape_size() > Shape::kMaxRank) {
-      throw CheckpointError(step_dir + "/manifest.pb",
-                            "tensor '" + t.name() + "' has shape " + shape_str(t.shape()));
+    bool fits = t.shape_size() >= 1 && t.shape_size() <= Shape::kMaxRank;
+    int64_t numel = 1;
+    for (int64_t d : t.shape()) {
+      fits = fits && d >= 1 && d <= (stored - needed) / numel;
+      if (fits) numel *= d;
     }
+    if (!fits) {
+      throw CheckpointError(step_dir + "/manifest.pb",
+                            "tensor '" + t.name() + "' has shape " + shape_str(t.shape()) +
+                                ", which the shard files' " + std::to_string(stored) +
+                                " floats cannot hold (with the tensors before it)");
+    }
+    needed += numel;
     full.add(t.name(), shape_from(t.shape()), Split::kReplicated, Init::kZeros);
   }
   full.finalize(0);

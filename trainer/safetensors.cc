@@ -27,7 +27,12 @@ void save_safetensors(const std::string& path, const ParameterStore<float>& stor
     offset += bytes;
   }
   header["__metadata__"] = {{"format", "pt"}, {"producer", "primal"}};
-  std::string text = header.dump();
+  std::string text;
+  try {
+    text = header.dump();
+  } catch (const nlohmann::json::type_error& e) {  // JSON strings are UTF-8
+    throw Error(path, std::string("a tensor name is not valid UTF-8 (") + e.what() + ")");
+  }
   text.append((8 - text.size() % 8) % 8, ' ');
   const uint64_t size = text.size();
 
@@ -53,7 +58,9 @@ void load_safetensors(const std::string& path, ParameterStore<float>& store) {
   check(store.tp().size == 1, "load_safetensors: loads full (unsharded) tensors only");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(path, "cannot open the weights file");
-  const auto file_size = std::filesystem::file_size(path);
+  std::error_code ec;
+  const auto file_size = std::filesystem::file_size(path, ec);
+  if (ec) throw Error(path, "cannot read the weights file: " + ec.message());
   uint64_t header_size = 0;
   if (!in.read(reinterpret_cast<char*>(&header_size), sizeof(header_size)) ||
       header_size > file_size - sizeof(header_size)) {
@@ -71,29 +78,45 @@ void load_safetensors(const std::string& path, ParameterStore<float>& store) {
   in.read(data.data(), std::streamsize(data_size));
   if (!in) throw Error(path, "truncated: could not read " + std::to_string(data_size) + " bytes");
 
-  // Check everything before touching the store.
+  // Check everything before touching the store. The header is the file's: every type is
+  // checked before a value is read.
   std::vector<std::pair<const Parameter<float>*, uint64_t>> sources;
   for (const auto& p : store.all()) {
-    if (!header.contains(p.name)) throw Error(path, "tensor '" + p.name + "' is missing");
-    const auto& entry = header[p.name];
-    if (entry.value("dtype", "") != "F32") {
-      throw Error(path, "tensor '" + p.name + "' has dtype " + entry.value("dtype", "?") +
+    const std::string tensor = "tensor '" + p.name + "'";
+    const auto it = header.find(p.name);
+    if (it == header.end()) throw Error(path, tensor + " is missing");
+    if (!it->is_object()) throw Error(path, tensor + "'s entry is not a JSON object");
+    // A field of the entry (null where absent).
+    static const nlohmann::json kAbsent;
+    const auto field = [&](const char* key) -> const nlohmann::json& {
+      const auto f = it->find(key);
+      return f == it->end() ? kAbsent : *f;
+    };
+    const nlohmann::json& dtype = field("dtype");
+    if (dtype != "F32") {
+      throw Error(path, tensor + " has dtype " +
+                            (dtype.is_string() ? dtype.get<std::string>() : dtype.dump()) +
                             ", expected F32");
     }
-    std::vector<int64_t> shape = entry.value("shape", std::vector<int64_t>{});
-    bool same = int(shape.size()) == p.shape.rank();
-    for (int i = 0; same && i < p.shape.rank(); ++i) same = shape[i] == p.shape[i];
+    const nlohmann::json& shape = field("shape");
+    bool same = shape.is_array() && int(shape.size()) == p.shape.rank();
+    for (int i = 0; same && i < p.shape.rank(); ++i) {
+      same = shape[size_t(i)].is_number_integer() && shape[size_t(i)] == p.shape[i];
+    }
     if (!same) {
-      throw Error(path, "tensor '" + p.name + "' has shape " + entry["shape"].dump() +
-                            ", the model needs " + p.shape.str());
-    }
-    auto offsets = entry.value("data_offsets", std::vector<uint64_t>{});
-    const uint64_t bytes = p.shape.numel() * sizeof(float);
-    if (offsets.size() != 2 || offsets[1] - offsets[0] != bytes || offsets[1] > data_size) {
       throw Error(path,
-                  "tensor '" + p.name + "' has bad data_offsets " + entry["data_offsets"].dump());
+                  tensor + " has shape " + shape.dump() + ", the model needs " + p.shape.str());
     }
-    sources.emplace_back(&p, offsets[0]);
+    // [begin, end) of the data; end - begin is the tensor's bytes, so begin <= end.
+    const nlohmann::json& offsets = field("data_offsets");
+    const uint64_t bytes = p.shape.numel() * sizeof(float);
+    const bool in_file = offsets.is_array() && offsets.size() == 2 &&
+                         offsets[0].is_number_unsigned() && offsets[1].is_number_unsigned() &&
+                         offsets[0].get<uint64_t>() <= offsets[1].get<uint64_t>() &&
+                         offsets[1].get<uint64_t>() - offsets[0].get<uint64_t>() == bytes &&
+                         offsets[1].get<uint64_t>() <= data_size;
+    if (!in_file) throw Error(path, tensor + " has bad data_offsets " + offsets.dump());
+    sources.emplace_back(&p, offsets[0].get<uint64_t>());
   }
   for (auto [p, begin] : sources) {
     std::memcpy(p->value.data(), data.data() + begin, p->shape.numel() * sizeof(float));

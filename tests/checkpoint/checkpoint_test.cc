@@ -253,6 +253,25 @@ TEST_F(Damaged, AShardFromAnotherCheckpointIsCaughtByItsHeader) {
   expect_error_naming([&] { load(); }, shard_);
 }
 
+// Found by tests/fuzz/checkpoint_fuzz: export sized its tensors from the manifest alone, so a
+// manifest claiming a [2^40, 2^20] tensor beside intact shard files allocated 2^60 floats.
+TEST_F(Damaged, ExportRefusesShapesTheShardFilesCannotHold) {
+  checkpoint::Manifest m = read_manifest(step_);
+  m.mutable_tensors(0)->set_shape(0, int64_t(1) << 40);
+  m.mutable_tensors(0)->set_shape(1, int64_t(1) << 20);
+  spit(manifest_, m.SerializeAsString());
+  const std::string msg = expect_error_naming(
+      [&] { export_checkpoint(dir_ / "ck", dir_ / "model.safetensors"); }, manifest_);
+  EXPECT_NE(msg.find("embed.tok.weight' has shape [1099511627776, 1048576]"), std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("cannot hold"), std::string::npos) << msg;
+  m.mutable_tensors(0)->set_shape(0, -16);  // a negative dimension, likewise
+  spit(manifest_, m.SerializeAsString());
+  expect_error_naming([&] { export_checkpoint(dir_ / "ck", dir_ / "model.safetensors"); },
+                      manifest_);
+  EXPECT_FALSE(fs::exists(dir_ / "model.safetensors"));
+}
+
 TEST(Checkpoint, LatestIsWrittenLastAndCandidatesGoNewestFirst) {
   TempDir dir;
   const std::string root = dir / "ck";

@@ -42,12 +42,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   } catch (const Error&) {
     return 0;
   }
-  for (TensorParallelRank tp : {TensorParallelRank{0, 1}, {0, 2}, {1, 2}}) {
-    expect_only_errors([&] {
-      const auto store = fuzz::seed_model(tp);
-      std::vector<float> exp_avg(size_t(store->numel())), exp_avg_sq(exp_avg.size());
-      load_shards(dir, manifest, *store, exp_avg.data(), exp_avg_sq.data());
-    });
+  // The loading ranks' stores, made once (a load writes them only when it succeeds).
+  static const auto stores = [] {
+    std::vector<std::unique_ptr<ParameterStore<float>>> s;
+    for (TensorParallelRank tp : {TensorParallelRank{0, 1}, {0, 2}, {1, 2}}) {
+      s.push_back(fuzz::seed_model(tp));
+    }
+    return s;
+  }();
+  static std::vector<float> exp_avg(size_t(stores[0]->numel())), exp_avg_sq(exp_avg.size());
+  for (const auto& store : stores) {
+    expect_only_errors(
+        [&] { load_shards(dir, manifest, *store, exp_avg.data(), exp_avg_sq.data()); });
   }
   expect_only_errors([&] { verify_shard_files(dir, manifest); });
   expect_only_errors([&] { load_checkpoint_config(dir, {}, /*require_data=*/false); });
