@@ -9,7 +9,8 @@
 //   primal spectrum --checkpoint DIR [--batches K] [--out PREFIX]
 //   primal spectrum-plot --csv A.csv --label a --csv B.csv --label b --out FILE.svg
 // Exit codes: 0 done; 2 bad input (config, flags, data, weights, checkpoint: one line naming the
-// file and field, from rank 0 when every rank sees it); 3 a collective did not complete within
+// file and field, from rank 0 when every rank sees it) or a checkpoint that cannot be saved
+// (every rank, one line from rank 0); 3 a collective did not complete within
 // parallel.watchdog_s (a rank died or hangs); 4 a non-finite loss stopped the run; 75 training
 // stopped early by SIGTERM/SIGUSR1 or checkpoint.stop_at_step after saving a checkpoint (requeue
 // and continue with --resume auto); 1 other.

@@ -20,6 +20,7 @@ packages=(
   dataset-fashion-mnist      # /usr/share/datasets/fashion-mnist
   slurm-wlm munge            # the slurm test starts its own daemons on localhost
   libopenmpi-dev openmpi-bin  # MPI backend of comm/ (mpirun for the mpi tests)
+  e2fsprogs                  # mkfs.ext4 for the disk-fault tests (tests/fault)
 )
 
 missing=()
