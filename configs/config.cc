@@ -9,6 +9,8 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "data/kjv_testament.h"
+#include "data/pathfinder.h"
 
 namespace primal {
 namespace {
@@ -76,6 +78,21 @@ std::vector<std::string> split(const std::string& s, char sep) {
 }
 
 }  // namespace
+
+bool seq_len_sets_positions(const config::Data& data) {
+  return data.kind() == config::Data::TEXT || data.kind() == config::Data::LISTOPS ||
+         data.kind() == config::Data::KJV_TESTAMENT;
+}
+
+int positions_per_sample(const config::Config& config) {
+  const config::Data& d = config.data();
+  if (seq_len_sets_positions(d)) return d.seq_len();
+  if (d.kind() == config::Data::PATHFINDER) return Pathfinder::kPixels;
+  constexpr int kFashionMnistSide = 28;
+  if (config.model().input() == config::Model::TOKENS) return kFashionMnistSide * kFashionMnistSide;
+  const int side = kFashionMnistSide / config.model().patch_size();
+  return side * side;
+}
 
 bool built_with_cuda() {
 #ifdef PRIMAL_CUDA_BACKEND
@@ -354,11 +371,15 @@ void LoadedConfig::validate(bool require_data) const {
       if (m.vocab() != 256) fail("model.vocab", "byte-level TEXT needs vocab 256");
       break;
     case config::Data::FASHION_MNIST:
-      if (lm || m.input() != config::Model::PATCHES) {
-        fail("data.kind", "FASHION_MNIST needs model.head CLASSIFIER and model.input PATCHES");
+      if (lm) fail("data.kind", "FASHION_MNIST needs model.head CLASSIFIER");
+      if (m.input() == config::Model::PATCHES) {
+        if (m.patch_size() <= 0 || 28 % m.patch_size() != 0) {
+          fail("model.patch_size", "must divide the 28-pixel images");
+        }
+        if (m.channels() != 1) fail("model.channels", "Fashion-MNIST images have 1 channel");
+      } else if (m.vocab() < 256) {
+        fail("model.vocab", "one token per pixel (model.input TOKENS) needs vocab >= 256");
       }
-      if (28 % m.patch_size() != 0) fail("model.patch_size", "must divide the 28-pixel images");
-      if (m.channels() != 1) fail("model.channels", "Fashion-MNIST images have 1 channel");
       if (m.num_classes() != 10) fail("model.num_classes", "Fashion-MNIST has 10 classes");
       break;
     case config::Data::LISTOPS:
@@ -370,14 +391,35 @@ void LoadedConfig::validate(bool require_data) const {
         fail("data.listops_min_len", "exceeds data.seq_len " + std::to_string(d.seq_len()));
       }
       break;
+    case config::Data::PATHFINDER:
+    case config::Data::KJV_TESTAMENT: {
+      const std::string kind = config::Data::Kind_Name(d.kind());
+      if (lm || m.input() != config::Model::TOKENS) {
+        fail("data.kind", kind + " needs model.head CLASSIFIER and model.input TOKENS");
+      }
+      if (m.vocab() < 256) fail("model.vocab", kind + " tokens are bytes: vocab >= 256");
+      if (m.num_classes() != 2) fail("model.num_classes", kind + " has 2 classes");
+      if (d.eval_size() <= 0) fail("data.eval_size", "must be positive");
+      if (d.kind() == config::Data::PATHFINDER && d.pathfinder_train_size() <= 0) {
+        fail("data.pathfinder_train_size", "must be positive");
+      }
+      if (d.kind() == config::Data::KJV_TESTAMENT) {
+        if (d.seq_len() > KjvTestament::kBlockBytes) {
+          fail("data.seq_len", "windows are cut from " + std::to_string(KjvTestament::kBlockBytes) +
+                                   "-byte blocks: at most that many bytes");
+        }
+        if (d.order() != config::Data::RANDOM) {
+          fail("data.order", "KJV_TESTAMENT draws random windows: RANDOM only");
+        }
+      }
+      break;
+    }
   }
-  // Positions needed by one sample: the images' patch count or seq_len, plus CLS.
-  const int positions =
-      (d.kind() == config::Data::FASHION_MNIST ? (28 / m.patch_size()) * (28 / m.patch_size())
-                                               : d.seq_len()) +
-      (cls ? 1 : 0);
+  // Positions needed by one sample, plus CLS. Where the data fixes them (images), a sample
+  // that does not fit is model.max_len's fault; else data.seq_len's.
+  const int positions = positions_per_sample(proto_) + (cls ? 1 : 0);
   if (positions > m.max_len()) {
-    fail(d.kind() == config::Data::FASHION_MNIST ? "model.max_len" : "data.seq_len",
+    fail(seq_len_sets_positions(d) ? "data.seq_len" : "model.max_len",
          std::to_string(positions) + " positions per sample exceed model.max_len " +
              std::to_string(m.max_len()));
   }
@@ -388,15 +430,16 @@ void LoadedConfig::validate(bool require_data) const {
     fail("checkpoint.stop_at_step",
          "must lie in [0, train.steps " + std::to_string(t.steps()) + "] (0: never)");
   }
-  if (require_data && d.kind() != config::Data::LISTOPS) {
+  if (require_data && d.kind() != config::Data::LISTOPS && d.kind() != config::Data::PATHFINDER) {
     if (!d.has_path())
       fail("data.path", "is required for data.kind " + config::Data::Kind_Name(d.kind()));
     std::error_code ec;
     if (!std::filesystem::exists(d.path(), ec)) {
       fail("data.path",
            "'" + d.path() + "' does not exist" +
-               (d.kind() == config::Data::TEXT ? " (the KJV corpus is made by scripts/setup.sh)"
-                                               : ""));
+               (d.kind() == config::Data::TEXT || d.kind() == config::Data::KJV_TESTAMENT
+                    ? " (the KJV corpus is made by scripts/setup.sh)"
+                    : ""));
     }
   }
 }

@@ -20,6 +20,12 @@ bool built_with_cuda();
 // one process (data parallelism across GPUs) needs it.
 bool built_with_nccl();
 
+// Input positions per sample of the data a config names (without a CLS slot): data.seq_len
+// for TEXT, LISTOPS and KJV_TESTAMENT (seq_len_sets_positions), 1024 pixels for PATHFINDER,
+// for FASHION_MNIST 784 pixels (model.input TOKENS) or (28 / patch_size)^2 patches.
+bool seq_len_sets_positions(const config::Data& data);
+int positions_per_sample(const config::Config& config);
+
 class LoadedConfig {
  public:
   // Parses path, then applies overrides ("optimizer.lr=3e-4"; repeated fields take a comma

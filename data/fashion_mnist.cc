@@ -162,8 +162,8 @@ void cut_patches(const uint8_t* image, int rows, int cols, int patch, float* out
 }
 
 FashionMnist::FashionMnist(const std::string& dir, int patch, uint64_t seed, DataOrder order,
-                           int64_t val_size)
-    : patch_(patch), seed_(seed), order_(order) {
+                           int64_t val_size, Form form)
+    : form_(form), patch_(form == Form::kPixels ? 1 : patch), seed_(seed), order_(order) {
   const std::string base = dir.empty() || dir.back() == '/' ? dir : dir + "/";
   // Loads one images/labels pair and checks the pair agrees.
   auto load = [&](const std::string& stem, std::vector<uint8_t>& pixels,
@@ -196,7 +196,7 @@ FashionMnist::FashionMnist(const std::string& dir, int patch, uint64_t seed, Dat
   };
   const std::string train_path = load("train", train_pixels_, train_labels_);
   load("t10k", test_pixels_, test_labels_);
-  if (patch <= 0 || rows_ % patch != 0 || cols_ % patch != 0) {
+  if (patch_ <= 0 || rows_ % patch_ != 0 || cols_ % patch_ != 0) {
     throw Error(train_path, "patch size " + std::to_string(patch) + " does not divide the " +
                                 std::to_string(rows_) + " x " + std::to_string(cols_) + " images");
   }
@@ -227,6 +227,7 @@ int64_t FashionMnist::train_index(int64_t k) const {
 }
 
 void FashionMnist::start_batch(int count, Batch& batch) const {
+  if (form_ == Form::kPixels) return batch.start_classifier_tokens(count, positions());
   batch.B = count;
   batch.N = num_patches();
   batch.patches.resize(size_t(count) * num_patches() * patch_dim());
@@ -238,8 +239,13 @@ void FashionMnist::start_batch(int count, Batch& batch) const {
 void FashionMnist::fill(const Split& s, int64_t index, int i, Batch& batch) const {
   const size_t image = size_t(s.begin + index);
   const size_t per_image = size_t(rows_) * cols_;
-  cut_patches(s.pixels->data() + image * per_image, rows_, cols_, patch_,
-              batch.patches.data() + size_t(i) * num_patches() * patch_dim());
+  const uint8_t* pixels = s.pixels->data() + image * per_image;
+  if (form_ == Form::kPixels) {
+    std::copy(pixels, pixels + per_image, batch.tokens.begin() + ptrdiff_t(i * per_image));
+  } else {
+    cut_patches(pixels, rows_, cols_, patch_,
+                batch.patches.data() + size_t(i) * num_patches() * patch_dim());
+  }
   batch.targets[size_t(i)] = (*s.labels)[image];
 }
 

@@ -30,14 +30,21 @@ void cut_patches(const uint8_t* image, int rows, int cols, int patch, float* out
 class FashionMnist : public Dataset {
  public:
   static constexpr int kClasses = 10;
+  static constexpr int64_t kValSize = 5000;  // held out of the 60,000 training images
   static constexpr const char* kDebianDir = "/usr/share/datasets/fashion-mnist";
+
+  // How an image reaches the model: P x P patches (Batch::patches, model.input PATCHES), or
+  // one token per pixel, its intensity 0..255, in row-major order (Batch::tokens, model.input
+  // TOKENS: the LRA-Image form, 784 positions, no patches).
+  enum class Form { kPatches, kPixels };
 
   // Reads train-{images-idx3,labels-idx1}-ubyte.gz and t10k-*.gz from dir. Splits: train is
   // the first (count - val_size) of train-*, val the last val_size (5,000 of 60,000: the
   // usual 55k/5k), test the 10,000 of t10k-*. Throws primal::Error for a bad file, a patch
-  // size that does not divide the image, or labels >= 10.
+  // size that does not divide the image (Form::kPatches; kPixels ignores patch), or labels
+  // >= 10.
   FashionMnist(const std::string& dir, int patch, uint64_t seed, DataOrder order,
-               int64_t val_size = 5000);
+               int64_t val_size = kValSize, Form form = Form::kPatches);
 
   // Global sample k = step * global_batch + g is train image train_index(k): SEQUENTIAL
   // k mod n_train; RANDOM position k mod n_train of epoch k / n_train's permutation.
@@ -47,6 +54,8 @@ class FashionMnist : public Dataset {
   void eval_batch(DataSplit split, int64_t first, int count, Batch& batch) const override;
 
   int64_t train_index(int64_t k) const;
+  // Input positions per image: the patches, or the pixels.
+  int positions() const { return form_ == Form::kPixels ? rows_ * cols_ : num_patches(); }
   int num_patches() const { return (rows_ / patch_) * (cols_ / patch_); }
   int patch_dim() const { return patch_ * patch_; }
   int rows() const { return rows_; }
@@ -64,6 +73,7 @@ class FashionMnist : public Dataset {
   void start_batch(int count, Batch& batch) const;
   void fill(const Split& s, int64_t index, int i, Batch& batch) const;
 
+  Form form_;
   int patch_;
   uint64_t seed_;
   DataOrder order_;

@@ -177,15 +177,6 @@ int64_t ListOps::eval_size(DataSplit split) const {
   return sizes_[int(split)];
 }
 
-void ListOps::start_batch(int count, Batch& batch) const {
-  batch.B = count;
-  batch.N = max_len_;
-  batch.tokens.resize(size_t(count) * max_len_);
-  batch.targets.resize(size_t(count));
-  batch.lengths.resize(size_t(count));
-  batch.patches.clear();
-}
-
 void ListOps::fill(DataSplit split, int64_t index, int i, Batch& batch) const {
   int32_t* row = batch.tokens.data() + size_t(i) * max_len_;
   int length = 0;
@@ -197,7 +188,7 @@ void ListOps::fill(DataSplit split, int64_t index, int i, Batch& batch) const {
 void ListOps::train_batch(int64_t step, int64_t first, int count, int global_batch,
                           Batch& batch) const {
   check_train_slice(step, first, count, global_batch);
-  start_batch(count, batch);
+  batch.start_classifier_tokens(count, max_len_);
   batch.sample_offset = first;
   for (int i = 0; i < count; ++i) {
     fill(DataSplit::kTrain, train_index(step * global_batch + first + i), i, batch);
@@ -206,7 +197,7 @@ void ListOps::train_batch(int64_t step, int64_t first, int count, int global_bat
 
 void ListOps::eval_batch(DataSplit split, int64_t first, int count, Batch& batch) const {
   check_eval_slice(first, count, eval_size(split));
-  start_batch(count, batch);
+  batch.start_classifier_tokens(count, max_len_);
   batch.sample_offset = first;
   for (int i = 0; i < count; ++i) fill(split, first + i, i, batch);
 }

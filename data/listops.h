@@ -66,7 +66,6 @@ class ListOps : public Dataset {
   // Writes sample `index` of `split` to out[0, length) (out has max_len_ slots); returns
   // the label.
   int generate(DataSplit split, int64_t index, int32_t* out, int& length) const;
-  void start_batch(int count, Batch& batch) const;
   void fill(DataSplit split, int64_t index, int i, Batch& batch) const;
 
   int max_len_, min_len_;

@@ -237,12 +237,7 @@ SplitDomains split_domains(DataSplit split) {
 template <typename Index>
 void fill_batch(const Pathfinder& d, DataSplit split, int64_t first, int count, Batch& batch,
                 Index index) {
-  batch.B = count;
-  batch.N = kPixels;
-  batch.tokens.resize(size_t(count) * kPixels);
-  batch.targets.resize(size_t(count));
-  batch.lengths.assign(size_t(count), kPixels);
-  batch.patches.clear();
+  batch.start_classifier_tokens(count, kPixels);
   batch.sample_offset = first;
   for (int i = 0; i < count; ++i) {
     uint8_t image[kPixels];

@@ -14,6 +14,19 @@ struct Batch {
   std::vector<int32_t> targets;  // [B, N] (LM: next token) or [B] (classifier: class)
   std::vector<int32_t> lengths;  // [B] real input positions (classifier); empty: all N
   int64_t sample_offset = 0;     // global index of sample 0 (keys dropout masks)
+
+  // A classifier batch of `count` token sequences of `positions` each, every position real
+  // (a dataset with shorter samples then writes their lengths): tokens [count, positions],
+  // targets and lengths [count], no patches. The vectors keep their capacity: no allocation
+  // once warm.
+  void start_classifier_tokens(int count, int positions) {
+    B = count;
+    N = positions;
+    tokens.resize(size_t(count) * size_t(positions));
+    targets.resize(size_t(count));
+    lengths.assign(size_t(count), positions);
+    patches.clear();
+  }
 };
 
 }  // namespace primal

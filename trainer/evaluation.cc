@@ -42,32 +42,40 @@ EvalResult evaluate(const ModelConfig& config, const EvalForward& forward, const
   const int64_t batches = (total + batch_size - 1) / batch_size;
   const int ranks = dp ? dp->size() : 1, me = dp ? dp->rank() : 0;
   // One row per batch: CE summed over its predictions, its KSVD loss, its predictions and
-  // correct samples. Rows of other ranks' batches stay 0, so the sum over DP fills in every
-  // row exactly (x + 0 = x).
-  enum { kCeSum, kKsvd, kPredictions, kCorrect, kColumns };
-  std::vector<double> rows(batches * kColumns, 0.0);
+  // correct samples, and (classifier) how many of its samples have each class as target.
+  // Rows of other ranks' batches stay 0, so the sum over DP fills in every row exactly
+  // (x + 0 = x).
+  enum { kCeSum, kKsvd, kPredictions, kCorrect, kClassCounts };
+  const int classes = lm ? 0 : config.num_classes;
+  const int64_t columns = kClassCounts + classes;
+  std::vector<double> rows(batches * columns, 0.0);
   Batch batch;
   for (int64_t k = me; k < batches; k += ranks) {
     const int64_t first = k * batch_size;
     const int count = int(std::min<int64_t>(batch_size, total - first));
     data.eval_batch(split, first, count, batch);
     const EvalBatch b = forward(batch);
-    double* row = &rows[k * kColumns];
+    double* row = &rows[k * columns];
     row[kCeSum] = b.terms.ce * double(b.terms.predictions);
     row[kKsvd] = b.terms.ksvd;
     row[kPredictions] = double(b.terms.predictions);
     row[kCorrect] = double(b.correct);
+    if (!lm) {
+      for (int i = 0; i < count; ++i) row[kClassCounts + batch.targets[size_t(i)]] += 1;
+    }
   }
   if (ranks > 1) dp->all_reduce(rows.data(), static_cast<int64_t>(rows.size()), ReduceOp::kSum);
 
   EvalResult r;
   double ce_sum = 0, ksvd_sum = 0, correct = 0;
+  std::vector<double> class_counts(size_t(classes), 0.0);
   for (int64_t k = 0; k < batches; ++k) {
-    const double* row = &rows[k * kColumns];
+    const double* row = &rows[k * columns];
     ce_sum += row[kCeSum];
     ksvd_sum += row[kKsvd];
     r.predictions += static_cast<int64_t>(row[kPredictions]);
     correct += row[kCorrect];
+    for (int c = 0; c < classes; ++c) class_counts[size_t(c)] += row[kClassCounts + c];
   }
   r.samples = total;
   if (r.predictions == 0) return r;
@@ -78,6 +86,7 @@ EvalResult evaluate(const ModelConfig& config, const EvalForward& forward, const
     r.perplexity = std::exp(r.ce);
   } else {
     r.accuracy = correct / double(r.samples);
+    r.majority = *std::max_element(class_counts.begin(), class_counts.end()) / double(r.samples);
   }
   return r;
 }
@@ -91,6 +100,7 @@ std::string eval_json(const EvalResult& r, const std::string& split, int64_t ste
   j["ksvd"] = r.ksvd;
   if (r.accuracy >= 0) {
     j["accuracy"] = r.accuracy;
+    j["majority"] = r.majority;
   } else {
     j["perplexity"] = r.perplexity;
   }

@@ -16,6 +16,7 @@ struct EvalResult {
   double loss = 0, ce = 0, ksvd = 0;
   double perplexity = 0;  // LM: exp(ce)
   double accuracy = -1;   // classifier: share of samples whose argmax is the target
+  double majority = -1;   // classifier: share of the most frequent target (always guessing it)
   int64_t predictions = 0;
   int64_t samples = 0;
 };
@@ -43,7 +44,8 @@ EvalResult evaluate(const ModelConfig& config, const EvalForward& forward, const
 EvalResult evaluate(Transformer<float>& model, Arena& arena, const Dataset& data, DataSplit split,
                     int batch_size, int64_t max_batches, Communicator* dp = nullptr);
 
-// One JSON object: {"split": ..., "loss": ..., "ce": ..., "ksvd": ..., "perplexity"|"accuracy"}.
+// One JSON object: {"split": ..., "loss": ..., "ce": ..., "ksvd": ..., "perplexity" or
+// "accuracy" and "majority"}.
 std::string eval_json(const EvalResult& r, const std::string& split, int64_t step = -1);
 
 }  // namespace primal

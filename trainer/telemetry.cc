@@ -87,14 +87,6 @@ ModelFlops model_gemm_flops(const ModelConfig& c, int64_t B, int64_t N) {
   return f;
 }
 
-int positions_per_sample(const config::Config& config) {
-  if (config.data().kind() == config::Data::FASHION_MNIST) {
-    const int side = 28 / config.model().patch_size();
-    return side * side;
-  }
-  return config.data().seq_len();
-}
-
 double measure_sgemm_peak_gflops(std::vector<int> sizes) {
   double best = 0;
   for (int n : sizes) {

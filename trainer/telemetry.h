@@ -35,10 +35,6 @@ struct ModelFlops {
 };
 ModelFlops model_gemm_flops(const ModelConfig& config, int64_t B, int64_t N);
 
-// Input positions per sample of the data a config names: data.seq_len for TEXT and LISTOPS,
-// (28 / patch_size)^2 for FASHION_MNIST (28 x 28 images).
-int positions_per_sample(const config::Config& config);
-
 // The best sgemm rate in GFLOP/s over square products of the given sizes (two timed repeats
 // each after a warm-up), on omp_get_max_threads() threads: the CPU peak behind MFU.
 double measure_sgemm_peak_gflops(std::vector<int> sizes = {1024, 2048});

@@ -12,7 +12,9 @@
 #include <nlohmann/json.hpp>
 
 #include "data/fashion_mnist.h"
+#include "data/kjv_testament.h"
 #include "data/listops.h"
+#include "data/pathfinder.h"
 #include "data/text_dataset.h"
 #include "trainer/safetensors.h"
 
@@ -107,8 +109,15 @@ std::unique_ptr<Dataset> make_dataset(const LoadedConfig& config) {
       return std::make_unique<TextDataset>(d.path(), d.seq_len(), seed, order_of(d),
                                            d.val_fraction(), d.test_fraction());
     case config::Data::FASHION_MNIST:
-      return std::make_unique<FashionMnist>(d.path(), config.proto().model().patch_size(), seed,
-                                            order_of(d));
+      return std::make_unique<FashionMnist>(
+          d.path(), config.proto().model().patch_size(), seed, order_of(d), FashionMnist::kValSize,
+          config.proto().model().input() == config::Model::TOKENS ? FashionMnist::Form::kPixels
+                                                                  : FashionMnist::Form::kPatches);
+    case config::Data::PATHFINDER:
+      return std::make_unique<Pathfinder>(seed, order_of(d), d.pathfinder_train_size(),
+                                          d.eval_size(), d.eval_size());
+    case config::Data::KJV_TESTAMENT:
+      return std::make_unique<KjvTestament>(d.path(), d.seq_len(), seed, d.eval_size());
     case config::Data::LISTOPS:
       if (config.proto().model().vocab() < kListOpsVocab) {
         throw Error(config.where("model.vocab"),

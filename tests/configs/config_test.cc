@@ -76,21 +76,25 @@ TEST_F(ConfigTest, ValidConfigLoadsWithDefaultsAndOverrides) {
 }
 
 TEST_F(ConfigTest, ShippedConfigsParse) {
-  for (const char* name :
-       {"lm_kjv", "lm_kjv_primalformer", "lm_kjv_transformer", "fashion_mnist_vit", "listops"}) {
+  for (const std::string name :
+       {"lm_kjv", "lm_kjv_primalformer", "lm_kjv_transformer", "fashion_mnist_vit", "listops",
+        "lra/listops", "lra/image", "lra/pathfinder", "lra/text"}) {
     const std::string path = std::string(PRIMAL_SOURCE_DIR) + "/configs/" + name + ".pbtxt";
     // The data may not be prepared on this machine: point TEXT configs at the test corpus.
     std::vector<std::string> overrides;
-    if (std::string(name).rfind("lm_", 0) == 0) overrides.push_back("data.path=" + corpus_);
-    // A dataset that is not installed here (Fashion-MNIST) may be reported missing, and is
-    // the only acceptable error.
-    try {
-      LoadedConfig::load(path, overrides);
-    } catch (const Error& e) {
-      const std::string what = e.what();
-      EXPECT_TRUE(std::string(name) == "fashion_mnist_vit" &&
-                  what.find("does not exist") != std::string::npos)
-          << what;
+    if (name.rfind("lm_", 0) == 0) overrides.push_back("data.path=" + corpus_);
+    // A dataset that is not installed or exported here (Fashion-MNIST, the KJV) may be
+    // reported missing, and is the only acceptable error.
+    for (const std::string layers : {"PRIMAL,PRIMAL", "SOFTMAX,SOFTMAX", "SOFTMAX,PRIMAL"}) {
+      if (name.rfind("lra/", 0) == 0) overrides = {"model.layers=" + layers};
+      try {
+        LoadedConfig::load(path, overrides);
+      } catch (const Error& e) {
+        const std::string what = e.what();
+        EXPECT_TRUE((name == "fashion_mnist_vit" || name == "lra/image" || name == "lra/text") &&
+                    what.find("does not exist") != std::string::npos)
+            << what;
+      }
     }
   }
 }
@@ -199,6 +203,27 @@ TEST_F(ConfigTest, EachBadInputGetsOneMessageNamingFileLineAndField) {
        {"model.head=CLASSIFIER", "data.kind=LISTOPS", "model.low_rank=80", "model.rank_multi=1",
         "data.listops_min_len=10"},
        {"model.low_rank", "exceeds the 64 sampled tokens"}},
+      {"pathfinder with ten classes",
+       "",
+       "",
+       {"model.head=CLASSIFIER", "data.kind=PATHFINDER", "model.max_len=1024"},
+       {"model.num_classes", "PATHFINDER has 2 classes"}},
+      {"pathfinder images longer than max_len",
+       "",
+       "",
+       {"model.head=CLASSIFIER", "data.kind=PATHFINDER", "model.num_classes=2"},
+       {"model.max_len", "1024 positions per sample exceed model.max_len 64"}},
+      {"testament windows larger than a block",
+       "",
+       "",
+       {"model.head=CLASSIFIER", "data.kind=KJV_TESTAMENT", "model.num_classes=2",
+        "model.max_len=20000", "data.seq_len=16385"},
+       {"data.seq_len", "16384-byte blocks"}},
+      {"pixel tokens with a small vocab",
+       "",
+       "",
+       {"model.head=CLASSIFIER", "data.kind=FASHION_MNIST", "model.vocab=16"},
+       {"model.vocab", "one token per pixel"}},
   };
   ASSERT_GE(cases.size(), 15u);
   for (const BadCase& c : cases) {

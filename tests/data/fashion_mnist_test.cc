@@ -327,6 +327,42 @@ TEST(FashionMnist, RealBatchesAreScaledPatchesOfTheImages) {
   }
 }
 
+// The LRA-Image form: one token per pixel, its raw intensity, in row-major order; the same
+// images and labels as the patch form, in the same order.
+TEST(FashionMnist, PixelFormGivesOneTokenPerPixel) {
+  REQUIRE_DEBIAN_FASHION_MNIST();
+  const FashionMnist pixels(kDebian, 7, 1234, DataOrder::kRandom, FashionMnist::kValSize,
+                            FashionMnist::Form::kPixels);
+  const FashionMnist& patches = debian_dataset();
+  EXPECT_EQ(pixels.positions(), 784);
+  Batch b, p;
+  pixels.eval_batch(DataSplit::kTest, 0, 4, b);
+  ASSERT_EQ(b.N, 784);
+  ASSERT_EQ(b.tokens.size(), 4u * 784);
+  EXPECT_TRUE(b.patches.empty());
+  EXPECT_EQ(b.targets, (std::vector<int32_t>{9, 2, 1, 1}));
+  // Row 14, columns 7..13 of test image 0.
+  const uint8_t row14[7] = {0x04, 0x01, 0x00, 0x00, 0x00, 0x62, 0x88};
+  for (int x = 0; x < 7; ++x) EXPECT_EQ(b.tokens[14 * 28 + 7 + size_t(x)], row14[x]);
+  int64_t sum = 0;
+  for (int t = 0; t < 784; ++t) sum += b.tokens[size_t(t)];
+  EXPECT_EQ(sum, 33456);
+  // Training batches: the same images as the patch form's (pixel k of patch (i, j) is at row
+  // 7i + k / 7, column 7j + k % 7).
+  pixels.train_batch(3, 1, 2, 8, b);
+  patches.train_batch(3, 1, 2, 8, p);
+  EXPECT_EQ(b.targets, p.targets);
+  for (int s = 0; s < 2; ++s) {
+    for (int patch = 0; patch < 16; ++patch) {
+      for (int k = 0; k < 49; ++k) {
+        const int row = 7 * (patch / 4) + k / 7, col = 7 * (patch % 4) + k % 7;
+        ASSERT_FLOAT_EQ(p.patches[(size_t(s) * 16 + patch) * 49 + k],
+                        float(b.tokens[size_t(s) * 784 + row * 28 + col]) / 255.0f);
+      }
+    }
+  }
+}
+
 // RANDOM order visits every training image exactly once per epoch, in a different order each
 // epoch and for each seed, and a batch does not depend on how it is sliced.
 TEST(FashionMnist, RandomOrderIsAPermutationOfTheTrainSplitPerEpoch) {

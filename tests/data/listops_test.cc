@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <climits>
+#include <map>
 #include <numeric>
 #include <vector>
 
@@ -137,6 +138,31 @@ TEST(ListOps, SamplesArePureFunctionsOfSeedSplitAndIndex) {
   EXPECT_EQ(whole.targets[5], label);
   EXPECT_EQ(whole.lengths[5], int(a.size()));
   EXPECT_TRUE(std::equal(a.begin(), a.end(), whole.tokens.begin() + 5 * 100));
+}
+
+// No expression is in two splits (compared whole, over every sample of small splits at
+// lengths 10..100, where a repeat would be far likelier than at LRA's 500..2000), and the
+// same seed gives the same splits.
+TEST(ListOps, SplitsAreDisjointAndTheSameForTheSameSeed) {
+  const ListOps d(100, 5, DataOrder::kRandom, 3000, 1000, 1000, 10);
+  const ListOps again(100, 5, DataOrder::kRandom, 3000, 1000, 1000, 10);
+  std::map<std::vector<int32_t>, DataSplit> owner;
+  std::vector<int32_t> tokens, repeat;
+  int within_split_repeats = 0;
+  for (DataSplit split : {DataSplit::kTrain, DataSplit::kVal, DataSplit::kTest}) {
+    for (int64_t i = 0; i < d.eval_size(split); ++i) {
+      d.sample(split, i, tokens);
+      again.sample(split, i, repeat);
+      ASSERT_EQ(tokens, repeat);
+      const auto [at, inserted] = owner.emplace(tokens, split);
+      if (!inserted) {
+        ASSERT_EQ(at->second, split) << "sample " << i << " of one split is also in another: "
+                                     << listops_detokenize(tokens.data(), int(tokens.size()));
+        ++within_split_repeats;
+      }
+    }
+  }
+  EXPECT_LT(within_split_repeats, 5);
 }
 
 // LRA's own setting: 500 < length < 2000, depth 10, 10 arguments.

@@ -2,10 +2,8 @@
 
 #include <gtest/gtest.h>
 
-#include <chrono>
 #include <cstdlib>
 #include <fstream>
-#include <iostream>
 #include <set>
 #include <string>
 #include <string_view>
@@ -217,20 +215,6 @@ TEST(Pathfinder, BadSizesAndIndicesAreErrors) {
   Batch b;
   EXPECT_THROW(d.eval_batch(DataSplit::kTest, 5, 6, b), Error);
   EXPECT_THROW(d.train_batch(0, 4, 5, 8, b), Error);
-}
-
-// Generated inside the training loop: one sample must cost well under a millisecond.
-TEST(Pathfinder, OneSampleTakesWellUnderAMillisecond) {
-  const Pathfinder d(21, DataOrder::kRandom);
-  Image image(Pathfinder::kPixels);
-  const int n = 2000;
-  const auto start = std::chrono::steady_clock::now();
-  for (int i = 0; i < n; ++i) d.sample(DataSplit::kTrain, i, image.data());
-  const double us =
-      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - start).count() /
-      n;
-  std::cout << "pathfinder: " << us << " us per sample\n";
-  EXPECT_LT(us, 1000.0);
 }
 
 // Writes samples as binary PGM (P5) and reads them back. With PRIMAL_PATHFINDER_PGM_DIR set
