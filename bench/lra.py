@@ -50,13 +50,13 @@ PRESETS = {
     "smoke": {t: ["train.steps=3", "data.batch_size=4", "data.eval_size=8",
                   "data.listops_eval_size=8"] for t in TASKS},
     "small": {
-        "listops": ["train.steps=300", "data.batch_size=16", "schedule.warmup_steps=30",
+        "listops": ["train.steps=150", "data.batch_size=16", "schedule.warmup_steps=15",
                     "optimizer.lr=1e-3", "data.listops_eval_size=500"],
-        "text": ["train.steps=150", "data.batch_size=16", "data.seq_len=2048",
-                 "schedule.warmup_steps=15", "optimizer.lr=1e-3", "data.eval_size=1000"],
+        "text": ["train.steps=120", "data.batch_size=16", "data.seq_len=2048",
+                 "schedule.warmup_steps=12", "optimizer.lr=1e-3", "data.eval_size=1000"],
         "image": ["train.steps=300", "data.batch_size=32", "schedule.warmup_steps=30",
                   "optimizer.lr=1e-3"],
-        "pathfinder": ["train.steps=300", "data.batch_size=32", "schedule.warmup_steps=30",
+        "pathfinder": ["train.steps=250", "data.batch_size=32", "schedule.warmup_steps=25",
                        "optimizer.lr=1e-3", "data.eval_size=1000"],
     },
 }
