@@ -1,6 +1,7 @@
 #include "model/parameters.h"
 
 #include <array>
+#include <charconv>
 #include <cmath>
 
 #include "core/random.h"
@@ -109,8 +110,14 @@ Parameter<T>* ParameterStore<T>::add(std::string name, Shape shape, Sharding sha
   for (const auto& p : params_) check(p.name != name, "duplicate parameter " + name);
   bool decay = init == Init::kNormal || init == Init::kOrthogonalRows;
   const Shape local = local_shape(shape, sharding, tp_);
-  // The one place a parameter's layer is read off its name.
-  const int layer = name.rfind("layers.", 0) == 0 ? std::stoi(name.substr(7)) : -1;
+  // The one place a parameter's layer is read off its name ("layers.<i>.", SPEC §4).
+  int layer = -1;
+  if (name.rfind("layers.", 0) == 0) {
+    const char* end = name.data() + name.size();
+    const auto [next, ec] = std::from_chars(name.data() + 7, end, layer);
+    check(ec == std::errc() && layer >= 0 && next != end && *next == '.',
+          "parameter '" + name + "': layers.<i>. needs the layer's index i");
+  }
   params_.push_back({std::move(name), layer, shape, local, sharding, init, decay, {}, {}});
   return &params_.back();
 }

@@ -805,7 +805,11 @@ int64_t export_checkpoint(const std::string& dir, const std::string& out_path) {
                                 " floats cannot hold (with the tensors before it)");
     }
     needed += numel;
-    full.add(t.name(), shape_from(t.shape()), Split::kReplicated, Init::kZeros);
+    try {
+      full.add(t.name(), shape_from(t.shape()), Split::kReplicated, Init::kZeros);
+    } catch (const Error& e) {  // a name twice, a name without its layer's index
+      throw CheckpointError(step_dir + "/manifest.pb", e.what());
+    }
   }
   full.finalize(0);
   load_shards(step_dir, m, full);

@@ -272,6 +272,19 @@ TEST_F(Damaged, ExportRefusesShapesTheShardFilesCannotHold) {
   EXPECT_FALSE(fs::exists(dir_ / "model.safetensors"));
 }
 
+// Found by tests/fuzz/checkpoint_fuzz: a manifest's name "layers.x..." made the layer index's
+// std::stoi throw std::invalid_argument, which is no primal::Error.
+TEST_F(Damaged, ExportOfANameWithoutItsLayerIndexNamesTheManifest) {
+  checkpoint::Manifest m = read_manifest(step_);
+  for (const char* name : {"layers.x.attn.we", "layers.99999999999.attn.we", "layers.0"}) {
+    m.mutable_tensors(3)->set_name(name);
+    spit(manifest_, m.SerializeAsString());
+    const std::string msg = expect_error_naming(
+        [&] { export_checkpoint(dir_ / "ck", dir_ / "model.safetensors"); }, manifest_);
+    EXPECT_NE(msg.find(std::string("'") + name + "'"), std::string::npos) << msg;
+  }
+}
+
 TEST(Checkpoint, LatestIsWrittenLastAndCandidatesGoNewestFirst) {
   TempDir dir;
   const std::string root = dir / "ck";
