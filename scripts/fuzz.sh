@@ -10,6 +10,7 @@
 # process at a time. The tracked corpora are only read (run_fuzzer.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+./scripts/setup.sh >/dev/null
 build=${BUILD_DIR:-build-fuzz}
 CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DPRIMAL_CUDA=OFF -DPRIMAL_FUZZ=ON >/dev/null
