@@ -13,7 +13,7 @@ directory is shared by all hosts (the checkpoint directory of a real cluster's s
         c.run(0, ["hostname"])                    # "node0"
         c.mpirun(0, c.hostfile(slots=2), ["-np", "4", "prog"])
         c.cut(1)                                  # ip link set eth0 down on node1
-        c.shape(1, delay="100us", rate="10gbit")  # tc netem on node1's eth0
+        c.shape(1, rate="1gbit", loss="1%")     # tbf and a BPF classifier on node1's eth0
 
 By hand:
     scripts/cluster.py up [--hosts K]   prints the hosts and the mpirun options; stays up
@@ -23,7 +23,9 @@ Facts this relies on: ../shared/notes/multi-host-on-one-machine.md.
 """
 import argparse
 import os
+import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +33,11 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 AGENT = os.path.join(HERE, "cluster_agent.sh")
+LOSS_PROGRAM = os.path.join(HERE, "cluster_loss.bpf.c")  # shape(loss=...)
+NO_DELAY = (". A delay needs the kernel's sch_netem (tc netem), or sch_fq to pace packets by "
+            "departure times a BPF program would set; this kernel (%s) has neither, and nothing "
+            "else in tc holds a packet back: only a rate (tbf) and a loss (BPF) can be shaped. "
+            "The link is left unshaped")
 PREFIX = "primal"  # namespace names: primal-node0.., primal-switch
 SUBNET = "10.213.12"  # the /24; host i is .(i+1)
 
@@ -235,24 +242,72 @@ class Cluster:
                 pass
 
     def shape(self, host, rate=None, delay=None, loss=None):
-        """Shapes host's outgoing traffic on eth0 (shape every host for both directions):
-        tc netem (rate, delay, loss) where the kernel has it, else a token bucket (rate only)."""
-        tc = ["ip", "netns", "exec", self.ns[host], "tc", "qdisc", "replace", "dev", "eth0", "root"]
-        netem = ["netem", "limit", "100000"]  # a queue deep enough for the bytes in flight
-        for name, value in (("rate", rate), ("delay", delay), ("loss", loss)):
-            netem += [name, value] if value else []
-        p = subprocess.run(tc + netem, stderr=subprocess.PIPE, text=True)
-        if p.returncode == 0:
-            return
-        if delay or loss or "unknown" not in p.stderr:
-            raise ClusterError("tc %s on %s: %s" % (" ".join(netem), self.names[host],
-                                                    p.stderr.strip()))
-        # No sch_netem: a token bucket whose burst covers a few timer ticks at the rate.
-        bits = {"k": 1e3, "m": 1e6, "g": 1e9}[rate.lower().rstrip("bit")[-1]] * float(
-            rate.lower().rstrip("bit")[:-1])
-        burst = max(int(bits / 8 * 0.004), 65536)
-        subprocess.run(tc + ["tbf", "rate", rate, "burst", str(burst), "latency", "50ms"],
-                       check=True)
+        """Shapes host's outgoing traffic to exactly this (nothing given: unshaped; shape
+        every host for both directions): a rate ("1gbit") by a token bucket on its eth0 (tbf,
+        the root qdisc), a loss ("1%") by a BPF classifier where its packets enter the switch
+        (scripts/cluster_loss.bpf.c, built with clang), a delay ("100us") by tc netem (the
+        root, the bucket under it) where the kernel has sch_netem. Without it (this project's
+        machines) a delay is refused, the link left unshaped."""
+        tc = ["ip", "netns", "exec", self.ns[host], "tc"]
+        port = ["tc", "-n", self.switch]
+        # What an earlier call set, if anything.
+        subprocess.run(tc + ["qdisc", "del", "dev", "eth0", "root"], stderr=subprocess.DEVNULL)
+        subprocess.run(port + ["qdisc", "del", "dev", "port%d" % host, "clsact"],
+                       stderr=subprocess.DEVNULL)
+        # With a loss, one packet a frame: a drop is one lost frame, not a 64 KB GSO burst.
+        _ip("link", "set", "eth0", "gso_max_segs", "1" if loss else "65535", ns=self.ns[host])
+        parent = ["root", "handle", "1:"]
+        if delay:
+            p = subprocess.run(tc + ["qdisc", "add", "dev", "eth0"] + parent + [
+                "netem", "limit", "100000", "delay", delay], stderr=subprocess.PIPE, text=True)
+            if p.returncode != 0:
+                why = NO_DELAY % os.uname().release if "unknown" in p.stderr.lower() else ""
+                raise ClusterError("shape(delay=%s) on %s: tc netem: %s%s" % (
+                    delay, self.names[host], p.stderr.strip().rstrip("."), why))
+            parent = ["parent", "1:1", "handle", "10:"]
+        if rate:
+            # A burst that covers a few timer ticks at the rate.
+            bits = {"k": 1e3, "m": 1e6, "g": 1e9}[rate.lower().rstrip("bit")[-1]] * float(
+                rate.lower().rstrip("bit")[:-1])
+            burst = max(int(bits / 8 * 0.004), 65536)
+            subprocess.run(tc + ["qdisc", "add", "dev", "eth0"] + parent + [
+                "tbf", "rate", rate, "burst", str(burst), "latency", "50ms"], check=True)
+        if loss:
+            # On the wire, where host's packets enter the switch (its port's ingress): the
+            # sender does not see the drop. Dropped on its own eth0, a packet's send would fail
+            # and TCP send it again at once.
+            subprocess.run(port + ["qdisc", "add", "dev", "port%d" % host, "clsact"], check=True)
+            subprocess.run(port + ["filter", "add", "dev", "port%d" % host, "ingress", "bpf",
+                                   "direct-action", "obj", self._loss_program(loss), "sec",
+                                   "classifier"], check=True)
+
+    def _loss_program(self, loss):
+        """The BPF object that drops `loss` ("1%", "0.5%") of the packets: compiled once per
+        rate into the workdir."""
+        if not loss.endswith("%"):
+            raise ClusterError("shape(loss=%r): a percentage, as \"1%%\"" % loss)
+        ppm = round(float(loss[:-1]) * 1e4)
+        obj = os.path.join(self.dir, "loss-%d.o" % ppm)
+        if not os.path.exists(obj):
+            if not shutil.which("clang"):
+                raise ClusterError("shape(loss=...) compiles a BPF program: needs clang")
+            subprocess.run(["clang", "-O2", "-target", "bpf", "-DLOSS_PPM=%d" % ppm, "-c",
+                            LOSS_PROGRAM, "-o", obj + ".tmp"], check=True)
+            os.rename(obj + ".tmp", obj)
+        return obj
+
+    def link_stats(self, host):
+        """Counters of host's outgoing link: the packets the loss classifier saw ("sent") and
+        dropped (its clsact qdisc's; zeros while no loss is shaped), and the TCP segments the
+        host retransmitted ("retransmitted", /proc/net/snmp in the host's namespace)."""
+        m = re.search(r"qdisc clsact .*?\n\s*Sent \d+ bytes (\d+) pkt \(dropped (\d+)",
+                      subprocess.run(["tc", "-n", self.switch, "-s", "qdisc", "show", "dev",
+                                      "port%d" % host], stdout=subprocess.PIPE, text=True).stdout)
+        tcp = [l.split() for l in subprocess.run(
+            ["ip", "netns", "exec", self.ns[host], "cat", "/proc/net/snmp"],
+            stdout=subprocess.PIPE, text=True).stdout.splitlines() if l.startswith("Tcp:")]
+        return {"sent": int(m.group(1)) if m else 0, "dropped": int(m.group(2)) if m else 0,
+                "retransmitted": int(dict(zip(*tcp))["RetransSegs"])}
 
     def shape_all(self, **kw):
         for i in range(self.k):

@@ -20,6 +20,13 @@ CHECK is one of:
           rank per host, srun + PMIx) gets USR1 mid-run, checkpoints, requeues itself and
           resumes; its per-step losses and final parameters equal an uninterrupted mpirun
           run's across the same hosts, bitwise
+  slow_link  2 hosts x 1 rank (tp 1, dp 2) over links shaped to 1 Gbit/s with 1%, then 5%
+          packet loss each way (scripts/cluster_loss.bpf.c): per-step losses and final
+          parameters bitwise equal to the unshaped link's, both wall times printed; the
+          classifiers' counters show about that share of packets dropped and TCP
+          retransmitting; a delay is refused with the reason (no sch_netem here)
+  four_hosts  4 hosts x 1 rank, tp 1 x dp 4: one process's per-step losses and parameters
+          (within 1e-5); TP 4 over the same placement is refused naming all four hosts
 Exit 0 on success, 1 on failure, 77 (skipped) without root.
 """
 import argparse
@@ -34,7 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "mpi"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "slurm"))
-from cluster import Cluster, namespaces  # noqa: E402
+from cluster import Cluster, ClusterError, namespaces  # noqa: E402
 from slurm_cluster import SlurmCluster  # noqa: E402
 from slurm_test import read, wait_for_step, write_config  # noqa: E402
 from train_parallel_test import TOL, lm_config, read_safetensors, rel  # noqa: E402
@@ -44,6 +51,9 @@ WATCHDOG_S = 5
 # After the watchdog fires: MPI_Abort, mpirun killing the ranks, daemons noticing a lost
 # peer (scripts/cluster.py tunes that to ~5 s).
 END_MARGIN_S = 10
+# The slow link: every host's outgoing traffic at 1 Gbit/s, each of these loss rates in turn.
+SLOW_LINK_STEPS = 60
+SLOW_LINK_LOSSES = ["1%", "5%"]
 
 
 def losses(run_dir):
@@ -74,14 +84,57 @@ def compare(name, run_dir, base_dir):
     return [] if ok else [name]
 
 
-def check_layout(args, cluster):
-    failures = []
-    config = lm_config(args.workdir)
+def bitwise(name, run_dir, reference):
+    """Whether run_dir's per-step losses and final parameters equal reference's to the bit
+    (printed). A resumed run appends to metrics.jsonl: its steps after the checkpoint come
+    twice (those the stopped run logged past it are logged again); the last entry counts."""
+    steps, reference_steps = ({m["step"]: m["loss"] for m in losses(d)}
+                              for d in (run_dir, reference))
+    same_params = read(os.path.join(run_dir, "model.safetensors")) == read(
+        os.path.join(reference, "model.safetensors"))
+    print("  %s: losses %s, parameters %s" % (
+        name, "bitwise equal" if steps == reference_steps else "DIFFER",
+        "bitwise equal" if same_params else "DIFFER"))
+    return steps == reference_steps and same_params
+
+
+def one_process(args, config):
+    """The run of config on one process (the reference of every layout): its directory, or
+    raises SystemExit with its output."""
     base = os.path.join(args.workdir, "one_process")
     p = subprocess.run(train_command(args, config, base), stdout=subprocess.PIPE,
                        stderr=subprocess.STDOUT, text=True)
     if p.returncode != 0:
-        return ["one process: " + p.stdout[-2000:]]
+        raise SystemExit("FAIL: one process: " + p.stdout[-2000:])
+    return base
+
+
+def refused_across_hosts(args, cluster, config, hosts):
+    """One rank on each of `hosts` hosts under TP = hosts: the one TP group spans them all;
+    primal refuses it with one line naming each rank's host, exit 2 on every rank."""
+    t0 = time.time()
+    p = mpirun(args, cluster, 1, hosts, train_command(
+        args, config, os.path.join(args.workdir, "refused"),
+        ["--set", "parallel.tp=%d" % hosts]), timeout=60)
+    took = time.time() - t0
+    errors = [l for l in p.stdout.splitlines() if l.startswith("primal: error")]
+    expected = ("primal: error: --set parallel.tp: TP group 0 (ranks 0-%d) spans hosts %s; " % (
+        hosts - 1, ", ".join("node%d (rank %d)" % (r, r) for r in range(hosts))))
+    print("  TP group across %d hosts: exit %d after %.1f s: %s" % (
+        hosts, p.returncode, took, errors[0] if errors else "-"))
+    failures = []
+    if p.returncode == 0 or len(errors) != 1 or not errors[0].startswith(expected):
+        failures.append("a TP group across hosts was not refused with one message:\n" +
+                        p.stdout[-2000:])
+    if "Exit code:    2" not in p.stdout:
+        failures.append("the refused layout did not exit with code 2:\n" + p.stdout[-2000:])
+    return failures
+
+
+def check_layout(args, cluster):
+    failures = []
+    config = lm_config(args.workdir)
+    base = one_process(args, config)
     for tp, dp in [(2, 2), (1, 4)]:
         run_dir = os.path.join(args.workdir, "hosts2x2_tp%d_dp%d" % (tp, dp))
         p = mpirun(args, cluster, 2, 4, train_command(args, config, run_dir,
@@ -92,21 +145,68 @@ def check_layout(args, cluster):
         if "on node node0" not in p.stdout:
             failures.append("tp=%d dp=%d: the layout line does not name node0" % (tp, dp))
         failures += compare("2 hosts x 2 ranks, tp=%d dp=%d" % (tp, dp), run_dir, base)
-
     # One rank per host, TP 2: the TP group spans node0 and node1.
+    return failures + refused_across_hosts(args, cluster, config, 2)
+
+
+def check_four_hosts(args, cluster):
+    config = lm_config(args.workdir)
+    base = one_process(args, config)
+    run_dir = os.path.join(args.workdir, "hosts4x1_tp1_dp4")
     t0 = time.time()
-    p = mpirun(args, cluster, 1, 2, train_command(args, config, os.path.join(args.workdir, "refused"),
-                                                  ["--set", "parallel.tp=2"]), timeout=60)
-    took = time.time() - t0
-    errors = [l for l in p.stdout.splitlines() if l.startswith("primal: error")]
-    expected = ("primal: error: --set parallel.tp: TP group 0 (ranks 0-1) spans hosts node0 "
-                "(rank 0), node1 (rank 1); ")
-    print("  TP group across hosts: exit %d after %.1f s: %s" % (p.returncode, took,
-                                                                  errors[0] if errors else "-"))
-    if p.returncode == 0 or len(errors) != 1 or not errors[0].startswith(expected):
-        failures.append("a TP group across hosts was not refused with one message:\n" + p.stdout[-2000:])
-    if "Exit code:    2" not in p.stdout:
-        failures.append("the refused layout did not exit with code 2:\n" + p.stdout[-2000:])
+    p = mpirun(args, cluster, 1, 4, train_command(args, config, run_dir))
+    print("  4 hosts x 1 rank, tp=1 dp=4: exit %d after %.1f s" % (p.returncode, time.time() - t0))
+    if p.returncode != 0:
+        return ["4 hosts x 1 rank exited %d:\n%s" % (p.returncode, p.stdout[-3000:])]
+    # That each rank ran on its own host: TP 4 over the same placement names all four.
+    return compare("4 hosts x 1 rank, tp=1 dp=4", run_dir, base) + refused_across_hosts(
+        args, cluster, config, 4)
+
+
+def check_slow_link(args, cluster):
+    config = lm_config(args.workdir)
+    steps = ["--set", "train.steps=%d" % SLOW_LINK_STEPS]
+
+    def timed(name):
+        run_dir = os.path.join(args.workdir, name)
+        before = [cluster.link_stats(i) for i in range(cluster.k)]
+        t0 = time.time()
+        p = mpirun(args, cluster, 1, 2, train_command(args, config, run_dir, steps))
+        took = time.time() - t0
+        after = [cluster.link_stats(i) for i in range(cluster.k)]
+        if p.returncode != 0:
+            raise SystemExit("FAIL: %s: exit %d\n%s" % (name, p.returncode, p.stdout[-3000:]))
+        return run_dir, took, {k: sum(a[k] - b[k] for a, b in zip(after, before)) for k in after[0]}
+
+    base, base_s, _ = timed("unshaped")
+    print("  unshaped link: %d steps (2 hosts x 1 rank, tp=1 dp=2) in %.1f s"
+          % (SLOW_LINK_STEPS, base_s))
+    failures = []
+    for loss in SLOW_LINK_LOSSES:
+        nominal = float(loss[:-1]) / 100
+        cluster.shape_all(rate="1gbit", loss=loss)
+        run_dir, took, n = timed("rate_1gbit_loss_" + loss[:-1])
+        print("  rate 1gbit, loss %s each way: %.1f s (unshaped %.1f s); the classifiers dropped "
+              "%d of %d packets (%.2f%%), TCP retransmitted %d segments"
+              % (loss, took, base_s, n["dropped"], n["sent"],
+                 100.0 * n["dropped"] / max(n["sent"], 1), n["retransmitted"]))
+        # Binomial: with a few thousand packets the rate seen is within a factor 2 of the one set.
+        if n["sent"] < 2000 or not nominal / 2 < n["dropped"] / n["sent"] < nominal * 2:
+            failures.append("loss %s: %d of %d packets dropped, not about %s"
+                            % (loss, n["dropped"], n["sent"], loss))
+        if n["retransmitted"] < n["dropped"] / 2:
+            failures.append("loss %s: %d packets dropped but only %d TCP retransmissions: the "
+                            "senders saw the drops" % (loss, n["dropped"], n["retransmitted"]))
+        if not bitwise("rate 1gbit, loss %s vs unshaped" % loss, run_dir, base):
+            failures.append("the job over a lossy link differs from the unshaped one")
+    # This kernel cannot delay a packet: refused, with the reason.
+    try:
+        cluster.shape(1, delay="1ms")
+        print("  delay 1ms: shaped (this kernel has sch_netem)")
+    except ClusterError as e:
+        print("  delay refused: " + str(e))
+        if "sch_netem" not in str(e):
+            failures.append("a delay was refused without the reason: %s" % e)
     return failures
 
 
@@ -231,18 +331,15 @@ def check_slurm(args, cluster):
                     slurm.logs()]
     if "on node node0" not in layout or "Slurm srun" not in layout:
         failures.append("the job's layout line does not show node0 under srun: " + layout)
-    # The resumed run appends to metrics.jsonl: its steps after the checkpoint come twice
-    # (those the stopped run logged past it are logged again); the last entry of each counts.
-    by_step = {m["step"]: m["loss"] for m in losses(run_dir)}
-    reference_steps = {m["step"]: m["loss"] for m in losses(reference)}
-    same_params = read(os.path.join(run_dir, "model.safetensors")) == read(
-        os.path.join(reference, "model.safetensors"))
-    print("  sbatch -N 2 (preempted, requeued, resumed) vs mpirun across 2 hosts: losses %s, "
-          "parameters %s" % ("bitwise equal" if by_step == reference_steps else "DIFFER",
-                             "bitwise equal" if same_params else "DIFFER"))
-    if by_step != reference_steps or not same_params:
+    if not bitwise("sbatch -N 2 (preempted, requeued, resumed) vs mpirun across 2 hosts",
+                   run_dir, reference):
         failures.append("sbatch -N 2 differs from mpirun")
     return failures
+
+
+# check: (function, hosts)
+CHECKS = {"layout": (check_layout, 2), "faults": (check_faults, 2), "slurm": (check_slurm, 2),
+          "slow_link": (check_slow_link, 2), "four_hosts": (check_four_hosts, 4)}
 
 
 def main():
@@ -250,7 +347,7 @@ def main():
     parser.add_argument("--primal", required=True)
     parser.add_argument("--mpirun", required=True)
     parser.add_argument("--workdir", required=True)
-    parser.add_argument("check", choices=["layout", "faults", "slurm"])
+    parser.add_argument("check", choices=sorted(CHECKS))
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("SKIP: the cluster tests need root (network namespaces)")
@@ -259,9 +356,12 @@ def main():
     args.workdir = os.path.abspath(args.workdir)
     subprocess.run(["rm", "-rf", args.workdir])
     os.makedirs(args.workdir)
-    with Cluster(2, os.path.join(args.workdir, "cluster")) as cluster:
-        failures = {"layout": check_layout, "faults": check_faults,
-                    "slurm": check_slurm}[args.check](args, cluster)
+    check, hosts = CHECKS[args.check]
+    with Cluster(hosts, os.path.join(args.workdir, "cluster")) as cluster:
+        try:
+            failures = check(args, cluster)
+        except SystemExit as e:  # a step that the rest depends on failed
+            failures = [str(e).replace("FAIL: ", "", 1)]
     if namespaces():
         failures.append("namespaces left after the cluster was removed: %s" % namespaces())
     for f in failures:
