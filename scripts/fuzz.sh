@@ -28,7 +28,7 @@ if [ "${1:-}" = long ]; then
   tests/fuzz/run_fuzzer.sh "$build/tests/fuzz/${target}_fuzz" "tests/fuzz/corpus/$target" \
     "$build/tests/fuzz/long/$target" "${dict[@]}" -runs="$runs" -max_total_time=1800 \
     >"$log" 2>&1 || rc=$?
-  grep -E '^#[0-9]+ +(INITED|DONE)|^Done|^stat::|ERROR|SUMMARY' "$log" || true
+  grep -E '^#[0-9]+\s+(INITED|DONE)|^Done|^stat::|ERROR|SUMMARY' "$log" || true
   echo "fuzz $target: exit $rc, $(($(date +%s) - start)) s wall, log $log"
   exit "$rc"
 fi
