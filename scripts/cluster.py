@@ -88,8 +88,19 @@ def kill_all(pids, grace=5.0):
             return
 
 
+def cpu_sets(hosts):
+    """Each host its own cores, as real nodes have (node i: the cores c with c mod K = i; with
+    more hosts than cores, shared): otherwise every host's mpirun daemon sees the whole
+    machine and binds its first rank to core 0, and ranks of different hosts spinning on one
+    core wait a scheduler time slice (~24 ms) for each other."""
+    cpus = os.cpu_count()
+    return [",".join(str(c) for c in range(cpus) if c % hosts == i % hosts) or str(i % cpus)
+            for i in range(hosts)]
+
+
 class Cluster:
-    def __init__(self, hosts=2, workdir=None):
+    def __init__(self, hosts=2, workdir=None, cpus=None):
+        """cpus: each host's CPU list for taskset ("0,2"); default cpu_sets(hosts)."""
         if os.geteuid() != 0:
             raise ClusterError("the cluster fixture needs root (network namespaces)")
         self.k = hosts
@@ -99,12 +110,7 @@ class Cluster:
         self.switch = PREFIX + "-switch"
         self.dir = os.path.abspath(workdir or "/tmp/primal-cluster")
         self.map = os.path.join(self.dir, "hosts.map")
-        # Each host its own cores, as real nodes have: otherwise every host's mpirun daemon
-        # sees the whole machine and binds its first rank to core 0, and ranks of different
-        # hosts spinning on one core wait a scheduler time slice (~24 ms) for each other.
-        cpus = os.cpu_count()
-        self.cpus = [",".join(str(c) for c in range(cpus) if c % hosts == i % hosts) or
-                     str(i % cpus) for i in range(hosts)]
+        self.cpus = list(cpus or cpu_sets(hosts))
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self):

@@ -27,6 +27,13 @@ CHECK is one of:
           retransmitting; a delay is refused with the reason (no sch_netem here)
   four_hosts  4 hosts x 1 rank, tp 1 x dp 4: one process's per-step losses and parameters
           (within 1e-5); TP 4 over the same placement is refused naming all four hosts
+  node_failure_requeue  `sbatch -N 2` of primal.sbatch with a checkpoint every 100 steps;
+          everything on node1 killed mid-run, its slurmd too (a power loss): rank 0's watchdog
+          ends the step naming rank 1 on node1, the script requeues the job as Slurm finds
+          node1 not responding, node1's slurmd is started again once Slurm has it DOWN (the
+          operator, after a reboot; ReturnToService=2 brings it back), the job resumes from
+          the newest checkpoint and its per-step losses and final parameters equal an
+          uninterrupted mpirun run's bitwise; the times of each stage are printed
 Exit 0 on success, 1 on failure, 77 (skipped) without root.
 """
 import argparse
@@ -41,7 +48,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "mpi"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "slurm"))
-from cluster import Cluster, ClusterError, namespaces  # noqa: E402
+from cluster import Cluster, ClusterError, alive, cpu_sets, namespaces  # noqa: E402
 from slurm_cluster import SlurmCluster  # noqa: E402
 from slurm_test import read, wait_for_step, write_config  # noqa: E402
 from train_parallel_test import TOL, lm_config, read_safetensors, rel  # noqa: E402
@@ -54,6 +61,15 @@ END_MARGIN_S = 10
 # The slow link: every host's outgoing traffic at 1 Gbit/s, each of these loss rates in turn.
 SLOW_LINK_STEPS = 60
 SLOW_LINK_LOSSES = ["1%", "5%"]
+# The node failure: a job of this many steps, a checkpoint every so many, node1 killed once
+# the job is past this step. slurmctld pings each node every SlurmdTimeout/3 (default 300 s)
+# and gives each ping MessageTimeout (10 s): a dead node is known as such after about
+# SlurmdTimeout/3 + MessageTimeout, DOWN after SlurmdTimeout more; a job's processes get
+# KillWait (30 s) between SIGTERM and SIGKILL, srun as long to wait for a lost step.
+NODE_FAILURE_STEPS = 600
+NODE_FAILURE_CHECKPOINT_EVERY = 100
+NODE_FAILURE_KILL_AT = 250
+NODE_FAILURE_SLURM_CONF = {"SlurmdTimeout": 5, "MessageTimeout": 4, "KillWait": 5}
 
 
 def losses(run_dir):
@@ -298,30 +314,48 @@ def check_faults(args, cluster):
     return failures
 
 
+def mpirun_reference(args, cluster, config, extra=()):
+    """The uninterrupted run across the hosts (one rank each) that a Slurm job must equal."""
+    reference = os.path.join(args.workdir, "mpirun")
+    p = mpirun(args, cluster, 1, 2, train_command(args, config, reference, extra))
+    if p.returncode != 0:
+        raise SystemExit("FAIL: mpirun across hosts exited %d:\n%s" % (p.returncode,
+                                                                        p.stdout[-3000:]))
+    return reference
+
+
+def sbatch_across_hosts(args, slurm, config, extra=()):
+    """`sbatch -N 2 --ntasks-per-node=1 primal.sbatch CONFIG`: (job, its run directory, its
+    output file)."""
+    run_dir = os.path.join(args.workdir, "sbatch")
+    out = os.path.join(args.workdir, "sbatch.out")
+    job = slurm.sbatch(os.path.join(ROOT, "launch", "slurm", "primal.sbatch"),
+                       ["-N", "2", "--ntasks-per-node=1", "--output=" + out,
+                        "--chdir=" + args.workdir],
+                       [config, "--set", "logging.dir=" + run_dir] + list(extra),
+                       env=dict(MPI_ENV, PRIMAL=args.primal))
+    return job, run_dir, out
+
+
+def text_of(path):
+    return open(path).read() if os.path.exists(path) else ""
+
+
 def check_slurm(args, cluster):
     config = write_config(args.workdir, 600)
-    reference = os.path.join(args.workdir, "mpirun")
-    p = mpirun(args, cluster, 1, 2, train_command(args, config, reference))
-    if p.returncode != 0:
-        return ["mpirun across hosts exited %d:\n%s" % (p.returncode, p.stdout[-3000:])]
+    reference = mpirun_reference(args, cluster, config)
     failures = []
     with SlurmCluster(os.path.join(args.workdir, "slurm"), hosts=cluster) as slurm:
-        run_dir = os.path.join(args.workdir, "sbatch")
-        out = os.path.join(args.workdir, "sbatch.out")
-        job = slurm.sbatch(os.path.join(ROOT, "launch", "slurm", "primal.sbatch"),
-                           ["-N", "2", "--ntasks-per-node=1", "--output=" + out,
-                            "--chdir=" + args.workdir],
-                           [config, "--set", "logging.dir=" + run_dir],
-                           env=dict(MPI_ENV, PRIMAL=args.primal))
+        job, run_dir, out = sbatch_across_hosts(args, slurm, config)
         try:
             at = wait_for_step(run_dir, 100, timeout=60)
         except SystemExit:
             return ["the sbatch -N 2 job did not reach step 100 (%s):\n%s%s" % (
-                slurm.state(job), open(out).read() if os.path.exists(out) else "", slurm.logs())]
+                slurm.state(job), text_of(out), slurm.logs())]
         slurm.signal(job, "USR1", batch=True)
         slurm.wait_state(job, {"COMPLETED", "FAILED", "CANCELLED"}, timeout=120)
         state, restarts = slurm.state(job)
-        text = open(out).read() if os.path.exists(out) else ""
+        text = text_of(out)
         print("  sbatch -N 2: job %s got USR1 at step %d; %s after %d restart(s)"
               % (job, at, state, restarts))
         layout = next((l for l in text.splitlines() if "primal train: layout" in l), "")
@@ -337,9 +371,100 @@ def check_slurm(args, cluster):
     return failures
 
 
-# check: (function, hosts)
-CHECKS = {"layout": (check_layout, 2), "faults": (check_faults, 2), "slurm": (check_slurm, 2),
-          "slow_link": (check_slow_link, 2), "four_hosts": (check_four_hosts, 4)}
+def check_node_failure_requeue(args, cluster):
+    config = write_config(args.workdir, NODE_FAILURE_STEPS)
+    extra = ["--set", "checkpoint.every=%d" % NODE_FAILURE_CHECKPOINT_EVERY,
+             "--set", "parallel.watchdog_s=%d" % WATCHDOG_S]
+    reference = mpirun_reference(args, cluster, config, extra)
+    failures = []
+    with SlurmCluster(os.path.join(args.workdir, "slurm"), hosts=cluster,
+                      conf=NODE_FAILURE_SLURM_CONF) as slurm:
+        job, run_dir, out = sbatch_across_hosts(args, slurm, config, extra)
+        try:
+            at = wait_for_step(run_dir, NODE_FAILURE_KILL_AT, timeout=60)
+        except SystemExit:
+            return ["the sbatch -N 2 job did not reach step %d (%s):\n%s%s" % (
+                NODE_FAILURE_KILL_AT, slurm.state(job), text_of(out), slurm.logs())]
+        first_nodes = slurm.state(job, nodes=True)[2]
+        ranks = rank_pids(cluster, 0) + rank_pids(cluster, 1)
+        # node1 loses power: everything on it dies at once, its slurmd too.
+        t0 = time.time()
+        cluster.kill(cluster.processes()[cluster.names[1]])
+        print("  job %s on %s: node1 killed (slurmd, slurmstepd, rank 1) at step %d"
+              % (job, first_nodes, at))
+        # What happens next, as it happens: each event's first time.
+        events = {
+            "rank 0's watchdog fired": lambda st: "did not complete in" in text_of(out),
+            "the run ended, its ranks gone": lambda st: (st[0] != "RUNNING" or st[1] > 0) and
+            not any(alive(p) for p in ranks),
+            "requeued": lambda st: st[1] >= 1,
+            "node1 DOWN": lambda st: slurm.node_state(1).startswith("DOWN"),
+            "running again (on the spare)": lambda st: st[:2] == ("RUNNING", 1),
+            "completed": lambda st: st[0] in ("COMPLETED", "FAILED", "CANCELLED"),
+        }
+        times, rerun_nodes = {}, ""
+        deadline = time.time() + 180
+        while len(times) < len(events) and time.time() < deadline:
+            st = slurm.state(job, nodes=True)
+            for event, happened in events.items():
+                if event not in times and happened(st):
+                    times[event] = time.time() - t0
+                    rerun_nodes = st[2] if event.startswith("running again") else rerun_nodes
+            time.sleep(0.2)
+        if "completed" in times:
+            # The operator, after node1's reboot: its slurmd again, and Slurm takes it back
+            # (ReturnToService=2).
+            slurm.start_slurmd(1)
+            times["node1's slurmd started again"] = time.time() - t0
+            while time.time() < deadline and slurm.node_state(1) != "IDLE":
+                time.sleep(0.2)
+            if slurm.node_state(1) == "IDLE":
+                times["node1 back (IDLE)"] = time.time() - t0
+        for event, t in sorted(times.items(), key=lambda e: e[1]):
+            print("  %5.1f s  %s" % (t, event))
+        print("  the job ran on %s, then on %s" % (first_nodes, rerun_nodes or "-"))
+        state, restarts = slurm.state(job)
+        text = text_of(out)
+        for line in text.splitlines():
+            if re.match(r"rank \d+ on |primal.sbatch:|srun: error|primal train: resumed", line):
+                print("  | " + line)
+        missing = [e for e in list(events) + ["node1 back (IDLE)"] if e not in times]
+        if missing or state != "COMPLETED" or restarts != 1:
+            return failures + ["after node1 died: %s; job %s after %d restart(s):\n%s%s" % (
+                "no " + ", no ".join(missing) if missing else "all seen", state, restarts,
+                text[-3000:], slurm.logs())]
+    limit = WATCHDOG_S + END_MARGIN_S + NODE_FAILURE_SLURM_CONF["KillWait"] + 2
+    ended = times["the run ended, its ranks gone"]
+    if ended > limit:
+        failures.append("the job's run ended %.1f s after node1 died, not within %d s"
+                        % (ended, limit))
+    if (first_nodes, rerun_nodes) != ("node[0-1]", "node[0,2]"):
+        failures.append("the job ran on %s, then on %s: not node[0-1], then node[0,2]"
+                        % (first_nodes, rerun_nodes))
+    for expect in (r"^rank 0 on node0: .* did not complete in %d s; aborting \(waiting for "
+                   r"rank 1 on node1\)$" % WATCHDOG_S,
+                   r"^primal.sbatch: node\(s\) node1 not responding; requeueing job"):
+        if not re.search(expect, text, re.M):
+            failures.append("no line matching %s in the job's output" % expect)
+    # From the newest checkpoint: the one at or before the step the job had reached.
+    resumed = re.search(r"^primal train: resumed from .* \(step (\d+),", text, re.M)
+    newest = at // NODE_FAILURE_CHECKPOINT_EVERY * NODE_FAILURE_CHECKPOINT_EVERY
+    if not resumed or not newest <= int(resumed.group(1)) < NODE_FAILURE_STEPS:
+        failures.append("the requeued job did not resume from the checkpoint of step %d or "
+                        "later" % newest)
+    if not bitwise("sbatch -N 2 (node1 killed, requeued onto node0 and node2, resumed) vs "
+                   "mpirun on node0 and node1", run_dir, reference):
+        failures.append("the requeued job differs from mpirun")
+    return failures
+
+
+# check: (function, its cluster). The node failure's third host is the spare the requeued
+# job moves to, on the CPUs of the host that died.
+CHECKS = {"layout": (check_layout, {}), "faults": (check_faults, {}),
+          "slurm": (check_slurm, {}), "slow_link": (check_slow_link, {}),
+          "four_hosts": (check_four_hosts, {"hosts": 4}),
+          "node_failure_requeue": (check_node_failure_requeue,
+                                   {"hosts": 3, "cpus": cpu_sets(2) + cpu_sets(2)[1:]})}
 
 
 def main():
@@ -356,8 +481,8 @@ def main():
     args.workdir = os.path.abspath(args.workdir)
     subprocess.run(["rm", "-rf", args.workdir])
     os.makedirs(args.workdir)
-    check, hosts = CHECKS[args.check]
-    with Cluster(hosts, os.path.join(args.workdir, "cluster")) as cluster:
+    check, cluster_args = CHECKS[args.check]
+    with Cluster(workdir=os.path.join(args.workdir, "cluster"), **cluster_args) as cluster:
         try:
             failures = check(args, cluster)
         except SystemExit as e:  # a step that the rest depends on failed

@@ -50,9 +50,11 @@ def ensure_installed():
 
 
 class SlurmCluster:
-    def __init__(self, workdir, cpus=None, hosts=None):
+    def __init__(self, workdir, cpus=None, hosts=None, conf=None):
+        """conf: slurm.conf settings ({"SlurmdTimeout": 5}) that replace or add to ours."""
         self.dir = os.path.abspath(workdir)
         self.hosts = hosts
+        self.extra_conf = dict(conf or {})
         self.nodes = (list(zip(hosts.names, hosts.addrs)) if hosts else
                       [(socket.gethostname(), "127.0.0.1")])
         self.host = self.nodes[0][0]
@@ -95,18 +97,8 @@ class SlurmCluster:
         self._write_conf()
         self._start_daemon("slurmctld", self._client(["/usr/sbin/slurmctld", "-f", self.conf]),
                            os.path.join(self.dir, "slurmctld.pid"))
-        for i, (name, _) in enumerate(self.nodes):
-            os.makedirs(self._spool(i), exist_ok=True)
-            cmd = ["/usr/sbin/slurmd", "-f", self.conf]
-            if self.hosts:
-                # Node-local directories at the paths of the one slurm.conf and mpi.conf.
-                pmix = os.path.join(self._spool(i), "pmix")
-                os.makedirs(pmix, exist_ok=True)
-                cmd = ["sh", "-c", "mount --bind %s %s && mount --bind %s %s && exec %s" % (
-                    self._spool(i), os.path.join(self.dir, "spool"), pmix,
-                    os.path.join(self.dir, "pmix"), " ".join(cmd))]
-            self._start_daemon("slurmd " + name, self._on(i, cmd),
-                               os.path.join(self._spool(i), "slurmd.pid"))
+        for i in range(len(self.nodes)):
+            self.start_slurmd(i)
         deadline = time.time() + 60
         while time.time() < deadline:
             out = _run(self._client(["sinfo", "-h", "-N", "-o", "%T"]), env=self.env,
@@ -136,6 +128,23 @@ class SlurmCluster:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+    def start_slurmd(self, i):
+        """Starts node i's slurmd (again, after its host was killed: as an operator would
+        after the node's reboot)."""
+        os.makedirs(self._spool(i), exist_ok=True)
+        cmd = ["/usr/sbin/slurmd", "-f", self.conf]
+        if self.hosts:
+            # Node-local directories at the paths of the one slurm.conf and mpi.conf.
+            pmix = os.path.join(self._spool(i), "pmix")
+            os.makedirs(pmix, exist_ok=True)
+            cmd = ["sh", "-c", "mount --bind %s %s && mount --bind %s %s && exec %s" % (
+                self._spool(i), os.path.join(self.dir, "spool"), pmix,
+                os.path.join(self.dir, "pmix"), " ".join(cmd))]
+        pidfile = os.path.join(self._spool(i), "slurmd.pid")
+        if os.path.exists(pidfile):
+            os.remove(pidfile)  # a killed slurmd's
+        self._start_daemon("slurmd " + self.nodes[i][0], self._on(i, cmd), pidfile)
 
     def _start_munge(self):
         existing = _pids_named("munged")
@@ -198,7 +207,9 @@ class SlurmCluster:
             "AuthInfo=cred_expire=10",
             "SchedulerParameters=sched_interval=5,bf_interval=5",
             "SlurmdParameters=config_overrides",
-        ] + nodes + [
+        ]
+        lines = [l for l in lines if l.split("=")[0] not in self.extra_conf] + [
+            "%s=%s" % kv for kv in self.extra_conf.items()] + nodes + [
             "PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP",
         ]
         with open(self.conf, "w") as f:
@@ -216,11 +227,14 @@ class SlurmCluster:
                                 list(script_args)), env=dict(self.env, **(env or {})))
         return out.strip().split(";")[0]
 
-    def state(self, job):
+    def state(self, job, nodes=False):
+        """(state, restarts) of the job; with nodes, (state, restarts, its NodeList)."""
         out = _run(self._client(["scontrol", "show", "job", job]), env=self.env, check=False)
         m = re.search(r"JobState=(\S+)", out)
         restarts = re.search(r"Restarts=(\d+)", out)
-        return (m.group(1) if m else "UNKNOWN"), int(restarts.group(1)) if restarts else 0
+        node_list = re.search(r" NodeList=(\S+)", out)
+        state = (m.group(1) if m else "UNKNOWN"), int(restarts.group(1)) if restarts else 0
+        return state + (node_list.group(1) if node_list else "",) if nodes else state
 
     def wait_state(self, job, states, timeout=300):
         deadline = time.time() + timeout
@@ -231,6 +245,13 @@ class SlurmCluster:
             time.sleep(0.5)
         raise SlurmError("job %s not in %s after %d s (now %s)%s" % (job, states, timeout,
                                                                      self.state(job), self.logs()))
+
+    def node_state(self, i):
+        """Node i's state with its flags, as scontrol shows it ("IDLE", "DOWN+NOT_RESPONDING")."""
+        out = _run(self._client(["scontrol", "show", "node", self.nodes[i][0]]), env=self.env,
+                   check=False)
+        m = re.search(r"State=(\S+)", out)
+        return m.group(1) if m else "UNKNOWN"
 
     def signal(self, job, sig="USR1", batch=True):
         _run(self._client(["scancel", "--signal=" + sig] + (["--batch"] if batch else ["--full"]) +
