@@ -21,6 +21,7 @@ packages=(
   slurm-wlm munge            # the slurm test starts its own daemons on localhost
   libopenmpi-dev openmpi-bin  # MPI backend of comm/ (mpirun for the mpi tests)
   e2fsprogs                  # mkfs.ext4 for the disk-fault tests (tests/fault)
+  iproute2 clang             # the cluster tests: hosts (ip netns, tc), packet loss (a BPF program)
   clang libclang-rt-14-dev libomp-14-dev  # libFuzzer, ASan, UBSan, OpenMP for scripts/fuzz.sh
 )
 
