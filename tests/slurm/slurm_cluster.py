@@ -120,7 +120,9 @@ class SlurmCluster:
         # One after the other: the slurmds before the controller they report to.
         for name in ["slurmd " + n for n, _ in self.nodes] + ["slurmctld", "munged"]:
             pid = self.pids.pop(name, None)
-            if pid is not None:
+            # Still the daemon we started: a test that kills a host kills its slurmd too,
+            # and its PID may be another process's by now.
+            if pid is not None and pid in _pids_named(name.split()[0]):
                 kill_all([pid], grace=20)
         # Job steps left behind by a failed test.
         for pid in _pids_named("slurmstepd"):
