@@ -13,7 +13,7 @@ directory is shared by all hosts (the checkpoint directory of a real cluster's s
         c.run(0, ["hostname"])                    # "node0"
         c.mpirun(0, c.hostfile(slots=2), ["-np", "4", "prog"])
         c.cut(1)                                  # ip link set eth0 down on node1
-        c.shape(1, rate="1gbit", loss="1%")     # what node1 sends: tbf, a BPF classifier
+        c.shape(1, rate="1gbit", loss="1%")       # what node1 sends: tbf, a BPF classifier
 
 By hand:
     scripts/cluster.py up [--hosts K]   prints the hosts and the mpirun options; stays up
