@@ -150,7 +150,7 @@ def spectra(args, task, rows, prefix):
     runs = {r["model"]: r["run_dir"] for r in rows if r["task"] == task}
     control = cell(args, task, "primalformer", extra=["model.eta=0"], name=task + "_primalformer_eta0")
     runs["primalformer_eta0"] = control["run_dir"]
-    csvs, labels, counts = [], [], []
+    csvs, labels = [], []
     for label in ("primalformer", "transformer", "primalformer_eta0"):
         if label not in runs:
             continue
@@ -162,10 +162,6 @@ def spectra(args, task, rows, prefix):
             raise RuntimeError("spectrum of %s failed: %s" % (label, p.stdout[-500:]))
         csvs.append(out + ".csv")
         labels.append(label)
-        for line in p.stdout.splitlines():
-            if line.startswith("spectrum: layer"):
-                counts.append((label, line.split("|")[0].replace("spectrum:", "").strip(),
-                               int(line.split("|")[3].split()[0]), int(line.split("|")[1].split()[0])))
     subprocess.run([args.primal, "spectrum-plot", "--out", prefix + "_spectrum.svg",
                     "--title", "attention output spectra, %s" % TASK_NAMES[task]]
                    + [x for c in csvs for x in ("--csv", c)] + [x for l in labels for x in ("--label", l)],
@@ -176,11 +172,26 @@ def spectra(args, task, rows, prefix):
         for label, path in zip(labels, csvs):
             for r in list(csv.reader(open(path)))[1:]:
                 w.writerow([label] + r)
+    write_spectrum_counts(prefix)
+
+
+THRESHOLDS = (1e-1, 1e-2, 1e-3)
+
+
+def write_spectrum_counts(prefix):
+    """Per model and layer, from PREFIX_spectrum.csv (values normalised by the largest): how
+    many lie above each threshold, the second largest, and their sum (1 for rank one)."""
+    values = {}
+    for r in csv.DictReader(open(prefix + "_spectrum.csv")):
+        values.setdefault((r["model"], r["layer"], r["kind"]), []).append(float(r["value"]))
     with open(prefix + "_spectrum_counts.md", "w") as f:
-        f.write("| model | layer | values above 1e-2 of the largest | values |\n|---|---|---|---|\n")
-        for label, layer, above, total in counts:
-            f.write("| %s | %s | %d | %d |\n" % (label, layer, above, total))
-    print(open(prefix + "_spectrum_counts.md").read())
+        f.write("| model | layer | %s | second largest | sum | values |\n|---|---|%s---|---|---|\n"
+                % (" | ".join("above %g" % t for t in THRESHOLDS), "---|" * len(THRESHOLDS)))
+        for (model, layer, kind), v in values.items():
+            v.sort(reverse=True)
+            f.write("| %s | %s %s | %s | %.3g | %.3f | %d |\n" % (
+                model, layer, kind, " | ".join(str(sum(x > t * v[0] for x in v)) for t in THRESHOLDS),
+                v[1] / v[0] if len(v) > 1 else 0.0, sum(v) / v[0], len(v)))
 
 
 def main():
@@ -208,6 +219,7 @@ def main():
             write_table(with_ratios(rows), prefix, args)
     if args.spectrum:
         spectra(args, args.spectrum, rows, prefix)
+        print(open(prefix + "_spectrum_counts.md").read())
     return 0
 
 
