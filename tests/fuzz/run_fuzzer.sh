@@ -11,9 +11,14 @@ fuzzer=$1 corpus=$2 work=$3
 shift 3
 rm -rf "$work"
 mkdir -p "$work/new" "$work/artifacts"
-# The targets that read files write them in $TMPDIR: memory where there is some to spare.
-if [ -z "${TMPDIR:-}" ] && [ -w /dev/shm ]; then export TMPDIR=/dev/shm; fi
+# The targets that read files write them in $TMPDIR (in memory where there is some to spare):
+# a directory of this run's, removed at the end (libFuzzer's exit skips the targets' atexit).
+base=${TMPDIR:-/tmp}
+[ -w /dev/shm ] && [ -z "${TMPDIR:-}" ] && base=/dev/shm
+TMPDIR=$(mktemp -d "$base/primal_fuzz_run.XXXXXX")
+export TMPDIR
+trap 'rm -rf "$TMPDIR"' EXIT
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:strict_string_checks=1:detect_stack_use_after_return=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-exec "$fuzzer" -rss_limit_mb=512 -malloc_limit_mb=512 -timeout=10 -max_len=16384 \
+"$fuzzer" -rss_limit_mb=512 -malloc_limit_mb=512 -timeout=10 -max_len=16384 \
   -artifact_prefix="$work/artifacts/" -print_final_stats=1 "$@" "$work/new" "$corpus"
