@@ -39,8 +39,8 @@ inline std::string_view as_text(const uint8_t* data, size_t size) {
   return {reinterpret_cast<const char*>(data), size};
 }
 
-// <temp>/primal_fuzz_<pid>: made on first use, removed when the process exits normally (a
-// crash leaves it for a look).
+// <temp>/primal_fuzz_<pid>: made on first use, removed at exit() (libFuzzer ends with _Exit:
+// run_fuzzer.sh gives each run a $TMPDIR of its own and removes that).
 inline const std::filesystem::path& scratch_dir() {
   static const std::filesystem::path dir = [] {
     const std::filesystem::path d =
