@@ -3,8 +3,9 @@
 #   scripts/fuzz.sh                       builds the fuzz targets in build-fuzz/ and runs each for
 #                                         about 10 s on its seed corpus (ctest -L fuzz)
 #   scripts/fuzz.sh long TARGET [RUNS]    one target (config, command_line, checkpoint,
-#                                         safetensors, idx, text, listops) for RUNS executions
-#                                         (default 1000000) or 30 minutes, whichever comes first,
+#                                         safetensors, idx, text, listops, kjv_testament) for
+#                                         RUNS executions (default 1000000) or 30 minutes,
+#                                         whichever comes first,
 #                                         printing executions and time
 # clang (libFuzzer) with ASan + UBSan + LeakSanitizer, CPU only, RelWithDebInfo. One fuzzer
 # process at a time. The tracked corpora are only read (run_fuzzer.sh).

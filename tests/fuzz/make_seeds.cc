@@ -134,8 +134,8 @@ void write_dict(const fs::path& path, const std::set<std::string>& words) {
 
 void make_seeds(const fs::path& source, const fs::path& out) {
   const fs::path corpus = out / "corpus", dicts = out / "dict";
-  for (const char* target :
-       {"config", "command_line", "checkpoint", "safetensors", "idx", "text", "listops"}) {
+  for (const char* target : {"config", "command_line", "checkpoint", "safetensors", "idx", "text",
+                             "listops", "kjv_testament"}) {
     fs::create_directories(corpus / target);
   }
   fs::create_directories(dicts);
@@ -251,6 +251,17 @@ void make_seeds(const fs::path& source, const fs::path& out) {
     write_file(corpus / "text" / ("kjv_" + std::to_string(at)), kjv.substr(at, 1500));
   }
   write_file(corpus / "text" / "short", "In the beginning");
+  // kjv_testament: the export's first and last chapters of the Old Testament, the heading of
+  // the New, its first chapter (the first 24 bytes become the parameters).
+  const size_t matthew = kjv.find("\nMatthew 1\n");
+  if (matthew == std::string::npos) throw Error("data/kjv.txt", "has no heading 'Matthew 1'");
+  const std::string parameters(
+      "\x00\x00\x08\x00\x01\x00\x00\x00\x00\x00\x00\x00\x10\x00\x00\x00\x00\x00\x00"
+      "\x00\x04\x00\x00\x00",
+      24);
+  write_file(corpus / "kjv_testament" / "genesis_matthew",
+             parameters + kjv.substr(0, 4000) + kjv.substr(matthew - 2000, 6000));
+  write_file(corpus / "kjv_testament" / "no_new_testament", parameters + kjv.substr(0, 6000));
 
   // listops: parameters only; LRA's setting and small ones.
   for (const std::string& seed : {std::string("\x01\xf4\x01\x00\x02\x00\x00\x00\x01\x00\x01"
