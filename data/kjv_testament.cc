@@ -2,7 +2,7 @@
 
 #include <cctype>
 #include <fstream>
-#include <sstream>
+#include <string_view>
 
 #include "core/error.h"
 #include "core/random.h"
