@@ -79,6 +79,9 @@ std::vector<std::string> split(const std::string& s, char sep) {
 
 }  // namespace
 
+// Fashion-MNIST's images are 28 x 28 (data/fashion_mnist.h reads the size from the files).
+constexpr int kFashionMnistSide = 28;
+
 bool seq_len_sets_positions(const config::Data& data) {
   return data.kind() == config::Data::TEXT || data.kind() == config::Data::LISTOPS ||
          data.kind() == config::Data::KJV_TESTAMENT;
@@ -88,7 +91,6 @@ int positions_per_sample(const config::Config& config) {
   const config::Data& d = config.data();
   if (seq_len_sets_positions(d)) return d.seq_len();
   if (d.kind() == config::Data::PATHFINDER) return Pathfinder::kPixels;
-  constexpr int kFashionMnistSide = 28;
   if (config.model().input() == config::Model::TOKENS) return kFashionMnistSide * kFashionMnistSide;
   const int side = kFashionMnistSide / config.model().patch_size();
   return side * side;
@@ -373,7 +375,7 @@ void LoadedConfig::validate(bool require_data) const {
     case config::Data::FASHION_MNIST:
       if (lm) fail("data.kind", "FASHION_MNIST needs model.head CLASSIFIER");
       if (m.input() == config::Model::PATCHES) {
-        if (m.patch_size() <= 0 || 28 % m.patch_size() != 0) {
+        if (m.patch_size() <= 0 || kFashionMnistSide % m.patch_size() != 0) {
           fail("model.patch_size", "must divide the 28-pixel images");
         }
         if (m.channels() != 1) fail("model.channels", "Fashion-MNIST images have 1 channel");
