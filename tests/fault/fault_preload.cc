@@ -137,9 +137,10 @@ bool pause_here(const std::string& what) {
   const Config& c = config();
   // Non-blocking opens: the test holds .paused open for reading from before the start, and a
   // reader of .resume polls until the test writes (no writer yet is not an end of file).
-  write_line(c.pause + ".paused", what + "\n", O_WRONLY | O_NONBLOCK);
+  // .resume is open before the test hears of the hold, so its release always finds a reader.
   const int fd = open_fn((c.pause + ".resume").c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) return false;
+  write_line(c.pause + ".paused", what + "\n", O_WRONLY | O_NONBLOCK);
   pollfd p{fd, POLLIN, 0};
   int ready;
   while ((ready = poll(&p, 1, kPauseLimitS * 1000)) < 0 && errno == EINTR) {
