@@ -10,6 +10,7 @@
 // the compiler, as the CPU layers do: they agree with them to a few ulps, not bit for bit.
 #pragma once
 
+#include <bit>
 #include <cmath>
 #include <type_traits>
 
@@ -122,6 +123,31 @@ PRIMAL_HD inline T erf_t(T x) {
   }
 }
 
+// e^x for x in [-87, 88] (clamped there), within 2 float ulps: Cephes' expf, the one of Eigen.
+// x = n ln2 + r with |r| <= ln2 / 2 (ln2 in two parts, so that r is exact), e^r by a
+// degree-7 polynomial, 2^n put into the exponent bits. glibc's expf is a scalar call, which
+// kept GELU's backward loop from vectorising.
+PRIMAL_HD inline float exp_approx(float a) {
+  float x = a > 88.f ? 88.f : a;
+  x = x < -87.f ? -87.f : x;
+  const float n = std::floor(x * 1.44269504088896341f + 0.5f);
+  x = x - n * 0.693359375f;
+  x = x - n * -2.12194440e-4f;
+  float y = 1.9875691500e-4f;
+  y = y * x + 1.3981999507e-3f;
+  y = y * x + 8.3334519073e-3f;
+  y = y * x + 4.1665795894e-2f;
+  y = y * x + 1.6666665459e-1f;
+  y = y * x + 5.0000001201e-1f;
+  y = y * x * x + x + 1.f;
+  const int bits = (int(n) + 127) << 23;
+#if defined(__CUDA_ARCH__)
+  return y * __int_as_float(bits);
+#else
+  return y * std::bit_cast<float>(bits);
+#endif
+}
+
 template <typename T>
 PRIMAL_HD inline T exp_t(T x) {
 #if defined(__CUDA_ARCH__)
@@ -132,6 +158,17 @@ PRIMAL_HD inline T exp_t(T x) {
 #else
   return std::exp(x);
 #endif
+}
+
+// e^x in the element-wise loops that must vectorise (GELU's backward, softmax rows): the
+// approximation for float, exp itself for double (the gradient checks need it).
+template <typename T>
+PRIMAL_HD inline T exp_vec(T x) {
+  if constexpr (std::is_same_v<T, float>) {
+    return exp_approx(x);
+  } else {
+    return exp_t(x);
+  }
 }
 
 template <typename T>
@@ -155,7 +192,7 @@ PRIMAL_HD inline T gelu(T x) {
 template <typename T>
 PRIMAL_HD inline T gelu_grad(T x) {
   const T cdf = T(0.5) * (T(1) + erf_t(x * T(kInvSqrt2)));
-  const T pdf = T(kInvSqrt2Pi) * exp_t(T(-0.5) * x * x);
+  const T pdf = T(kInvSqrt2Pi) * exp_vec(T(-0.5) * x * x);
   return cdf + x * pdf;
 }
 

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "core/blas.h"
+#include "core/softmax.h"
 #include "core/random.h"
 
 namespace primal {
@@ -74,10 +75,7 @@ Tensor<T> Generator<T>::softmax_step(SoftmaxAttention<T>& attn, LayerState& stat
     std::copy_n(q + 2 * C, d, vc + int64_t(n) * d);
     T* a = scores_.data();
     gemm(Trans::kNo, Trans::kYes, 1, keys, d, scale, q, 3 * C, kc, d, T(0), a, keys);
-    T max = -std::numeric_limits<T>::infinity(), sum = 0;
-    for (int j = 0; j < keys; ++j) max = std::max(max, a[j]);
-    for (int j = 0; j < keys; ++j) sum += a[j] = std::exp(a[j] - max);
-    for (int j = 0; j < keys; ++j) a[j] /= sum;
+    softmax_row(a, keys);
     gemm(Trans::kNo, Trans::kNo, 1, d, keys, T(1), a, keys, vc, d, T(0), y.data() + h * d, C);
   }
   return attn.proj_linear().forward(arena_, y);

@@ -8,15 +8,22 @@ namespace primal {
 template <typename T>
 Tensor<T> gelu_forward(Arena& arena, const Tensor<T>& x) {
   Tensor<T> y = arena.alloc<T>(x.shape());
-#pragma omp parallel for schedule(static) if (x.numel() > kParallelGrain)
-  for (int64_t i = 0; i < x.numel(); ++i) y[i] = em::gelu(x[i]);
+  const int64_t n = x.numel();
+  const T* in = x.data();
+  T* out = y.data();
+#pragma omp parallel for simd schedule(static) if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) out[i] = em::gelu(in[i]);
   return y;
 }
 
 template <typename T>
 void gelu_backward(const Tensor<T>& x, const Tensor<T>& dy, const Tensor<T>& dx) {
-#pragma omp parallel for schedule(static) if (x.numel() > kParallelGrain)
-  for (int64_t i = 0; i < x.numel(); ++i) dx[i] = dy[i] * em::gelu_grad(x[i]);
+  const int64_t n = x.numel();
+  const T* in = x.data();
+  const T* g = dy.data();
+  T* out = dx.data();
+#pragma omp parallel for simd schedule(static) if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) out[i] = g[i] * em::gelu_grad(in[i]);
 }
 
 template <typename T>

@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "core/blas.h"
+#include "core/softmax.h"
 
 namespace primal {
 
@@ -41,10 +42,7 @@ Tensor<T> SoftmaxAttention<T>::forward(Arena& arena, const Tensor<T>& x, const S
     for (int n = 0; n < N; ++n) {
       T* row = A + int64_t(n) * N;
       const int keys = n >= len ? 0 : (seq.causal ? std::min(n + 1, len) : len);
-      T max = -std::numeric_limits<T>::infinity(), sum = 0;
-      for (int j = 0; j < keys; ++j) max = std::max(max, row[j]);
-      for (int j = 0; j < keys; ++j) sum += row[j] = std::exp(row[j] - max);
-      for (int j = 0; j < keys; ++j) row[j] /= sum;
+      softmax_row(row, keys);
       std::fill(row + keys, row + N, T(0));
     }
     gemm(Trans::kNo, Trans::kNo, N, d, N, T(1), A, N, v, 3 * C, T(0),
@@ -81,6 +79,7 @@ void SoftmaxAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Te
       const T* a = A + int64_t(n) * N;
       T* ds = dS + int64_t(n) * N;
       T dot = 0;
+#pragma omp simd reduction(+ : dot)
       for (int j = 0; j < N; ++j) dot += ds[j] * a[j];
       for (int j = 0; j < N; ++j) ds[j] = a[j] * (ds[j] - dot);
     }

@@ -3,6 +3,7 @@
 #include <string>
 
 #include "core/blas.h"
+#include "core/parallel.h"
 #include "model/cross_entropy.h"
 #include "model/dropout.h"
 #include "model/primal_attention.h"
@@ -17,6 +18,16 @@ void zero_padded_rows(const Tensor<T>& x, const Sequence& seq) {
   for (int b = 0; b < seq.B; ++b)
     for (int n = seq.length(b); n < seq.N; ++n)
       std::fill_n(x.data() + (int64_t(b) * seq.N + n) * C, C, T(0));
+}
+
+// y += x, element-wise.
+template <typename T>
+void add_inplace(const Tensor<T>& y, const Tensor<T>& x) {
+  const int64_t n = y.numel();
+  T* out = y.data();
+  const T* in = x.data();
+#pragma omp parallel for simd schedule(static) if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) out[i] += in[i];
 }
 
 template <typename T>
@@ -52,33 +63,36 @@ Tensor<T> TransformerLayer<T>::forward(Arena& arena, const Tensor<T>& x, const S
   zero_padded_rows(a, seq);
   dropout_inplace(a, dropout_, seq, index_, DropoutSite::kAttention);
   Tensor<T> x2 = a;  // the residual sum takes a's place: a is not needed by backward
-  for (int64_t i = 0; i < x.numel(); ++i) x2[i] += x[i];
+  add_inplace(x2, x);
   Tensor<T> m = mlp_.forward(arena, ln2_.forward(arena, x2));
   dropout_inplace(m, dropout_, seq, index_, DropoutSite::kMlp);
-  for (int64_t i = 0; i < x.numel(); ++i) m[i] += x2[i];
+  add_inplace(m, x2);
   return m;
 }
 
 template <typename T>
 void TransformerLayer<T>::backward(Arena& arena, const Tensor<T>& dout, const Tensor<T>& dx,
                                    const KsvdGrad& ksvd) {
-  // MLP branch: dx2 = dout + LN2'(MLP'(Dropout'(dout)))
-  Tensor<T> dx2 = arena.alloc<T>(dout.shape());
-  dx2.copy_from(dout);
-  Tensor<T> dbranch = arena.alloc<T>(dout.shape());
-  dbranch.copy_from(dout);
-  dropout_inplace(dbranch, dropout_, seq_, index_, DropoutSite::kMlp);
+  // dx holds dx2 = dout + LN2'(MLP'(Dropout'(dout))), then dx2 + LN1'(Attn'(mask Dropout'(dx2))).
+  // A branch reads the residual gradient itself unless dropout or padding must change it; its
+  // LayerNorm adds into dx only after the branch's backward is done reading.
+  const bool dropout = dropout_ > 0 && seq_.training;
+  const bool padded = seq_.real_tokens() < seq_.rows();
+  Tensor<T> masked = dropout || padded ? arena.alloc<T>(dout.shape()) : Tensor<T>();
+  auto branch_grad = [&](const Tensor<T>& residual, DropoutSite site, bool pad) {
+    if (!dropout && !(pad && padded)) return residual;
+    masked.copy_from(residual);
+    dropout_inplace(masked, dropout_, seq_, index_, site);
+    if (pad) zero_padded_rows(masked, seq_);
+    return masked;
+  };
+  dx.copy_from(dout);
   Tensor<T> dln = arena.zeros<T>(dout.shape());
-  mlp_.backward(arena, dbranch, dln);
+  mlp_.backward(arena, branch_grad(dx, DropoutSite::kMlp, false), dln);
   tp_all_reduce(tp_, dln);  // each rank's slice of the MLP gave a partial sum
-  ln2_.backward(arena, dln, dx2);
-  // Attention branch: dx = dx2 + LN1'(Attn'(mask Dropout'(dx2)))
-  dx.copy_from(dx2);
-  dbranch.copy_from(dx2);
-  dropout_inplace(dbranch, dropout_, seq_, index_, DropoutSite::kAttention);
-  zero_padded_rows(dbranch, seq_);
+  ln2_.backward(arena, dln, dx);
   dln.zero();
-  attn_->backward(arena, dbranch, dln, ksvd);
+  attn_->backward(arena, branch_grad(dx, DropoutSite::kAttention, true), dln, ksvd);
   tp_all_reduce(tp_, dln);  // each rank's heads gave a partial sum
   ln1_.backward(arena, dln, dx);
 }
