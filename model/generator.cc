@@ -122,7 +122,7 @@ Tensor<T> Generator<T>::layer_step(int index, const Tensor<T>& x) {
           ? softmax_step(static_cast<SoftmaxAttention<T>&>(layer.attention()), states_[index], in)
           : primal_step(static_cast<PrimalAttention<T>&>(layer.attention()), states_[index], in);
   for (int64_t i = 0; i < x.numel(); ++i) x2[i] += x[i];
-  Tensor<T> m = layer.mlp().forward(arena_, layer.ln2().forward(arena_, x2));
+  Tensor<T> m = layer.mlp().forward(arena_, x2, &layer.ln2());
   for (int64_t i = 0; i < x.numel(); ++i) m[i] += x2[i];
   return m;
 }

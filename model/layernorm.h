@@ -19,6 +19,14 @@ class LayerNorm {
   // dw += sum_rows dy * xhat;  db += sum_rows dy
   void backward(Arena& arena, const Tensor<T>& dy, const Tensor<T>& dx);
 
+  // The same on `rows` rows of raw storage, keeping nothing: for a caller that normalises its
+  // input a block of rows at a time and recomputes it for backward (Mlp). forward_rows writes
+  // y and each row's mean and rstd; backward_rows reads them back.
+  void forward_rows(const T* x, int64_t rows, T* y, T* mean, T* rstd) const;
+  void backward_rows(Arena& arena, const T* x, const T* dy, const T* mean, const T* rstd,
+                     int64_t rows, T* dx) const;
+  int width() const { return width_; }
+
  private:
   Parameter<T>* weight_;
   Parameter<T>* bias_;

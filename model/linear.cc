@@ -21,34 +21,57 @@ Linear<T>::Linear(ParameterStore<T>& params, const std::string& name, int in, in
 
 template <typename T>
 Tensor<T> Linear<T>::forward(Arena& arena, const Tensor<T>& x) {
-  const int64_t rows = x.numel() / in_;
   x_ = x;
-  Tensor<T> y = arena.alloc<T>({rows, out_});
-  const T* b = bias_->value.data();
-  if (row_parallel_) {
-    gemm(Trans::kNo, Trans::kYes, rows, out_, in_, T(1), x.data(), in_, weight_->value.data(), in_,
-         T(0), y.data(), out_);
-    tp_all_reduce(tp_, y);
-#pragma omp parallel for schedule(static) if (rows * out_ > kParallelGrain)
-    for (int64_t r = 0; r < rows; ++r)
-      for (int j = 0; j < out_; ++j) y[r * out_ + j] += b[j];
-    return y;
-  }
-#pragma omp parallel for schedule(static) if (rows * out_ > kParallelGrain)
-  for (int64_t r = 0; r < rows; ++r) std::copy(b, b + out_, y.data() + r * out_);
-  gemm(Trans::kNo, Trans::kYes, rows, out_, in_, T(1), x.data(), in_, weight_->value.data(), in_,
-       T(1), y.data(), out_);
+  Tensor<T> y = arena.alloc<T>({x.numel() / in_, out_});
+  forward_into(x, y);
   return y;
 }
 
 template <typename T>
+void Linear<T>::forward_into(const Tensor<T>& x, const Tensor<T>& y) {
+  const int64_t rows = x.numel() / in_;
+  const int out = out_;
+  const T* b = bias_->value.data();
+  T* yp = y.data();
+  // The bias is added after the sum over the group (row-parallel) or written first and
+  // accumulated onto (beta 1: OpenBLAS would otherwise make a pass to zero y).
+  auto fill_bias = [&](bool add) {
+#pragma omp parallel for schedule(static) if (rows * out > kParallelGrain)
+    for (int64_t r = 0; r < rows; ++r) {
+      T* yr = yp + r * out;
+      if (add) {
+        for (int j = 0; j < out; ++j) yr[j] += b[j];
+      } else {
+        for (int j = 0; j < out; ++j) yr[j] = b[j];
+      }
+    }
+  };
+  if (row_parallel_) {
+    gemm(Trans::kNo, Trans::kYes, rows, out, in_, T(1), x.data(), in_, weight_->value.data(), in_,
+         T(0), yp, out);
+    tp_all_reduce(tp_, y);
+    fill_bias(true);
+    return;
+  }
+  fill_bias(false);
+  gemm(Trans::kNo, Trans::kYes, rows, out, in_, T(1), x.data(), in_, weight_->value.data(), in_,
+       T(1), yp, out);
+}
+
+template <typename T>
 void Linear<T>::backward(Arena& arena, const Tensor<T>& dy, const Tensor<T>& dx) {
-  const int64_t rows = x_.numel() / in_;
+  backward_from(arena, x_, dy, dx);
+}
+
+template <typename T>
+void Linear<T>::backward_from(Arena& arena, const Tensor<T>& x, const Tensor<T>& dy,
+                              const Tensor<T>& dx) {
+  const int64_t rows = x.numel() / in_;
   if (!dx.empty()) {
     gemm(Trans::kNo, Trans::kNo, rows, in_, out_, T(1), dy.data(), out_, weight_->value.data(), in_,
          T(1), dx.data(), in_);
   }
-  gemm(Trans::kYes, Trans::kNo, out_, in_, rows, T(1), dy.data(), out_, x_.data(), in_, T(1),
+  gemm(Trans::kYes, Trans::kNo, out_, in_, rows, T(1), dy.data(), out_, x.data(), in_, T(1),
        weight_->grad.data(), in_);
   add_column_sums(arena, dy.data(), rows, out_, out_, bias_->grad.data());
 }

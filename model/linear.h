@@ -29,6 +29,12 @@ class Linear {
   // for all the layers reading the same input.)
   void backward(Arena& arena, const Tensor<T>& dy, const Tensor<T>& dx);
 
+  // The same two steps for a caller that runs the layer on blocks of rows and does not keep
+  // their input (Mlp): forward_into writes y [rows, out_local] and saves nothing;
+  // backward_from takes the input x back from the caller.
+  void forward_into(const Tensor<T>& x, const Tensor<T>& y);
+  void backward_from(Arena& arena, const Tensor<T>& x, const Tensor<T>& dy, const Tensor<T>& dx);
+
   int in() const { return in_; }    // local
   int out() const { return out_; }  // local
 

@@ -1,5 +1,7 @@
 #include "model/mlp.h"
 
+#include <algorithm>
+
 #include "core/element_math.h"
 #include "core/parallel.h"
 
@@ -26,24 +28,101 @@ void gelu_backward(const Tensor<T>& x, const Tensor<T>& dy, const Tensor<T>& dx)
   for (int64_t i = 0; i < n; ++i) out[i] = g[i] * em::gelu_grad(in[i]);
 }
 
+namespace {
+
+// Rows [r0, r0 + rows) of a [*, width] tensor.
 template <typename T>
-Mlp<T>::Mlp(ParameterStore<T>& params, const std::string& name, int width, int hidden,
-            TensorParallelGroup* tp)
-    : fc1_(params, name + ".fc1", width, hidden, {Split::kColumn}, tp),
-      fc2_(params, name + ".fc2", hidden, width, {Split::kRow}, tp) {}
+Tensor<T> row_block(const Tensor<T>& t, int64_t width, int64_t r0, int64_t rows) {
+  return Tensor<T>(t.data() + r0 * width, {rows, width});
+}
+
+// gelu(h) and gelu'(h) in one pass (one erf per element).
+template <typename T>
+void gelu_with_grad(const Tensor<T>& h, const Tensor<T>& y, const Tensor<T>& grad) {
+  const int64_t n = h.numel();
+  const T* in = h.data();
+  T* out = y.data();
+  T* d = grad.data();
+#pragma omp parallel for simd schedule(static) if (n > kParallelGrain)
+  for (int64_t i = 0; i < n; ++i) {
+    out[i] = em::gelu(in[i]);
+    d[i] = em::gelu_grad(in[i]);
+  }
+}
+
+}  // namespace
 
 template <typename T>
-Tensor<T> Mlp<T>::forward(Arena& arena, const Tensor<T>& x) {
-  h_ = fc1_.forward(arena, x);
-  return fc2_.forward(arena, gelu_forward(arena, h_));
+Mlp<T>::Mlp(ParameterStore<T>& params, const std::string& name, int width, int hidden,
+            TensorParallelGroup* tp, int64_t tile_rows)
+    : fc1_(params, name + ".fc1", width, hidden, {Split::kColumn}, tp),
+      fc2_(params, name + ".fc2", hidden, width, {Split::kRow}, tp),
+      tp_(tp),
+      tile_rows_(tp && tp->size() > 1 ? 0 : tile_rows) {
+  check(tile_rows > 0, "Mlp: tile_rows must be > 0");
+}
+
+template <typename T>
+Tensor<T> Mlp<T>::forward(Arena& arena, const Tensor<T>& x, const LayerNorm<T>* norm) {
+  const int64_t C = fc1_.in(), F = fc1_.out(), rows = x.numel() / C;
+  const int64_t tile = tile_rows_ > 0 ? tile_rows_ : rows;
+  x_ = x;
+  norm_ = norm;
+  h_ = arena.alloc<T>({rows, F});
+  Tensor<T> y = arena.alloc<T>({rows, C});
+  for (int64_t r0 = 0; r0 < rows; r0 += tile) {
+    const int64_t n = std::min(tile, rows - r0);
+    const Arena::Mark temporaries = arena.mark();
+    Tensor<T> in = row_block(x, C, r0, n);
+    if (norm) {
+      Tensor<T> normed = arena.alloc<T>({n, C});
+      Tensor<T> stats = arena.alloc<T>({2, n});
+      norm->forward_rows(in.data(), n, normed.data(), stats.data(), stats.data() + n);
+      in = normed;
+    }
+    Tensor<T> h = row_block(h_, F, r0, n);
+    fc1_.forward_into(in, h);
+    fc2_.forward_into(gelu_forward(arena, h), row_block(y, C, r0, n));
+    arena.release(temporaries);
+  }
+  return y;
 }
 
 template <typename T>
 void Mlp<T>::backward(Arena& arena, const Tensor<T>& dy, const Tensor<T>& dx) {
-  Tensor<T> dh = arena.zeros<T>(h_.shape());
-  fc2_.backward(arena, dy, dh);  // d loss / d gelu output, then in place:
-  gelu_backward(h_, dh, dh);     // d loss / d h
-  fc1_.backward(arena, dh, dx);
+  const int64_t C = fc1_.in(), F = fc1_.out(), rows = x_.numel() / C;
+  const int64_t tile = tile_rows_ > 0 ? tile_rows_ : rows;
+  for (int64_t r0 = 0; r0 < rows; r0 += tile) {
+    const int64_t n = std::min(tile, rows - r0);
+    const Arena::Mark temporaries = arena.mark();
+    const Tensor<T> x = row_block(x_, C, r0, n), dyb = row_block(dy, C, r0, n);
+    const Tensor<T> dxb = row_block(dx, C, r0, n);
+    Tensor<T> in = x, stats;
+    if (norm_) {
+      in = arena.alloc<T>({n, C});
+      stats = arena.alloc<T>({2, n});
+      norm_->forward_rows(x.data(), n, in.data(), stats.data(), stats.data() + n);
+    }
+    Tensor<T> act = arena.alloc<T>({n, F}), dh = arena.zeros<T>({n, F});
+    Tensor<T> gelu_grad = arena.alloc<T>({n, F});
+    gelu_with_grad(row_block(h_, F, r0, n), act, gelu_grad);
+    fc2_.backward_from(arena, act, dyb, dh);  // d loss / d gelu output, then in place:
+    T* g = dh.data();
+    const T* gg = gelu_grad.data();
+    const int64_t count = n * F;
+#pragma omp parallel for simd schedule(static) if (count > kParallelGrain)
+    for (int64_t i = 0; i < count; ++i) g[i] *= gg[i];  // d loss / d h
+    if (!norm_) {
+      fc1_.backward_from(arena, in, dh, dxb);
+    } else {
+      Tensor<T> dnormed = arena.zeros<T>({n, C});
+      fc1_.backward_from(arena, in, dh, dnormed);
+      tp_all_reduce(tp_, dnormed);  // each rank's slice of the MLP gave a partial sum
+      norm_->backward_rows(arena, x.data(), dnormed.data(), stats.data(), stats.data() + n, n,
+                           dxb.data());
+    }
+    arena.release(temporaries);
+  }
 }
 
 template Tensor<float> gelu_forward(Arena&, const Tensor<float>&);

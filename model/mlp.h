@@ -1,9 +1,15 @@
-// The Transformer's MLP: fc2(GELU(fc1(x))), GELU in its exact erf form.
+// The Transformer's MLP: fc2(GELU(fc1(x))), GELU in its exact erf form, optionally on a
+// LayerNorm of x (the Pre-LN layer's LN2) that it applies and recomputes itself.
 // Tensor parallel: fc1 column-parallel, fc2 row-parallel (SPEC §5).
+//
+// Memory: it runs on blocks of kMlpTileRows rows. Of a block only h = fc1(x) is kept for
+// backward; LN(x) and GELU(h) are recomputed there block by block, so that both live in cache
+// once and never as whole [rows, F] tensors.
 #pragma once
 
 #include <string>
 
+#include "model/layernorm.h"
 #include "model/linear.h"
 
 namespace primal {
@@ -15,19 +21,31 @@ Tensor<T> gelu_forward(Arena& arena, const Tensor<T>& x);
 template <typename T>
 void gelu_backward(const Tensor<T>& x, const Tensor<T>& dy, const Tensor<T>& dx);
 
+// Rows of one block: a block's LN(x), h and GELU(h) fit in a core's L2 cache (about 1.5 MB
+// at C = 64, F = 128). Under tensor parallelism the whole batch is one block, so that fc2's
+// sum over the group stays one collective per layer (and fc1's input gradient's likewise).
+inline constexpr int64_t kMlpTileRows = 1024;
+
 template <typename T>
 class Mlp {
  public:
+  // tile_rows: rows per block (tests make it small to cross block edges).
   Mlp(ParameterStore<T>& params, const std::string& name, int width, int hidden,
-      TensorParallelGroup* tp = nullptr);
+      TensorParallelGroup* tp = nullptr, int64_t tile_rows = kMlpTileRows);
 
-  // h = fc1(x);  y = fc2(gelu(h))
-  Tensor<T> forward(Arena& arena, const Tensor<T>& x);
-  // the same steps in reverse; dx += ... (under TP, this rank's partial sum)
+  // h = fc1(norm ? norm(x) : x);  y = fc2(gelu(h))
+  Tensor<T> forward(Arena& arena, const Tensor<T>& x, const LayerNorm<T>* norm = nullptr);
+  // the same steps in reverse; dx += ... With a norm, fc1's input gradient is summed over the
+  // tensor-parallel group before the norm's backward; without one, dx is this rank's partial
+  // sum (the caller sums it).
   void backward(Arena& arena, const Tensor<T>& dy, const Tensor<T>& dx);
 
  private:
   Linear<T> fc1_, fc2_;
+  TensorParallelGroup* tp_;
+  int64_t tile_rows_;
+  const LayerNorm<T>* norm_ = nullptr;
+  Tensor<T> x_;  // saved by forward: the input (before the norm)
   Tensor<T> h_;  // fc1 output, saved for GELU's backward
 };
 

@@ -64,7 +64,7 @@ Tensor<T> TransformerLayer<T>::forward(Arena& arena, const Tensor<T>& x, const S
   dropout_inplace(a, dropout_, seq, index_, DropoutSite::kAttention);
   Tensor<T> x2 = a;  // the residual sum takes a's place: a is not needed by backward
   add_inplace(x2, x);
-  Tensor<T> m = mlp_.forward(arena, ln2_.forward(arena, x2));
+  Tensor<T> m = mlp_.forward(arena, x2, &ln2_);
   dropout_inplace(m, dropout_, seq, index_, DropoutSite::kMlp);
   add_inplace(m, x2);
   return m;
@@ -75,7 +75,7 @@ void TransformerLayer<T>::backward(Arena& arena, const Tensor<T>& dout, const Te
                                    const KsvdGrad& ksvd) {
   // dx holds dx2 = dout + LN2'(MLP'(Dropout'(dout))), then dx2 + LN1'(Attn'(mask Dropout'(dx2))).
   // A branch reads the residual gradient itself unless dropout or padding must change it; its
-  // LayerNorm adds into dx only after the branch's backward is done reading.
+  // LayerNorm adds into dx only after the branch's backward is done reading those rows.
   const bool dropout = dropout_ > 0 && seq_.training;
   const bool padded = seq_.real_tokens() < seq_.rows();
   Tensor<T> masked = dropout || padded ? arena.alloc<T>(dout.shape()) : Tensor<T>();
@@ -87,11 +87,8 @@ void TransformerLayer<T>::backward(Arena& arena, const Tensor<T>& dout, const Te
     return masked;
   };
   dx.copy_from(dout);
+  mlp_.backward(arena, branch_grad(dx, DropoutSite::kMlp, false), dx);  // LN2 inside
   Tensor<T> dln = arena.zeros<T>(dout.shape());
-  mlp_.backward(arena, branch_grad(dx, DropoutSite::kMlp, false), dln);
-  tp_all_reduce(tp_, dln);  // each rank's slice of the MLP gave a partial sum
-  ln2_.backward(arena, dln, dx);
-  dln.zero();
   attn_->backward(arena, branch_grad(dx, DropoutSite::kAttention, true), dln, ksvd);
   tp_all_reduce(tp_, dln);  // each rank's heads gave a partial sum
   ln1_.backward(arena, dln, dx);

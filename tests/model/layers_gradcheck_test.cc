@@ -86,6 +86,22 @@ TEST(Mlp, GeluMlpGradMatchesFiniteDifferences) {
       30);
 }
 
+// With its LayerNorm (recomputed in backward) and blocks of 4 rows: the 9 rows cross two
+// block edges, the last block partial.
+TEST(Mlp, NormedMlpInBlocksGradMatchesFiniteDifferences) {
+  ParameterStore<double> params;
+  LayerNorm<double> ln(params, "ln", 6, 1e-5);
+  Mlp<double> mlp(params, "mlp", 6, 11, nullptr, /*tile_rows=*/4);
+  params.finalize(1);
+  check_layer(
+      params, {9, 6}, {9, 6},
+      [&](Arena& a, const Tensor<double>& x) { return mlp.forward(a, x, &ln); },
+      [&](Arena& a, const Tensor<double>& dy, const Tensor<double>& dx) {
+        mlp.backward(a, dy, dx);
+      },
+      31);
+}
+
 struct AttentionCase {
   const char* name;
   AttentionKind kind;
