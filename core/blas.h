@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cblas.h>
+#include <omp.h>
 
 #include <atomic>
 #include <cstdint>
@@ -20,9 +21,25 @@ inline CBLAS_TRANSPOSE cblas_trans(Trans t) {
   return t == Trans::kYes ? CblasTrans : CblasNoTrans;
 }
 
+// One float gemm() call as issued, without its data: bench/gemm_bench.cc records the GEMMs of a
+// training step through gemm_observer and replays them on other GEMM libraries.
+struct GemmCall {
+  Trans ta, tb;
+  int M, N, K, lda, ldb, ldc;
+  float alpha, beta;
+  bool in_parallel;  // issued inside an active OpenMP parallel region (the per-head products)
+};
+
+// Called by every float gemm() before it multiplies, while set. Unset (the default) it costs one
+// load and a predicted branch per call. Set or clear it only while no GEMM runs; it is called
+// from several threads at once, so it must be thread-safe.
+inline void (*gemm_observer)(const GemmCall&) = nullptr;
+
 inline void gemm(Trans ta, Trans tb, int M, int N, int K, float alpha, const float* A, int lda,
                  const float* B, int ldb, float beta, float* C, int ldc) {
   gemm_flops.fetch_add(2ull * M * N * K, std::memory_order_relaxed);
+  if (gemm_observer) [[unlikely]]
+    gemm_observer({ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, omp_in_parallel() != 0});
   cblas_sgemm(CblasRowMajor, cblas_trans(ta), cblas_trans(tb), M, N, K, alpha, A, lda, B, ldb, beta,
               C, ldc);
 }
