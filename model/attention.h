@@ -3,6 +3,7 @@
 #pragma once
 
 #include "core/arena.h"
+#include "model/layernorm.h"
 #include "model/sequence.h"
 
 namespace primal {
@@ -24,10 +25,14 @@ template <typename T>
 class Attention {
  public:
   virtual ~Attention() = default;
-  // x [B, N, C] (the LN1 output) -> out [B, N, C]. A PRIMAL layer writes its partial sums.
+  // x [B, N, C] -> out [B, N, C], of norm(x) where a norm is given (the layer's LN1, applied
+  // here so that a layer may recompute it for backward instead of keeping it). A PRIMAL layer
+  // writes its partial sums.
   virtual Tensor<T> forward(Arena& arena, const Tensor<T>& x, const Sequence& seq,
-                            KsvdPartial& ksvd) = 0;
-  // dx += d loss / dx; parameter gradients accumulate.
+                            KsvdPartial& ksvd, LayerNorm<T>* norm) = 0;
+  // dx += d loss / dx; parameter gradients accumulate. With a norm, the gradient of its output
+  // is summed over the tensor-parallel group before the norm's backward; without one, dx gets
+  // this rank's partial sum (the caller sums it).
   virtual void backward(Arena& arena, const Tensor<T>& dout, const Tensor<T>& dx,
                         const KsvdGrad& ksvd) = 0;
 };

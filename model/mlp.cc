@@ -63,7 +63,7 @@ Mlp<T>::Mlp(ParameterStore<T>& params, const std::string& name, int width, int h
 }
 
 template <typename T>
-Tensor<T> Mlp<T>::forward(Arena& arena, const Tensor<T>& x, const LayerNorm<T>* norm) {
+Tensor<T> Mlp<T>::forward(Arena& arena, const Tensor<T>& x, LayerNorm<T>* norm) {
   const int64_t C = fc1_.in(), F = fc1_.out(), rows = x.numel() / C;
   const int64_t tile = tile_rows_ > 0 ? tile_rows_ : rows;
   x_ = x;

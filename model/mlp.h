@@ -34,7 +34,7 @@ class Mlp {
       TensorParallelGroup* tp = nullptr, int64_t tile_rows = kMlpTileRows);
 
   // h = fc1(norm ? norm(x) : x);  y = fc2(gelu(h))
-  Tensor<T> forward(Arena& arena, const Tensor<T>& x, const LayerNorm<T>* norm = nullptr);
+  Tensor<T> forward(Arena& arena, const Tensor<T>& x, LayerNorm<T>* norm = nullptr);
   // the same steps in reverse; dx += ... With a norm, fc1's input gradient is summed over the
   // tensor-parallel group before the norm's backward; without one, dx is this rank's partial
   // sum (the caller sums it).
@@ -44,7 +44,7 @@ class Mlp {
   Linear<T> fc1_, fc2_;
   TensorParallelGroup* tp_;
   int64_t tile_rows_;
-  const LayerNorm<T>* norm_ = nullptr;
+  LayerNorm<T>* norm_ = nullptr;
   Tensor<T> x_;  // saved by forward: the input (before the norm)
   Tensor<T> h_;  // fc1 output, saved for GELU's backward
 };

@@ -14,7 +14,7 @@ namespace primal {
 template <typename T>
 PrimalAttention<T>::PrimalAttention(ParameterStore<T>& params, const std::string& name, int width,
                                     int heads, int low_rank, int sampled_len, bool causal,
-                                    TensorParallelGroup* tp)
+                                    TensorParallelGroup* tp, int64_t block_rows)
     : qk_(params, name + ".qk", width, 2 * width, {Split::kColumn, 2}, tp),
       we_(params.add(name + ".we", {heads, causal ? width / heads : sampled_len, low_rank},
                      Split::kHeads, Init::kOrthogonalRows)),
@@ -30,7 +30,9 @@ PrimalAttention<T>::PrimalAttention(ParameterStore<T>& params, const std::string
       first_head_(tp ? tp->rank() * heads_ : 0),
       rank_(low_rank),
       sampled_len_(sampled_len),
-      causal_(causal) {
+      causal_(causal),
+      tp_(tp),
+      block_rows_(block_rows) {
   q_.w = we_;
   q_.block = 0;
   k_.w = wr_;
@@ -45,15 +47,21 @@ const T* PrimalAttention<T>::projection(const Side& side, int b, int h) const {
 }
 
 template <typename T>
-void PrimalAttention<T>::side_forward(const Tensor<T>& qk, Side& side) {
+int PrimalAttention<T>::block_samples(int N) const {
+  if (tp_ && tp_->size() > 1) return seq_.B;
+  return int(std::max<int64_t>(1, block_rows_ / std::max(N, 1)));
+}
+
+template <typename T>
+void PrimalAttention<T>::side_forward(const Tensor<T>& qk, Side& side, int b0, int b1) {
   // C: the width of this rank's heads; Cx: the model width (rows of x and of the samples Xs).
-  const int B = seq_.B, N = seq_.N, H = heads_, d = head_dim_, C = H * d, Cx = width_, s = rank_;
-  const int L = sampled_len_;
+  const int N = seq_.N, H = heads_, d = head_dim_, C = H * d, Cx = width_, s = rank_;
+  const int L = sampled_len_, Bb = b1 - b0;
   // qin: the prefix mean of q (causal) or q itself, written into u and normalised there.
-#pragma omp parallel for schedule(static) if (int64_t(B) * N * C > kParallelGrain)
-  for (int b = 0; b < B; ++b) {
+#pragma omp parallel for schedule(static) if (int64_t(Bb) * N * C > kParallelGrain)
+  for (int b = b0; b < b1; ++b) {
     for (int n = 0; n < N; ++n) {
-      const T* q = qk.data() + (int64_t(b) * N + n) * 2 * C + side.block * C;
+      const T* q = qk.data() + (int64_t(b - b0) * N + n) * 2 * C + side.block * C;
       T* u = side.u.data() + (int64_t(b) * N + n) * C;
       if (!causal_) {
         std::copy(q, q + C, u);
@@ -64,8 +72,8 @@ void PrimalAttention<T>::side_forward(const Tensor<T>& qk, Side& side) {
     }
   }
   // The prefix means above read the previous row before it is normalised, so phi runs after.
-#pragma omp parallel for schedule(static) if (int64_t(B) * N * C > kParallelGrain)
-  for (int64_t row = 0; row < int64_t(B) * N * H; ++row) {
+#pragma omp parallel for schedule(static) if (int64_t(Bb) * N * C > kParallelGrain)
+  for (int64_t row = int64_t(b0) * N * H; row < int64_t(b1) * N * H; ++row) {
     T* u = side.u.data() + row * d;
     T sq = 0;
     for (int j = 0; j < d; ++j) sq += u[j] * u[j];
@@ -75,8 +83,8 @@ void PrimalAttention<T>::side_forward(const Tensor<T>& qk, Side& side) {
     for (int j = 0; j < d; ++j) u[j] *= inv;
   }
   if (!causal_) {
-#pragma omp parallel for schedule(static) if (int64_t(B) * N * C > kParallelGrain)
-    for (int bh = 0; bh < B * H; ++bh) {
+#pragma omp parallel for schedule(static) if (int64_t(Bb) * N * C > kParallelGrain)
+    for (int bh = b0 * H; bh < b1 * H; ++bh) {
       const int b = bh / H, h = bh % H;
       gemm(Trans::kYes, Trans::kNo, d, s, L, T(1),
            xs_.data() + int64_t(b) * L * Cx + (first_head_ + h) * d, Cx,
@@ -84,8 +92,8 @@ void PrimalAttention<T>::side_forward(const Tensor<T>& qk, Side& side) {
            side.w_eff.data() + int64_t(bh) * d * s, s);
     }
   }
-#pragma omp parallel for schedule(static) if (int64_t(B) * N * C > kParallelGrain)
-  for (int bh = 0; bh < B * H; ++bh) {
+#pragma omp parallel for schedule(static) if (int64_t(Bb) * N * C > kParallelGrain)
+  for (int bh = b0 * H; bh < b1 * H; ++bh) {
     const int b = bh / H, h = bh % H;
     gemm(Trans::kNo, Trans::kNo, N, s, d, T(1), side.u.data() + int64_t(b) * N * C + h * d, C,
          projection(side, b, h), s, T(0),
@@ -95,119 +103,139 @@ void PrimalAttention<T>::side_forward(const Tensor<T>& qk, Side& side) {
 
 template <typename T>
 Tensor<T> PrimalAttention<T>::forward(Arena& arena, const Tensor<T>& x, const Sequence& seq,
-                                      KsvdPartial& ksvd) {
+                                      KsvdPartial& ksvd, LayerNorm<T>* norm) {
   const int B = seq.B, N = seq.N, H = heads_, C = H * head_dim_, Cx = width_, s = rank_;
   const int L = sampled_len_;
   seq_ = seq;
+  x_ = x;
+  norm_ = norm;
+  // What backward needs, and the output, are allocated first; a block's temporaries sit above
+  // a mark and are handed back after it.
   if (!causal_) {
     idx_ = arena.alloc<int32_t>({B, L});
     xs_ = arena.alloc<T>({B, L, Cx});
-    for (int b = 0; b < B; ++b) {
-      const int64_t len = seq.length(b);
-      for (int l = 0; l < L; ++l) {
-        const int32_t n = L == 1 ? 0 : int32_t(l * (len - 1) / (L - 1));
-        idx_[int64_t(b) * L + l] = n;
-        std::copy_n(x.data() + (int64_t(b) * N + n) * Cx, Cx,
-                    xs_.data() + (int64_t(b) * L + l) * Cx);
-      }
-    }
   }
-  // What backward needs is allocated first; qk itself is dead once u is formed, so it sits
-  // above a mark and its memory is handed back.
   er_ = arena.alloc<T>({int64_t(B) * N * H, 2 * s});
   for (Side* side : {&q_, &k_}) {
     side->u = arena.alloc<T>({B, N, C});
     side->norm = arena.alloc<T>({B, N, H});
     if (!causal_) side->w_eff = arena.alloc<T>({B, H, head_dim_, s});
   }
-  const Arena::Mark qk_mark = arena.mark();
-  Tensor<T> qk = qk_.forward(arena, x);
-  side_forward(qk, q_);
-  side_forward(qk, k_);
-  arena.release(qk_mark);
-
-  // KSVD partial sums over real tokens, accumulated in double.
+  Tensor<T> out = arena.alloc<T>({int64_t(B) * N, Cx});
   const T* lambda = lambda_->value.data();
   double sums[2] = {0, 0};
-  reduce_rows<double>(arena, int64_t(B) * N, 2, sums, [&](int64_t r0, int64_t r1, double* acc) {
-    for (int64_t row = r0; row < r1; ++row) {
-      if (!seq.is_real(int(row / N), int(row % N))) continue;
-      const T* er = er_.data() + row * H * 2 * s;
-      for (int h = 0; h < H; ++h, er += 2 * s) {
-        for (int i = 0; i < s; ++i) {
-          const double l2 = double(lambda[h * s + i]) * lambda[h * s + i];
-          acc[0] += 0.5 * l2 * er[i] * er[i];
-          acc[1] += 0.5 * l2 * er[s + i] * er[s + i];
+  const int per_block = block_samples(N);
+  for (int b0 = 0; b0 < B; b0 += per_block) {
+    const int b1 = std::min(B, b0 + per_block);
+    const int64_t r0 = int64_t(b0) * N, rows = int64_t(b1 - b0) * N;
+    const Arena::Mark temporaries = arena.mark();
+    Tensor<T> in(x.data() + r0 * Cx, {rows, Cx});
+    if (norm) {
+      Tensor<T> normed = arena.alloc<T>({rows, Cx}), stats = arena.alloc<T>({2, rows});
+      norm->forward_rows(in.data(), rows, normed.data(), stats.data(), stats.data() + rows);
+      in = normed;
+    }
+    if (!causal_) {
+      for (int b = b0; b < b1; ++b) {
+        const int64_t len = seq.length(b);
+        for (int l = 0; l < L; ++l) {
+          const int32_t n = L == 1 ? 0 : int32_t(l * (len - 1) / (L - 1));
+          idx_[int64_t(b) * L + l] = n;
+          std::copy_n(in.data() + (int64_t(b - b0) * N + n) * Cx, Cx,
+                      xs_.data() + (int64_t(b) * L + l) * Cx);
         }
       }
     }
-  });
+    Tensor<T> qk = arena.alloc<T>({rows, 2 * C});
+    qk_.forward_into(in, qk);
+    side_forward(qk, q_, b0, b1);
+    side_forward(qk, k_, b0, b1);
+
+    // KSVD partial sums over real tokens, accumulated in double.
+    reduce_rows<double>(arena, rows, 2, sums, [&](int64_t q0, int64_t q1, double* acc) {
+      for (int64_t row = r0 + q0; row < r0 + q1; ++row) {
+        if (!seq.is_real(int(row / N), int(row % N))) continue;
+        const T* er = er_.data() + row * H * 2 * s;
+        for (int h = 0; h < H; ++h, er += 2 * s) {
+          for (int i = 0; i < s; ++i) {
+            const double l2 = double(lambda[h * s + i]) * lambda[h * s + i];
+            acc[0] += 0.5 * l2 * er[i] * er[i];
+            acc[1] += 0.5 * l2 * er[s + i] * er[s + i];
+          }
+        }
+      }
+    });
+    Tensor<T> o = arena.alloc<T>({rows * H, head_dim_});  // [rows*H, d] == [rows, C]
+    concat_.forward_into(Tensor<T>(er_.data() + r0 * H * 2 * s, {rows * H, 2 * s}), o);
+    proj_.forward_into(o.reshape({rows, C}), Tensor<T>(out.data() + r0 * Cx, {rows, Cx}));
+    arena.release(temporaries);
+  }
   ksvd.e = sums[0];
   ksvd.r = sums[1];
   ksvd.t = 0;
   for (int64_t i = 0; i < we_->value.numel(); ++i) ksvd.t += double(we_->value[i]) * wr_->value[i];
-
-  Tensor<T> o = concat_.forward(arena, er_);  // [B*N*H, d] == [B, N, C]
-  return proj_.forward(arena, o.reshape({int64_t(B) * N, C}));
+  return out;
 }
 
 template <typename T>
 void PrimalAttention<T>::side_backward(Arena& arena, const Side& side, const Tensor<T>& der,
-                                       const Tensor<T>& dqk, const Tensor<T>& dxs) {
+                                       const Tensor<T>& dqk, const Tensor<T>& dxs, int b0,
+                                       int b1) {
   // C: the width of this rank's heads; Cx: the model width (rows of x and of the samples Xs).
-  const int B = seq_.B, N = seq_.N, H = heads_, d = head_dim_, C = H * d, Cx = width_, s = rank_;
-  const int L = sampled_len_;
-  const int64_t ld_er = 2 * s * H;
-  const T* dproj = der.data() + side.block * s;  // de or dr inside [e r] rows
+  const int N = seq_.N, H = heads_, d = head_dim_, C = H * d, Cx = width_, s = rank_;
+  const int L = sampled_len_, Bb = b1 - b0;
+  const int64_t ld_er = 2 * s * H, r0 = int64_t(b0) * N;
+  const T* dproj = der.data() + side.block * s;  // de or dr inside [e r] rows (of the block)
   T* dw = side.w->grad.data();
   const Arena::Mark temporaries = arena.mark();
-  Tensor<T> du = arena.alloc<T>({B, N, C});
-  Tensor<T> dw_eff = causal_ ? Tensor<T>() : arena.alloc<T>({B, H, d, s});
-#pragma omp parallel for schedule(static) if (int64_t(B) * N * C > kParallelGrain)
-  for (int bh = 0; bh < B * H; ++bh) {
+  Tensor<T> du = arena.alloc<T>({Bb, N, C});
+  Tensor<T> dw_eff = causal_ ? Tensor<T>() : arena.alloc<T>({Bb, H, d, s});
+#pragma omp parallel for schedule(static) if (int64_t(Bb) * N * C > kParallelGrain)
+  for (int bh = b0 * H; bh < b1 * H; ++bh) {
     const int b = bh / H, h = bh % H;
-    const T* dp = dproj + int64_t(b) * N * ld_er + h * 2 * s;
+    const T* dp = dproj + int64_t(b - b0) * N * ld_er + h * 2 * s;
     const T* u = side.u.data() + int64_t(b) * N * C + h * d;
     gemm(Trans::kNo, Trans::kYes, N, d, s, T(1), dp, ld_er, projection(side, b, h), s, T(0),
-         du.data() + int64_t(b) * N * C + h * d, C);
+         du.data() + int64_t(b - b0) * N * C + h * d, C);
     if (!causal_) {
-      T* dwe = dw_eff.data() + int64_t(bh) * d * s;
+      T* dwe = dw_eff.data() + int64_t(bh - b0 * H) * d * s;
       gemm(Trans::kYes, Trans::kNo, d, s, N, T(1), u, C, dp, ld_er, T(0), dwe, s);
       gemm(Trans::kNo, Trans::kYes, L, d, s, T(1), side.w->value.data() + int64_t(h) * L * s, s,
            dwe, s, T(1), dxs.data() + int64_t(b) * L * Cx + (first_head_ + h) * d, Cx);
     }
   }
   if (causal_) {
-    // dWe[h] = sum over all (b, n) of u^T de: one GEMM per head over B*N rows.
+    // dWe[h] = sum over all (b, n) of u^T de: per head, one GEMM over the block's rows.
     for (int h = 0; h < H; ++h) {
-      gemm(Trans::kYes, Trans::kNo, d, s, B * N, T(1), side.u.data() + h * d, C, dproj + h * 2 * s,
-           ld_er, T(1), dw + int64_t(h) * d * s, s);
+      gemm(Trans::kYes, Trans::kNo, d, s, Bb * N, T(1), side.u.data() + r0 * C + h * d, C,
+           dproj + h * 2 * s, ld_er, T(1), dw + int64_t(h) * d * s, s);
     }
   } else {
     // dWe[h] = sum_b Xs[b,h] dwe[b,h], b in order.
-#pragma omp parallel for schedule(static) if (int64_t(B) * N * C > kParallelGrain)
+#pragma omp parallel for schedule(static) if (int64_t(Bb) * N * C > kParallelGrain)
     for (int h = 0; h < H; ++h) {
-      for (int b = 0; b < B; ++b) {
+      for (int b = b0; b < b1; ++b) {
         gemm(Trans::kNo, Trans::kNo, L, s, d, T(1),
              xs_.data() + int64_t(b) * L * Cx + (first_head_ + h) * d, Cx,
-             dw_eff.data() + (int64_t(b) * H + h) * d * s, s, T(1), dw + int64_t(h) * L * s, s);
+             dw_eff.data() + (int64_t(b - b0) * H + h) * d * s, s, T(1), dw + int64_t(h) * L * s,
+             s);
       }
     }
   }
   // phi's Jacobian: dqin = (du - u (u . du)) / |qin|  (or du / eps where |qin| < eps).
-#pragma omp parallel for schedule(static) if (int64_t(B) * N * C > kParallelGrain)
-  for (int64_t row = 0; row < int64_t(B) * N * H; ++row) {
-    const T* u = side.u.data() + row * d;
+#pragma omp parallel for schedule(static) if (int64_t(Bb) * N * C > kParallelGrain)
+  for (int64_t row = 0; row < int64_t(Bb) * N * H; ++row) {
+    const T* u = side.u.data() + r0 * C + row * d;
     T* g = du.data() + row * d;
-    const T norm = side.norm[row];
+    const T norm = side.norm[r0 * H + row];
     T dot = 0;
     for (int j = 0; j < d; ++j) dot += u[j] * g[j];
     for (int j = 0; j < d; ++j) g[j] = em::phi_grad(g[j], u[j], dot, norm);
   }
   // Into dqk's block; through the prefix mean for the causal form:
   // dq_j = sum_{n >= j} dqin_n / (n + 1), a reverse running sum.
-#pragma omp parallel for schedule(static) if (int64_t(B) * N * C > kParallelGrain)
-  for (int b = 0; b < B; ++b) {
+#pragma omp parallel for schedule(static) if (int64_t(Bb) * N * C > kParallelGrain)
+  for (int b = 0; b < Bb; ++b) {
     for (int n = N - 1; n >= 0; --n) {
       const T* g = du.data() + (int64_t(b) * N + n) * C;
       T* dq = dqk.data() + (int64_t(b) * N + n) * 2 * C + side.block * C;
@@ -227,59 +255,82 @@ void PrimalAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Ten
                                   const KsvdGrad& ksvd) {
   const int B = seq_.B, N = seq_.N, H = heads_, C = H * head_dim_, Cx = width_, s = rank_;
   const int L = sampled_len_;
-  Tensor<T> dout_o = arena.zeros<T>({int64_t(B) * N, C});
-  proj_.backward(arena, dout, dout_o);
-  Tensor<T> der = arena.zeros<T>(er_.shape());
-  concat_.backward(arena, dout_o.reshape({int64_t(B) * N * H, C / H}), der);
-
-  // KSVD: d(e-sum)/de = Lambda^2 e and d(e-sum)/dLambda = sum e^2 Lambda, real tokens only.
   const T* lambda = lambda_->value.data();
   const T gk = T(ksvd.de);
-#pragma omp parallel for schedule(static) if (int64_t(B) * N * C > kParallelGrain)
-  for (int64_t row = 0; row < int64_t(B) * N; ++row) {
-    if (!seq_.is_real(int(row / N), int(row % N))) continue;
-    const T* er = er_.data() + row * H * 2 * s;
-    T* g = der.data() + row * H * 2 * s;
-    for (int h = 0; h < H; ++h)
-      for (int i = 0; i < s; ++i) {
-        const T l2 = lambda[h * s + i] * lambda[h * s + i];
-        g[h * 2 * s + i] += gk * l2 * er[h * 2 * s + i];
-        g[h * 2 * s + s + i] += gk * l2 * er[h * 2 * s + s + i];
-      }
-  }
-  reduce_rows<T>(arena, int64_t(B) * N, H * s, lambda_->grad.data(),
-                 [&](int64_t r0, int64_t r1, T* acc) {
-                   for (int64_t row = r0; row < r1; ++row) {
-                     if (!seq_.is_real(int(row / N), int(row % N))) continue;
-                     const T* er = er_.data() + row * H * 2 * s;
-                     for (int h = 0; h < H; ++h)
-                       for (int i = 0; i < s; ++i) {
-                         const T e = er[h * 2 * s + i], r = er[h * 2 * s + s + i];
-                         acc[h * s + i] += gk * (e * e + r * r) * lambda[h * s + i];
-                       }
-                   }
-                 });
   // d(t-sum)/dWe = Wr, d(t-sum)/dWr = We.
   const T gt = T(ksvd.dt);
   for (int64_t i = 0; i < we_->value.numel(); ++i) {
     we_->grad[i] += gt * wr_->value[i];
     wr_->grad[i] += gt * we_->value[i];
   }
-
-  Tensor<T> dqk = arena.alloc<T>({B, N, 2 * C});
   Tensor<T> dxs = causal_ ? Tensor<T>() : arena.zeros<T>({B, L, Cx});
-  side_backward(arena, q_, der, dqk, dxs);
-  side_backward(arena, k_, der, dqk, dxs);
-  qk_.backward(arena, dqk, dx);
-  if (!causal_) {
-#pragma omp parallel for schedule(static) if (int64_t(B) * N * C > kParallelGrain)
-    for (int b = 0; b < B; ++b) {
-      for (int l = 0; l < L; ++l) {
-        const T* g = dxs.data() + (int64_t(b) * L + l) * Cx;
-        T* out = dx.data() + (int64_t(b) * N + idx_[int64_t(b) * L + l]) * Cx;
-        for (int c = 0; c < Cx; ++c) out[c] += g[c];
+  const int per_block = block_samples(N);
+  for (int b0 = 0; b0 < B; b0 += per_block) {
+    const int b1 = std::min(B, b0 + per_block);
+    const int64_t r0 = int64_t(b0) * N, rows = int64_t(b1 - b0) * N;
+    const Arena::Mark temporaries = arena.mark();
+    const Tensor<T> er(er_.data() + r0 * H * 2 * s, {rows * H, 2 * s});
+    // o = [e r] Wc^T + bc again, for proj's weight gradient.
+    Tensor<T> o = arena.alloc<T>({rows * H, head_dim_});
+    concat_.forward_into(er, o);
+    Tensor<T> dout_o = arena.zeros<T>({rows, C});
+    proj_.backward_from(arena, o.reshape({rows, C}), Tensor<T>(dout.data() + r0 * Cx, {rows, Cx}),
+                        dout_o);
+    Tensor<T> der = arena.zeros<T>(er.shape());
+    concat_.backward_from(arena, er, dout_o.reshape({rows * H, C / H}), der);
+
+    // KSVD: d(e-sum)/de = Lambda^2 e and d(e-sum)/dLambda = sum e^2 Lambda, real tokens only.
+#pragma omp parallel for schedule(static) if (rows * C > kParallelGrain)
+    for (int64_t row = r0; row < r0 + rows; ++row) {
+      if (!seq_.is_real(int(row / N), int(row % N))) continue;
+      const T* e = er_.data() + row * H * 2 * s;
+      T* g = der.data() + (row - r0) * H * 2 * s;
+      for (int h = 0; h < H; ++h)
+        for (int i = 0; i < s; ++i) {
+          const T l2 = lambda[h * s + i] * lambda[h * s + i];
+          g[h * 2 * s + i] += gk * l2 * e[h * 2 * s + i];
+          g[h * 2 * s + s + i] += gk * l2 * e[h * 2 * s + s + i];
+        }
+    }
+    reduce_rows<T>(arena, rows, H * s, lambda_->grad.data(), [&](int64_t q0, int64_t q1, T* acc) {
+      for (int64_t row = r0 + q0; row < r0 + q1; ++row) {
+        if (!seq_.is_real(int(row / N), int(row % N))) continue;
+        const T* e = er_.data() + row * H * 2 * s;
+        for (int h = 0; h < H; ++h)
+          for (int i = 0; i < s; ++i) {
+            const T ev = e[h * 2 * s + i], rv = e[h * 2 * s + s + i];
+            acc[h * s + i] += gk * (ev * ev + rv * rv) * lambda[h * s + i];
+          }
+      }
+    });
+
+    Tensor<T> dqk = arena.alloc<T>({rows, 2 * C});
+    side_backward(arena, q_, der, dqk, dxs, b0, b1);
+    side_backward(arena, k_, der, dqk, dxs, b0, b1);
+    // qk's input: norm(x) again (with its row statistics) or x itself.
+    Tensor<T> x(x_.data() + r0 * Cx, {rows, Cx}), in = x, stats;
+    if (norm_) {
+      in = arena.alloc<T>({rows, Cx});
+      stats = arena.alloc<T>({2, rows});
+      norm_->forward_rows(x.data(), rows, in.data(), stats.data(), stats.data() + rows);
+    }
+    Tensor<T> din = norm_ ? arena.zeros<T>({rows, Cx}) : Tensor<T>(dx.data() + r0 * Cx, {rows, Cx});
+    qk_.backward_from(arena, in, dqk, din);
+    if (!causal_) {  // dXs back onto the sampled tokens
+      for (int b = b0; b < b1; ++b) {
+        for (int l = 0; l < L; ++l) {
+          const T* g = dxs.data() + (int64_t(b) * L + l) * Cx;
+          T* o_row = din.data() + (int64_t(b - b0) * N + idx_[int64_t(b) * L + l]) * Cx;
+          for (int c = 0; c < Cx; ++c) o_row[c] += g[c];
+        }
       }
     }
+    if (norm_) {
+      tp_all_reduce(tp_, din);  // each rank's heads gave a partial sum
+      norm_->backward_rows(arena, x.data(), din.data(), stats.data(), stats.data() + rows, rows,
+                           dx.data() + r0 * Cx);
+    }
+    arena.release(temporaries);
   }
 }
 

@@ -10,14 +10,20 @@
 
 namespace primal {
 
+// Rows a block of samples aims at: its normed input, qk and [e r] Wc^T fit in a core's L2
+// cache at the LRA widths.
+inline constexpr int64_t kAttentionBlockRows = 1024;
+
 template <typename T>
 class PrimalAttention : public Attention<T> {
  public:
   // causal: the LM form (§3.3, We/Wr [H, d, s] parameters); otherwise the encoder form
   // (§3.2, We/Wr [H, L, s] applied to L tokens sampled from the input).
   // heads: of the whole layer; under TP this rank computes heads / tp->size() of them.
+  // block_rows: rows a block of samples aims at (tests make it small to cross block edges).
   PrimalAttention(ParameterStore<T>& params, const std::string& name, int width, int heads,
-                  int low_rank, int sampled_len, bool causal, TensorParallelGroup* tp = nullptr);
+                  int low_rank, int sampled_len, bool causal, TensorParallelGroup* tp = nullptr,
+                  int64_t block_rows = kAttentionBlockRows);
 
   // qk = x Wqk^T + bqk
   // causal:  qin = prefix mean of q (qin_n = mean_{j<=n} q_j), kin likewise; we = We[h]
@@ -26,8 +32,12 @@ class PrimalAttention : public Attention<T> {
   // u = phi(qin) = qin / max(|qin|, 1e-12) per head;  e = u_q we;  r = u_k wr   [B, N, H, s]
   // o_h = [e_h r_h] Wc^T + bc  (Wc [d, 2s] shared by heads);  out = concat_h(o_h) Wo^T + bo
   // KSVD partials: e-sum = sum_real 0.5 (e Lambda)^2, r-sum likewise, t-sum = sum_h <We_h, Wr_h>
-  Tensor<T> forward(Arena& arena, const Tensor<T>& x, const Sequence& seq,
-                    KsvdPartial& ksvd) override;
+  // It runs on blocks of whole samples (about kAttentionBlockRows rows; under tensor
+  // parallelism the whole batch, so that proj's sum over the group stays one collective):
+  // norm(x), qk, [e r] Wc^T live a block at a time; u, |qin| and [e r] are kept for backward,
+  // the others recomputed there.
+  Tensor<T> forward(Arena& arena, const Tensor<T>& x, const Sequence& seq, KsvdPartial& ksvd,
+                    LayerNorm<T>* norm) override;
   // The forward upside down:
   //   do = dout Wo;  dWc += do_h^T [e_h r_h];  de = do_h Wc_e (+ ksvd.de Lambda^2 e, real tokens)
   //   dLambda += ksvd.de sum_real (e^2 + r^2) Lambda
@@ -64,9 +74,12 @@ class PrimalAttention : public Attention<T> {
     Tensor<T> norm;   // |qin| per head [B, N, H]
     Tensor<T> w_eff;  // encoder: we[b,h] = Xs[b,h] We[h] [B, H, d, s]
   };
-  void side_forward(const Tensor<T>& qk, Side& side);
+  // Samples [b0, b1): qk, der and dqk hold their rows only.
+  void side_forward(const Tensor<T>& qk, Side& side, int b0, int b1);
   void side_backward(Arena& arena, const Side& side, const Tensor<T>& der, const Tensor<T>& dqk,
-                     const Tensor<T>& dxs);
+                     const Tensor<T>& dxs, int b0, int b1);
+  // Samples per block for a batch of N-token samples.
+  int block_samples(int N) const;
   // The [d, s] matrix that projects head h of sample b.
   const T* projection(const Side& side, int b, int h) const;
 
@@ -80,8 +93,12 @@ class PrimalAttention : public Attention<T> {
   int heads_, head_dim_, first_head_;  // this rank's heads: [first_head_, first_head_ + heads_)
   int rank_, sampled_len_;
   bool causal_;
+  TensorParallelGroup* tp_;
+  int64_t block_rows_;
   // saved by forward
   Sequence seq_;
+  Tensor<T> x_;  // the input, before the norm
+  LayerNorm<T>* norm_ = nullptr;
   Tensor<T> xs_;         // encoder: the sampled input rows x[b, idx] [B, L, C]
   Tensor<int32_t> idx_;  // encoder: sampled positions [B, L]
   Side q_, k_;

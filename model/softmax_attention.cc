@@ -18,17 +18,20 @@ SoftmaxAttention<T>::SoftmaxAttention(ParameterStore<T>& params, const std::stri
                                       int heads, TensorParallelGroup* tp)
     : qkv_(params, name + ".qkv", width, 3 * width, {Split::kColumn, 3}, tp),
       proj_(params, name + ".proj", width, width, {Split::kRow}, tp),
+      tp_(tp),
       heads_(heads / (tp ? tp->size() : 1)),
       head_dim_(width / heads) {}
 
 template <typename T>
 Tensor<T> SoftmaxAttention<T>::forward(Arena& arena, const Tensor<T>& x, const Sequence& seq,
-                                       KsvdPartial&) {
+                                       KsvdPartial&, LayerNorm<T>* norm) {
   // C: the width of this rank's heads (the model width without tensor parallelism).
   const int B = seq.B, N = seq.N, H = heads_, d = head_dim_, C = H * d;
   const T scale = T(1 / std::sqrt(double(d)));
   seq_ = seq;
-  qkv_out_ = qkv_.forward(arena, x);
+  norm_ = norm;
+  // The [B, H, N, N] attention matrices dwarf the normed input: this layer keeps it.
+  qkv_out_ = qkv_.forward(arena, norm ? norm->forward(arena, x) : x);
   attn_ = arena.alloc<T>({B, H, N, N});
   Tensor<T> y = arena.alloc<T>({B, N, C});
 #pragma omp parallel for schedule(static) if (int64_t(B) * N * N > kParallelGrain)
@@ -86,7 +89,14 @@ void SoftmaxAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Te
     gemm(Trans::kNo, Trans::kNo, N, d, N, scale, dS, N, k, 3 * C, T(0), dq, 3 * C);
     gemm(Trans::kYes, Trans::kNo, N, d, N, scale, dS, N, q, 3 * C, T(0), dk, 3 * C);
   }
-  qkv_.backward(arena, dqkv, dx);
+  if (norm_) {
+    Tensor<T> dnormed = arena.zeros<T>(dx.shape());
+    qkv_.backward(arena, dqkv, dnormed);
+    tp_all_reduce(tp_, dnormed);  // each rank's heads gave a partial sum
+    norm_->backward(arena, dnormed, dx);
+  } else {
+    qkv_.backward(arena, dqkv, dx);
+  }
   // softmax(q (k + c)^T) = softmax(q k^T) for a key bias shift c: the key bias gradient is
   // exactly zero (sum_j dS[n, j] = 0 for every row). Computed, it is rounding noise, which
   // Adam turns into lr-sized steps that differ from one parallel layout to another; so it is

@@ -17,8 +17,8 @@ class SoftmaxAttention : public Attention<T> {
 
   // qkv = x Wqkv^T + bqkv;  A = softmax(q k^T / sqrt(d) + mask);  out = concat_h(A v) Wo^T + bo
   // mask: -inf on future keys (causal) and on padded keys; padded queries get A = 0.
-  Tensor<T> forward(Arena& arena, const Tensor<T>& x, const Sequence& seq,
-                    KsvdPartial& ksvd) override;
+  Tensor<T> forward(Arena& arena, const Tensor<T>& x, const Sequence& seq, KsvdPartial& ksvd,
+                    LayerNorm<T>* norm) override;
   // dA = dy v^T;  dv = A^T dy;  dS = A * (dA - rowsum(dA * A));
   // dq = dS k / sqrt(d);  dk = dS^T q / sqrt(d)
   void backward(Arena& arena, const Tensor<T>& dout, const Tensor<T>& dx,
@@ -33,9 +33,11 @@ class SoftmaxAttention : public Attention<T> {
 
  private:
   Linear<T> qkv_, proj_;
+  TensorParallelGroup* tp_;
   int heads_, head_dim_;  // heads_: this rank's
   // saved by forward
   Sequence seq_;
+  LayerNorm<T>* norm_ = nullptr;
   Tensor<T> qkv_out_;  // [B, N, 3C]
   Tensor<T> attn_;     // A [B, H, N, N]
 };

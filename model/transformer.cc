@@ -59,7 +59,7 @@ template <typename T>
 Tensor<T> TransformerLayer<T>::forward(Arena& arena, const Tensor<T>& x, const Sequence& seq,
                                        KsvdPartial& ksvd) {
   seq_ = seq;
-  Tensor<T> a = attn_->forward(arena, ln1_.forward(arena, x), seq, ksvd);
+  Tensor<T> a = attn_->forward(arena, x, seq, ksvd, &ln1_);
   zero_padded_rows(a, seq);
   dropout_inplace(a, dropout_, seq, index_, DropoutSite::kAttention);
   Tensor<T> x2 = a;  // the residual sum takes a's place: a is not needed by backward
@@ -87,11 +87,8 @@ void TransformerLayer<T>::backward(Arena& arena, const Tensor<T>& dout, const Te
     return masked;
   };
   dx.copy_from(dout);
-  mlp_.backward(arena, branch_grad(dx, DropoutSite::kMlp, false), dx);  // LN2 inside
-  Tensor<T> dln = arena.zeros<T>(dout.shape());
-  attn_->backward(arena, branch_grad(dx, DropoutSite::kAttention, true), dln, ksvd);
-  tp_all_reduce(tp_, dln);  // each rank's heads gave a partial sum
-  ln1_.backward(arena, dln, dx);
+  mlp_.backward(arena, branch_grad(dx, DropoutSite::kMlp, false), dx);          // LN2 inside
+  attn_->backward(arena, branch_grad(dx, DropoutSite::kAttention, true), dx, ksvd);  // LN1
 }
 
 template <typename T>

@@ -7,6 +7,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config clang-format
   libopenblas-openmp-dev     # cblas for every GEMM; OpenMP build: single-threaded inside our parallel regions
+  libdnnl-dev libxsmm-dev libblis-dev  # bench/gemm_bench only: the other GEMM libraries, side by side
   liblapacke-dev             # LAPACKE (dgesdd) for the attention spectrum (primal spectrum)
   nlohmann-json3-dev         # JSON for metrics and reference dumps
   libgtest-dev libgmock-dev  # GoogleTest

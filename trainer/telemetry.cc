@@ -62,7 +62,7 @@ ModelFlops model_gemm_flops(const ModelConfig& c, int64_t B, int64_t N) {
     f.forward += 2 * B * N * c.patch_dim * C;
     f.backward += 2 * B * N * c.patch_dim * C;
   }
-  int64_t layers_forward = 0;
+  int64_t layers_forward = 0, recomputed = 0;
   for (AttentionKind kind : c.layers) {
     if (kind == AttentionKind::kSoftmax) {
       // qkv 6RC^2, proj 2RC^2; per (b, h): q k^T and A v, 2 S^2 d each.
@@ -72,6 +72,7 @@ ModelFlops model_gemm_flops(const ModelConfig& c, int64_t B, int64_t N) {
       layers_forward += 6 * R * C * C + 8 * R * s * C;
       // encoder: we, wr = Xs We[h], Xs Wr[h] per (b, h): 2 d s L each.
       if (!c.causal()) layers_forward += 4 * B * L * s * C;
+      recomputed += 4 * R * s * C;  // backward runs concat again for proj's weight gradient
     }
     layers_forward += 4 * R * C * F;  // fc1, fc2
   }
@@ -83,7 +84,7 @@ ModelFlops model_gemm_flops(const ModelConfig& c, int64_t B, int64_t N) {
   }
   // Every other product's backward is two of its size: d input and d weight.
   f.forward += layers_forward + head_forward;
-  f.backward += 2 * (layers_forward + head_forward);
+  f.backward += 2 * (layers_forward + head_forward) + recomputed;
   return f;
 }
 

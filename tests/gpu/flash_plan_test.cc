@@ -337,7 +337,7 @@ TEST_P(FlashEmulation, MatchesTheSoftmaxAttentionLayer) {
   const Tensor<double>& dw = attn.qkv_linear().weight()->grad;
 
   KsvdPartial partial;
-  const Tensor<double> out_ref = attn.forward(arena, x, seq, partial);
+  const Tensor<double> out_ref = attn.forward(arena, x, seq, partial, nullptr);
   Tensor<double> dx_ref = arena.zeros<double>({B, N, C});
   params.zero_grads();
   attn.backward(arena, dout, dx_ref, {});

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <numeric>
+#include <optional>
 
 #include "model/classifier_head.h"
 #include "model/embedding.h"
@@ -108,6 +109,8 @@ struct AttentionCase {
   bool causal;
   int B, N, C, H, s, L;
   std::vector<int32_t> lengths;  // empty: no padding
+  bool normed = false;           // with a LayerNorm in front (the layer's LN1)
+  int64_t block_rows = kAttentionBlockRows;
 };
 
 void PrintTo(const AttentionCase& c, std::ostream* os) {
@@ -123,8 +126,11 @@ TEST_P(AttentionGrad, MatchesFiniteDifferences) {
   if (c.kind == AttentionKind::kSoftmax) {
     attn = std::make_unique<SoftmaxAttention<double>>(params, "attn", c.C, c.H);
   } else {
-    attn = std::make_unique<PrimalAttention<double>>(params, "attn", c.C, c.H, c.s, c.L, c.causal);
+    attn = std::make_unique<PrimalAttention<double>>(params, "attn", c.C, c.H, c.s, c.L, c.causal,
+                                                     nullptr, c.block_rows);
   }
+  std::optional<LayerNorm<double>> ln;
+  if (c.normed) ln.emplace(params, "ln", c.C, 1e-5);
   params.finalize(3);
   Sequence seq{c.B, c.N, c.lengths.empty() ? nullptr : c.lengths.data(), c.causal};
   // The KSVD partial sums enter the loss with these weights; backward gets them as KsvdGrad.
@@ -132,7 +138,9 @@ TEST_P(AttentionGrad, MatchesFiniteDifferences) {
   KsvdPartial partial;
   check_layer(
       params, {c.B, c.N, c.C}, {int64_t(c.B) * c.N, c.C},
-      [&](Arena& a, const Tensor<double>& x) { return attn->forward(a, x, seq, partial); },
+      [&](Arena& a, const Tensor<double>& x) {
+        return attn->forward(a, x, seq, partial, ln ? &*ln : nullptr);
+      },
       [&](Arena& a, const Tensor<double>& dy, const Tensor<double>& dx) {
         attn->backward(a, dy, dx, kg);
       },
@@ -154,7 +162,14 @@ INSTANTIATE_TEST_SUITE_P(
         AttentionCase{"PrimalEncoderN1", AttentionKind::kPrimal, false, 2, 1, 6, 3, 2, 4, {}},
         AttentionCase{"PrimalEncoderL1", AttentionKind::kPrimal, false, 2, 5, 6, 2, 2, 1, {}},
         AttentionCase{
-            "PrimalEncoderPadded", AttentionKind::kPrimal, false, 3, 11, 8, 2, 3, 4, {11, 6, 1}}),
+            "PrimalEncoderPadded", AttentionKind::kPrimal, false, 3, 11, 8, 2, 3, 4, {11, 6, 1}},
+        // With LN1 inside, recomputed in backward; PRIMAL one sample per block.
+        AttentionCase{
+            "SoftmaxPaddedNormed", AttentionKind::kSoftmax, false, 3, 6, 8, 2, 0, 0, {6, 3, 1}, true},
+        AttentionCase{"PrimalCausalNormedBlocks", AttentionKind::kPrimal, true, 3, 7, 8, 2, 3, 0, {},
+                      true, 7},
+        AttentionCase{"PrimalEncoderPaddedNormedBlocks", AttentionKind::kPrimal, false, 3, 11, 8, 2,
+                      3, 4, {11, 6, 1}, true, 11}),
     [](const ::testing::TestParamInfo<AttentionCase>& info) { return info.param.name; });
 
 TEST(KsvdLoss, GradMatchesFiniteDifferencesOfTheFormula) {

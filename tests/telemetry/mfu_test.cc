@@ -110,9 +110,11 @@ TEST(ModelFlops, PatchInputWithClsTokenMatchesTheGemmCounterExactly) {
       classifier({kPrimal, kSoftmax}, InputKind::kPatches, Pooling::kCls), 3, 9, false);
 }
 
-TEST(ModelFlops, BackwardIsTwiceForwardWithoutPatchEmbedding) {
-  const ModelFlops f = model_gemm_flops(lm({kPrimal, kSoftmax}), 8, 256);
-  EXPECT_EQ(f.backward, 2 * f.forward);
+// Twice the forward, and a PRIMAL layer's concat product once more (recomputed for proj).
+TEST(ModelFlops, BackwardIsTwiceForwardPlusConcatWithoutPatchEmbedding) {
+  const ModelConfig lm2 = lm({kPrimal, kSoftmax});
+  const ModelFlops f = model_gemm_flops(lm2, 8, 256);
+  EXPECT_EQ(f.backward, 2 * f.forward + 4 * int64_t(8 * 256) * lm2.low_rank * lm2.width);
   // The LM of configs/lm_kjv_primalformer.pbtxt, term by term (docs/telemetry.md):
   // C=256, F=512, s=20, V=256, B=8, N=256, four causal PRIMAL layers.
   ModelConfig c = lm({kPrimal, kPrimal, kPrimal, kPrimal});
