@@ -14,6 +14,16 @@ namespace primal {
 
 inline constexpr int64_t kReduceChunks = 64;
 
+// sum_j a[j] b[j], in SIMD lanes: a fixed order for a build (not left to right), without an
+// add's latency per element.
+template <typename T>
+T dot(const T* a, const T* b, int64_t n) {
+  T sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j < n; ++j) sum += a[j] * b[j];
+  return sum;
+}
+
 // out[0..width) += sum over rows r of the row values that fn(r0, r1, partial) adds into
 // partial (a zeroed [width] buffer) for its chunk [r0, r1).
 template <typename T, typename Fn>

@@ -6,12 +6,13 @@
 #include <string>
 
 #include "core/blas.h"
+#include "core/element_math.h"
+#include "core/reduce.h"
 #include "core/softmax.h"
 #include "core/random.h"
 
 namespace primal {
 namespace {
-constexpr double kPhiEps = 1e-12;  // phi(v) = v / max(|v|, 1e-12), as in primal_attention.cc
 }  // namespace
 
 template <typename T>
@@ -98,11 +99,9 @@ Tensor<T> Generator<T>::primal_step(PrimalAttention<T>& attn, LayerState& state,
     const T* q = qk.data() + side * C;
     T* mean = side == 0 ? state.qbar.data() : state.kbar.data();
     const T* w = (side == 0 ? attn.we() : attn.wr())->value.data();  // [H, d, s]
-    for (int c = 0; c < C; ++c) mean[c] = n == 0 ? q[c] : (T(n) * mean[c] + q[c]) / T(n + 1);
+    for (int c = 0; c < C; ++c) mean[c] = em::prefix_mean_step(mean[c], q[c], n);
     for (int h = 0; h < H; ++h) {
-      T sq = 0;
-      for (int j = 0; j < d; ++j) sq += mean[h * d + j] * mean[h * d + j];
-      const T inv = T(1) / std::max(std::sqrt(sq), T(kPhiEps));
+      const T inv = em::phi_scale(std::sqrt(dot(mean + h * d, mean + h * d, d)));
       for (int j = 0; j < d; ++j) u[h * d + j] = mean[h * d + j] * inv;
       gemm(Trans::kNo, Trans::kNo, 1, s, d, T(1), u.data() + h * d, d, w + int64_t(h) * d * s, s,
            T(0), er.data() + h * 2 * s + side * s, 2 * s);

@@ -75,9 +75,7 @@ void PrimalAttention<T>::side_forward(const Tensor<T>& qk, Side& side, int b0, i
 #pragma omp parallel for schedule(static) if (int64_t(Bb) * N * C > kParallelGrain)
   for (int64_t row = int64_t(b0) * N * H; row < int64_t(b1) * N * H; ++row) {
     T* u = side.u.data() + row * d;
-    T sq = 0;
-    for (int j = 0; j < d; ++j) sq += u[j] * u[j];
-    const T norm = std::sqrt(sq);
+    const T norm = std::sqrt(dot(u, u, d));
     side.norm[row] = norm;
     const T inv = em::phi_scale(norm);
     for (int j = 0; j < d; ++j) u[j] *= inv;
@@ -228,9 +226,8 @@ void PrimalAttention<T>::side_backward(Arena& arena, const Side& side, const Ten
     const T* u = side.u.data() + r0 * C + row * d;
     T* g = du.data() + row * d;
     const T norm = side.norm[r0 * H + row];
-    T dot = 0;
-    for (int j = 0; j < d; ++j) dot += u[j] * g[j];
-    for (int j = 0; j < d; ++j) g[j] = em::phi_grad(g[j], u[j], dot, norm);
+    const T u_dot_g = dot(u, g, d);
+    for (int j = 0; j < d; ++j) g[j] = em::phi_grad(g[j], u[j], u_dot_g, norm);
   }
   // Into dqk's block; through the prefix mean for the causal form:
   // dq_j = sum_{n >= j} dqin_n / (n + 1), a reverse running sum.

@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "core/blas.h"
+#include "core/reduce.h"
 #include "core/softmax.h"
 
 namespace primal {
@@ -81,10 +82,8 @@ void SoftmaxAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Te
     for (int n = 0; n < N; ++n) {
       const T* a = A + int64_t(n) * N;
       T* ds = dS + int64_t(n) * N;
-      T dot = 0;
-#pragma omp simd reduction(+ : dot)
-      for (int j = 0; j < N; ++j) dot += ds[j] * a[j];
-      for (int j = 0; j < N; ++j) ds[j] = a[j] * (ds[j] - dot);
+      const T ds_dot_a = dot(ds, a, N);
+      for (int j = 0; j < N; ++j) ds[j] = a[j] * (ds[j] - ds_dot_a);
     }
     gemm(Trans::kNo, Trans::kNo, N, d, N, scale, dS, N, k, 3 * C, T(0), dq, 3 * C);
     gemm(Trans::kYes, Trans::kNo, N, d, N, scale, dS, N, q, 3 * C, T(0), dk, 3 * C);
