@@ -4,8 +4,12 @@
 //   model_bench [--threads T] [--reps R] [--case NAME] [--list]
 //
 // Prints one JSON line per case (and the sgemm peak first). Each case can run in its own
-// process (--case) so that its peak resident memory is its own; bench/run_model_bench.sh
+// process (--case) so that its peak resident memory is its own; bench/run_model_bench.py
 // does that and prints the table of docs/performance.md.
+//
+// byte_lm is a whole training step of a byte-level LM (issue 14): forward + backward + AdamW
+// (lr 1e-4, weight decay 0.01 on the parameters whose decay flag is set, as the trainer runs
+// it; no gradient clipping). Its line adds tokens_per_s = B*N / median_s and the last loss.
 #include <omp.h>
 
 #include <algorithm>
@@ -13,12 +17,14 @@
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "core/blas.h"
 #include "model/transformer.h"
+#include "trainer/adamw.h"
 
 namespace primal {
 namespace {
@@ -30,6 +36,7 @@ struct BenchCase {
   std::string name;
   AttentionKind kind;
   int B, N;
+  bool lm = false;  // the byte LM of byte_lm_model(), trained with AdamW
 };
 
 // The LRA-ListOps shape (C=64, H=2, 2 layers, F=128, s=20, m=10), N=2000 B=32, and the
@@ -42,6 +49,7 @@ std::vector<BenchCase> cases() {
     for (int n : {1024, 2048, 4096, 8192})
       out.push_back({name + "_n" + std::to_string(n), k, 8, n});
   }
+  out.push_back({"byte_lm", kPrimal, 16, 512, true});
   return out;
 }
 
@@ -64,6 +72,34 @@ ModelConfig listops_model(AttentionKind kind, int max_len) {
   return c;
 }
 
+// Issue 14's byte LM: vocab 256 with the tied LM head, C=256, H=4, F=1024, N=512, five causal
+// SOFTMAX layers and a last PRIMAL one (causal form, s=20, m=10), eta 0.05, dropout 0.
+ModelConfig byte_lm_model(int max_len) {
+  ModelConfig c;
+  c.head = HeadKind::kLm;
+  c.input = InputKind::kTokens;
+  c.vocab = 256;
+  c.width = 256;
+  c.heads = 4;
+  c.mlp_width = 1024;
+  c.max_len = max_len;
+  c.low_rank = 20;
+  c.rank_multi = 10;
+  c.layers = {kSoftmax, kSoftmax, kSoftmax, kSoftmax, kSoftmax, kPrimal};
+  c.eta = 0.05;
+  c.dropout = 0;
+  return c;
+}
+
+std::string attention_label(const ModelConfig& config) {
+  std::string out;
+  for (AttentionKind k : config.layers) {
+    if (!out.empty()) out += ",";
+    out += k == kPrimal ? "PRIMAL" : "SOFTMAX";
+  }
+  return out;
+}
+
 double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
@@ -75,6 +111,20 @@ long status_kb(const char* field) {
   while (std::getline(f, line))
     if (line.rfind(field, 0) == 0) return std::stol(line.substr(std::strlen(field) + 1));
   return 0;
+}
+
+// The BLAS library this process mapped (which OpenBLAS build the alternatives system gave it).
+std::string blas_path() {
+  std::ifstream f("/proc/self/maps");
+  std::string line;
+  while (std::getline(f, line)) {
+    const size_t slash = line.find('/');
+    if (slash == std::string::npos) continue;
+    const std::string path = line.substr(slash);
+    if (path.find("openblas") != std::string::npos || path.find("libblas") != std::string::npos)
+      return path;
+  }
+  return "";
 }
 
 double sgemm_peak_gflops() {
@@ -90,41 +140,69 @@ double sgemm_peak_gflops() {
 }
 
 void run_case(const BenchCase& c, int reps) {
-  ModelConfig config = listops_model(c.kind, c.N);
+  ModelConfig config = c.lm ? byte_lm_model(c.N) : listops_model(c.kind, c.N);
   Transformer<float> model(config);
   std::mt19937 gen(1);
   std::uniform_int_distribution<int> token(0, config.vocab - 1), label(0, 9);
   Batch batch;
   batch.B = c.B;
   batch.N = c.N;
-  for (int i = 0; i < c.B * c.N; ++i) batch.tokens.push_back(token(gen));
-  for (int i = 0; i < c.B; ++i) batch.targets.push_back(label(gen));
+  if (c.lm) {
+    // Windows of N+1 bytes of a random stream: inputs the first N, targets the last N.
+    for (int b = 0; b < c.B; ++b) {
+      std::vector<int32_t> window(c.N + 1);
+      for (auto& t : window) t = token(gen);
+      batch.tokens.insert(batch.tokens.end(), window.begin(), window.end() - 1);
+      batch.targets.insert(batch.targets.end(), window.begin() + 1, window.end());
+    }
+  } else {
+    for (int i = 0; i < c.B * c.N; ++i) batch.tokens.push_back(token(gen));
+    for (int i = 0; i < c.B; ++i) batch.targets.push_back(label(gen));
+  }
   // Peak memory of the steps: the resident high-water mark is reset here, after the model and
-  // batch exist (as bench/torch_bench.py does), and read after the last step.
+  // batch exist (as bench/torch_bench.py does), and read after the last step. AdamW's moments
+  // are made after it: torch.optim.AdamW makes them in its first step, which counts there.
   const long rss_before = status_kb("VmRSS:");
   std::ofstream("/proc/self/clear_refs") << "5";
+  std::unique_ptr<AdamW<float>> optimizer;
+  if (c.lm) optimizer = std::make_unique<AdamW<float>>(model.params(), AdamWOptions{});
+  constexpr double kLr = 1e-4;  // weight decay 0.01: AdamWOptions' default
   Arena arena;
   arena.reset();
-  model.forward_backward(arena, batch, 0);  // warm-up: the arena reaches its size
+  const LossTerms init = model.forward_backward(arena, batch, 0);  // warm-up: the arena grows
+  if (optimizer) optimizer->step(kLr);
+  LossTerms loss = init;
   std::vector<double> times;
   const uint64_t flops_before = gemm_flops.load();
   for (int r = 0; r < reps; ++r) {
     arena.reset();
     auto t = Clock::now();
-    model.forward_backward(arena, batch, r + 1);
+    loss = model.forward_backward(arena, batch, r + 1);
+    if (optimizer) optimizer->step(kLr);
     times.push_back(seconds_since(t));
   }
   const double flops = double(gemm_flops.load() - flops_before) / reps;
   std::sort(times.begin(), times.end());
   const double median = times[times.size() / 2];
   const double param_mb = 2.0 * model.params().numel() * sizeof(float) / 1e6;
+  const std::string attention = c.lm                ? attention_label(config)
+                                : c.kind == kPrimal ? "PRIMAL"
+                                                    : "SOFTMAX";
   std::printf(
       "{\"impl\":\"primal\",\"case\":\"%s\",\"attention\":\"%s\",\"B\":%d,\"N\":%d,"
       "\"threads\":%d,\"median_s\":%.4f,\"min_s\":%.4f,\"gemm_gflop\":%.3f,\"gflops\":%.2f,"
-      "\"arena_peak_mb\":%.1f,\"params_grads_mb\":%.2f,\"peak_mb\":%.1f}\n",
-      c.name.c_str(), c.kind == kPrimal ? "PRIMAL" : "SOFTMAX", c.B, c.N, omp_get_max_threads(),
-      median, times.front(), flops * 1e-9, flops / median * 1e-9, arena.peak_bytes() / 1e6,
-      param_mb, (status_kb("VmHWM:") - rss_before) / 1e3);
+      "\"arena_peak_mb\":%.1f,\"params_grads_mb\":%.2f,\"peak_mb\":%.1f",
+      c.name.c_str(), attention.c_str(), c.B, c.N, omp_get_max_threads(), median, times.front(),
+      flops * 1e-9, flops / median * 1e-9, arena.peak_bytes() / 1e6, param_mb,
+      (status_kb("VmHWM:") - rss_before) / 1e3);
+  if (c.lm) {
+    std::printf(
+        ",\"tokens_per_s\":%.1f,\"adamw\":true,\"reps\":%d,\"loss_init\":%.6f,\"ce_init\":%.6f,"
+        "\"ksvd_init\":%.6f,\"loss\":%.6f,\"ce\":%.6f,\"ksvd\":%.6f,\"blas\":\"%s\"",
+        double(c.B) * c.N / median, reps, init.loss, init.ce, init.ksvd, loss.loss, loss.ce,
+        loss.ksvd, blas_path().c_str());
+  }
+  std::printf("}\n");
   std::fflush(stdout);
 }
 

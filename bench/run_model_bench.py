@@ -3,16 +3,28 @@
 a fresh process, and prints the markdown table of docs/performance.md.
 
   /usr/bin/python3 bench/run_model_bench.py --build build [--threads 1] [--reps 3] [--no-torch]
+
+--only byte_lm runs just issue 14's byte LM training step (model_bench --case byte_lm against
+torch_bench.py --lm on the same model), alternating the two, each in a fresh process, for
+--rounds rounds, and prints tokens/s of each, the ratio per round and its median, and peak MB:
+
+  /usr/bin/python3 bench/run_model_bench.py --build build --only byte_lm --threads 2 --rounds 3
 """
 import argparse
 import json
+import math
 import os
+import statistics
 import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 LISTOPS = ["--width", "64", "--heads", "2", "--layers", "2", "--mlp", "128", "--low-rank", "20",
            "--rank-multi", "10", "--vocab", "20", "--classes", "10"]
+# The byte LM of model_bench's case byte_lm.
+BYTE_LM = ["--lm", "--kinds", "SOFTMAX,SOFTMAX,SOFTMAX,SOFTMAX,SOFTMAX,PRIMAL", "--batch", "16",
+           "--seq", "512", "--width", "256", "--heads", "4", "--mlp", "1024", "--low-rank", "20",
+           "--rank-multi", "10", "--vocab", "256", "--lr", "1e-4"]
 
 
 def last_json(cmd, env=None):
@@ -23,17 +35,79 @@ def last_json(cmd, env=None):
     return [json.loads(l) for l in lines]
 
 
+def byte_lm_pair(a, bench, env):
+    """Ours and PyTorch's byte LM step, alternating, R rounds; returns 0 or 1 (a side failed)."""
+    ours_cmd = [bench, "--threads", str(a.threads), "--reps", str(a.reps), "--case", "byte_lm"]
+    torch_cmd = ["/usr/bin/python3", os.path.join(HERE, "torch_bench.py"), "--threads",
+                 str(a.threads), "--reps", str(a.reps)] + BYTE_LM
+    rounds = []
+    for i in range(a.rounds):
+        ours = last_json(ours_cmd, env)
+        if isinstance(ours, dict):
+            print("round %d: model_bench failed: %s" % (i + 1, ours["error"]), file=sys.stderr)
+            return 1
+        ours = ours[-1]
+        print(json.dumps(ours), file=sys.stderr)
+        theirs = None
+        if not a.no_torch:
+            theirs = last_json(torch_cmd, env)
+            if isinstance(theirs, dict):
+                print("round %d: torch_bench.py failed: %s" % (i + 1, theirs["error"]),
+                      file=sys.stderr)
+                return 1
+            theirs = theirs[-1]
+            print(json.dumps(theirs), file=sys.stderr)
+        rounds.append((ours, theirs))
+
+    o0 = rounds[0][0]
+    print("byte LM training step (forward + backward + AdamW): B=%d N=%d, %s, %d thread%s, "
+          "median of %d steps per process" % (o0["B"], o0["N"], o0["attention"], a.threads,
+                                              "s" * (a.threads > 1), a.reps))
+    # tokens/s from each process's median step; "best" from its fastest step (less exposed to
+    # other load on the machine, which slows single steps).
+    print("| round | primal tokens/s | PyTorch tokens/s | ratio | ratio of best steps "
+          "| primal peak MB | PyTorch peak MB |")
+    print("|---|---|---|---|---|---|---|")
+    ratios, best = [], []
+    for i, (o, t) in enumerate(rounds):
+        if t is None:
+            print("| %d | %.0f | | | | %.0f | |" % (i + 1, o["tokens_per_s"], o["peak_mb"]))
+            continue
+        ratios.append(o["tokens_per_s"] / t["tokens_per_s"])
+        best.append(t["min_s"] / o["min_s"])
+        print("| %d | %.0f | %.0f | %.2fx | %.2fx | %.0f | %.0f |" % (
+            i + 1, o["tokens_per_s"], t["tokens_per_s"], ratios[-1], best[-1], o["peak_mb"],
+            t["peak_mb"]))
+    med = lambda key, side: statistics.median(r[side][key] for r in rounds)
+    if ratios:
+        print("| median | %.0f | %.0f | %.2fx | %.2fx | %.0f | %.0f |" % (
+            med("tokens_per_s", 0), med("tokens_per_s", 1), statistics.median(ratios),
+            statistics.median(best), med("peak_mb", 0), med("peak_mb", 1)))
+        print("\nloss at init: primal %.4f (CE %.4f), PyTorch %.4f (CE %.4f); ln(256) = %.4f" % (
+            o0["loss_init"], o0["ce_init"], rounds[0][1]["loss_init"], rounds[0][1]["ce_init"],
+            math.log(256)))
+        print("BLAS mapped: primal %s; PyTorch %s" % (
+            sorted({r[0].get("blas", "?") for r in rounds}),
+            sorted({r[1].get("blas", "?") for r in rounds})))
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--build", default="build")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--only", choices=["byte_lm"], help="just this pair, side by side")
+    p.add_argument("--rounds", type=int, default=3, help="--only: alternating rounds")
     a = p.parse_args()
     bench = os.path.join(a.build, "bench", "model_bench")
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), OPENBLAS_NUM_THREADS=str(a.threads))
-    cases = subprocess.run([bench, "--list"], stdout=subprocess.PIPE, text=True,
-                           check=True).stdout.split()
+    if a.only == "byte_lm":
+        return byte_lm_pair(a, bench, env)
+    # byte_lm (a training step, not a forward+backward) has its own pair: --only byte_lm.
+    cases = [c for c in subprocess.run([bench, "--list"], stdout=subprocess.PIPE, text=True,
+                                       check=True).stdout.split() if c != "byte_lm"]
     peak = None
     rows = {}
     for case in cases:
@@ -78,4 +152,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,15 +1,28 @@
 #!/usr/bin/python3
-"""PyTorch speed/memory baseline of the Primal-Attention classifier (SPEC.md 3.2, 3.4).
+"""PyTorch speed/memory baseline of the Primal-Attention classifier (SPEC.md 3.2, 3.4) and of
+the causal language model (SPEC.md 3, 3.1, 3.3, 3.4).
 
   /usr/bin/python3 bench/torch_bench.py --attention PRIMAL|SOFTMAX --batch B --seq N \
       --width C --heads H --layers NL --mlp F --low-rank s --rank-multi m --vocab V \
       --classes K --threads T --reps R [--adamw] [--head-width Fh] [--max-len N_max]
+
+  /usr/bin/python3 bench/torch_bench.py --lm \
+      --kinds SOFTMAX,SOFTMAX,SOFTMAX,SOFTMAX,SOFTMAX,PRIMAL --batch 16 --seq 512 \
+      --width 256 --heads 4 --mlp 1024 --vocab 256 --threads T --reps R
 
 The model is written vectorised, the way the paper's own code is (batched matmul/einsum
 over batch and heads, no Python loops over batch, heads or tokens), fp32, dropout 0:
 token embedding + learned positions, Pre-LN layers (LN1 -> attention -> residual;
 LN2 -> fc1/GELU(erf)/fc2 -> residual), final LN, MEAN pooling (no padding), head
 fc1 -> ReLU -> fc2, loss = CE + eta * KSVD (eta 0.05).  Parameter names follow SPEC 4.
+
+--lm: the byte/token LM of SPEC 3 instead (the case byte_lm of bench/model_bench.cc): one
+attention kind per layer (--kinds), causal softmax attention (explicit masked softmax),
+the causal Primal form of SPEC 3.3 (prefix means by cumsum, We/Wr [H, d, s] parameters),
+the KSVD loss of SPEC 3.4, final LN, logits = x tok_emb^T (tied), mean CE over all B*N
+positions.  Every step is a training step: AdamW (lr --lr, weight decay 0.01 on the
+parameters that decay in our trainer: Linear weights, embeddings, We, Wr; not on biases,
+LayerNorm or Lambda), no gradient clipping.
 
 One warm-up step, then R timed steps of forward + loss + backward (+ AdamW step with
 --adamw).  Peak memory = VmHWM at the end minus VmRSS just before the first (warm-up)
@@ -34,17 +47,19 @@ import time
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--attention", required=True, choices=["PRIMAL", "SOFTMAX"])
+    p.add_argument("--lm", action="store_true", help="the causal LM (SPEC 3.3) with AdamW")
+    p.add_argument("--kinds", default="", help="--lm: comma-separated SOFTMAX|PRIMAL per layer")
+    p.add_argument("--attention", choices=["PRIMAL", "SOFTMAX"])
     p.add_argument("--batch", type=int, required=True)
     p.add_argument("--seq", type=int, required=True)
     p.add_argument("--width", type=int, required=True)
     p.add_argument("--heads", type=int, required=True)
-    p.add_argument("--layers", type=int, required=True)
+    p.add_argument("--layers", type=int)
     p.add_argument("--mlp", type=int, required=True)
     p.add_argument("--low-rank", type=int, default=20)
     p.add_argument("--rank-multi", type=int, default=10)
     p.add_argument("--vocab", type=int, required=True)
-    p.add_argument("--classes", type=int, required=True)
+    p.add_argument("--classes", type=int)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--adamw", action="store_true")
@@ -57,6 +72,24 @@ def parse_args(argv):
     if a.max_len <= 0:
         a.max_len = a.seq
     problems = []
+    if a.lm:
+        a.kinds = [k.strip() for k in a.kinds.split(",") if k.strip()]
+        bad = [k for k in a.kinds if k not in ("PRIMAL", "SOFTMAX")]
+        if not a.kinds or bad:
+            problems.append("--lm needs --kinds, a comma-separated list of SOFTMAX|PRIMAL")
+        if a.layers is None:
+            a.layers = len(a.kinds)
+        elif a.layers != len(a.kinds):
+            problems.append("--layers %d but %d --kinds" % (a.layers, len(a.kinds)))
+        if a.classes is None:
+            a.classes = 1  # unused
+        a.adamw = True
+    else:
+        for name in ("attention", "layers", "classes"):
+            if getattr(a, name) is None:
+                problems.append("--%s is required (or --lm)" % name)
+    if problems:
+        p.error("; ".join(problems))
     for name in ("batch", "seq", "width", "heads", "layers", "mlp", "low_rank", "rank_multi",
                  "vocab", "classes", "threads", "reps", "head_width"):
         if getattr(a, name) < 1:
@@ -94,17 +127,27 @@ import torch.nn.functional as F  # noqa: E402
 # --------------------------------------------------------------------------
 
 class SoftmaxAttention(nn.Module):
-    def __init__(self, C, H):
+    def __init__(self, C, H, causal=False):
         super().__init__()
-        self.H, self.d = H, C // H
+        self.H, self.d, self.causal = H, C // H, causal
         self.qkv = nn.Linear(C, 3 * C)
         self.proj = nn.Linear(C, C)
+        self._mask = {}
+
+    def future(self, N):
+        """[N, N] bool, True above the diagonal: the keys j > n that query n must not see."""
+        m = self._mask.get(N)
+        if m is None:
+            m = self._mask[N] = torch.ones(N, N, dtype=torch.bool).triu_(1)
+        return m
 
     def forward(self, x):
         B, N, C = x.shape
         qkv = self.qkv(x).view(B, N, 3, self.H, self.d).permute(2, 0, 3, 1, 4)  # [3,B,H,N,d]
         q, k, v = qkv[0], qkv[1], qkv[2]
         scores = torch.matmul(q, k.transpose(-1, -2)) * (1.0 / math.sqrt(self.d))  # [B,H,N,N]
+        if self.causal:  # in place: the product's backward does not need it
+            scores.masked_fill_(self.future(N), float("-inf"))
         o = torch.matmul(torch.softmax(scores, dim=-1), v)                         # [B,H,N,d]
         return self.proj(o.transpose(1, 2).reshape(B, N, C)), None
 
@@ -156,6 +199,44 @@ class PrimalAttention(nn.Module):
         return out, (E + R - T) ** 2
 
 
+class CausalPrimalAttention(nn.Module):
+    """Causal form, SPEC 3.3: prefix means of q and k, We/Wr [H, d, s] parameters."""
+
+    def __init__(self, C, H, s):
+        super().__init__()
+        self.H, self.d, self.s = H, C // H, s
+        self.qk = nn.Linear(C, 2 * C)
+        self.we = nn.Parameter(torch.empty(H, self.d, s))
+        self.wr = nn.Parameter(torch.empty(H, self.d, s))
+        self.register_parameter("lambda", nn.Parameter(torch.empty(H, s)))
+        self.concat = nn.Linear(2 * s, self.d)
+        self.proj = nn.Linear(C, C)
+        self._count = {}
+
+    def counts(self, N):
+        c = self._count.get(N)
+        if c is None:  # 1, 2, ..., N as a [N, 1] column: divides the prefix sums
+            c = self._count[N] = torch.arange(1, N + 1, dtype=torch.float32).view(N, 1)
+        return c
+
+    def forward(self, x):
+        B, N, C = x.shape
+        H, d = self.H, self.d
+        qk = self.qk(x).view(B, N, 2, H, d).permute(2, 0, 3, 1, 4)   # [2,B,H,N,d]
+        bar = qk.cumsum(dim=3) / self.counts(N)                       # prefix means qbar, kbar
+        u = PrimalAttention.phi(bar)
+        e = torch.matmul(u[0], self.we)                               # [B,H,N,d] x [H,d,s]
+        r = torch.matmul(u[1], self.wr)                               # -> [B,H,N,s]
+        o = self.concat(torch.cat([e, r], dim=-1))                    # [B,H,N,d]
+        out = self.proj(o.transpose(1, 2).reshape(B, N, C))
+        lam = getattr(self, "lambda")[None, :, None, :]
+        count = B * H * N
+        E = 0.5 * (e * lam).pow(2).sum() / count
+        R = 0.5 * (r * lam).pow(2).sum() / count
+        T = (self.we * self.wr).sum() / H
+        return out, (E + R - T) ** 2
+
+
 class Mlp(nn.Module):
     def __init__(self, C, Fw):
         super().__init__()
@@ -167,10 +248,14 @@ class Mlp(nn.Module):
 
 
 class Layer(nn.Module):
-    def __init__(self, kind, C, H, Fw, L, s):
+    def __init__(self, kind, C, H, Fw, L, s, causal=False):
         super().__init__()
         self.ln1 = nn.LayerNorm(C, eps=1e-5)
-        self.attn = PrimalAttention(C, H, L, s) if kind == "PRIMAL" else SoftmaxAttention(C, H)
+        if causal:
+            self.attn = (CausalPrimalAttention(C, H, s) if kind == "PRIMAL" else
+                         SoftmaxAttention(C, H, causal=True))
+        else:
+            self.attn = PrimalAttention(C, H, L, s) if kind == "PRIMAL" else SoftmaxAttention(C, H)
         self.ln2 = nn.LayerNorm(C, eps=1e-5)
         self.mlp = Mlp(C, Fw)
 
@@ -198,6 +283,27 @@ class Head(nn.Module):
         return self.fc2(torch.relu(self.fc1(x)))
 
 
+@torch.no_grad()
+def reset_parameters(model):  # SPEC 3.5 (distributions only; not bit-identical to C++)
+    for name, p in model.named_parameters():
+        if name.endswith("attn.we") or name.endswith("attn.wr"):
+            nn.init.orthogonal_(p.view(p.shape[0], -1))
+        elif name.endswith("attn.lambda"):
+            nn.init.uniform_(p, 0.0, 1.0)
+        elif ".ln" in name or name.startswith("norm."):
+            nn.init.ones_(p) if name.endswith("weight") else nn.init.zeros_(p)
+        elif name.endswith("bias"):
+            nn.init.zeros_(p)
+        else:
+            nn.init.normal_(p, 0.0, 0.02)
+
+
+def decays(name):
+    """Our trainer's decay flags (model/parameters.cc): normal and orthogonal inits decay."""
+    return not (name.endswith("bias") or name.endswith("attn.lambda") or ".ln" in name
+                or name.startswith("norm."))
+
+
 class Classifier(nn.Module):
     def __init__(self, kinds, V, C, H, Fw, max_len, s, m, Fh, K, eta):
         super().__init__()
@@ -210,18 +316,8 @@ class Classifier(nn.Module):
         self.reset_parameters()
 
     @torch.no_grad()
-    def reset_parameters(self):  # SPEC 3.5 (distributions only; not bit-identical to C++)
-        for name, p in self.named_parameters():
-            if name.endswith("attn.we") or name.endswith("attn.wr"):
-                nn.init.orthogonal_(p.view(p.shape[0], -1))
-            elif name.endswith("attn.lambda"):
-                nn.init.uniform_(p, 0.0, 1.0)
-            elif ".ln" in name or name.startswith("norm."):
-                nn.init.ones_(p) if name.endswith("weight") else nn.init.zeros_(p)
-            elif name.endswith("bias"):
-                nn.init.zeros_(p)
-            else:
-                nn.init.normal_(p, 0.0, 0.02)
+    def reset_parameters(self):
+        reset_parameters(self)
 
     def forward(self, tokens, targets):
         B, N = tokens.shape
@@ -233,6 +329,32 @@ class Classifier(nn.Module):
                 J.append(j)
         pooled = self.norm(x).mean(dim=1)
         ce = F.cross_entropy(self.head(pooled), targets)
+        ksvd = torch.stack(J).mean() if J else torch.zeros((), dtype=x.dtype)
+        return ce + self.eta * ksvd, ce, ksvd
+
+
+class LanguageModel(nn.Module):
+    """SPEC 3 with the LM head: causal layers, logits = LN_f(x) tok_emb^T (tied)."""
+
+    def __init__(self, kinds, V, C, H, Fw, max_len, s, m, eta):
+        super().__init__()
+        L = min(max_len, s * m)  # unused by the causal form
+        self.eta = eta
+        self.embed = Embed(V, C, max_len)
+        self.layers = nn.ModuleList([Layer(k, C, H, Fw, L, s, causal=True) for k in kinds])
+        self.norm = nn.LayerNorm(C, eps=1e-5)
+        reset_parameters(self)
+
+    def forward(self, tokens, targets):
+        B, N = tokens.shape
+        x = self.embed.tok(tokens) + self.embed.pos.weight[:N]
+        J = []
+        for layer in self.layers:
+            x, j = layer(x)
+            if j is not None:
+                J.append(j)
+        logits = torch.matmul(self.norm(x), self.embed.tok.weight.t())  # [B,N,V]
+        ce = F.cross_entropy(logits.view(B * N, -1), targets.view(B * N))
         ksvd = torch.stack(J).mean() if J else torch.zeros((), dtype=x.dtype)
         return ce + self.eta * ksvd, ce, ksvd
 
@@ -290,11 +412,22 @@ def main(a):
         print("torch_bench: warning: torch.get_num_threads() = %d, asked %d"
               % (torch.get_num_threads(), a.threads), file=sys.stderr)
     torch.manual_seed(a.seed)
-    model = Classifier([a.attention] * a.layers, a.vocab, a.width, a.heads, a.mlp, a.max_len,
-                       a.low_rank, a.rank_multi, a.head_width, a.classes, a.eta)
-    tokens = torch.randint(0, a.vocab, (a.batch, a.seq))
-    targets = torch.randint(0, a.classes, (a.batch,))
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr) if a.adamw else None
+    if a.lm:
+        model = LanguageModel(a.kinds, a.vocab, a.width, a.heads, a.mlp, a.max_len, a.low_rank,
+                              a.rank_multi, a.eta)
+        # Windows of N+1 tokens of a random stream: inputs the first N, targets the last N.
+        window = torch.randint(0, a.vocab, (a.batch, a.seq + 1))
+        tokens, targets = window[:, :-1].contiguous(), window[:, 1:].contiguous()
+        named = list(model.named_parameters())
+        opt = torch.optim.AdamW(
+            [{"params": [p for n, p in named if decays(n)], "weight_decay": 0.01},
+             {"params": [p for n, p in named if not decays(n)], "weight_decay": 0.0}], lr=a.lr)
+    else:
+        model = Classifier([a.attention] * a.layers, a.vocab, a.width, a.heads, a.mlp, a.max_len,
+                           a.low_rank, a.rank_multi, a.head_width, a.classes, a.eta)
+        tokens = torch.randint(0, a.vocab, (a.batch, a.seq))
+        targets = torch.randint(0, a.classes, (a.batch,))
+        opt = torch.optim.AdamW(model.parameters(), lr=a.lr) if a.adamw else None
 
     def step():
         if opt is not None:
@@ -310,7 +443,7 @@ def main(a):
 
     rss_before = status_kb("VmRSS")
     hwm_reset = reset_hwm()
-    step()  # warm-up
+    init = step()  # warm-up (its losses are those at initialisation)
     times = []
     for _ in range(a.reps):
         t = time.perf_counter()
@@ -331,6 +464,13 @@ def main(a):
         "os_threads": status_kb("Threads"), "rss_before_mb": round(rss_before / 1e3, 1),
         "hwm_reset": hwm_reset, "loss": round(loss, 6), "ce": round(ce, 6), "ksvd": round(ksvd, 6),
     }
+    if a.lm:
+        median = times[len(times) // 2]
+        out.update({
+            "case": "byte_lm" if a.vocab == 256 else "lm", "attention": ",".join(a.kinds),
+            "tokens_per_s": round(a.batch * a.seq / median, 1), "lr": a.lr,
+            "loss_init": round(init[0], 6), "ce_init": round(init[1], 6),
+            "ksvd_init": round(init[2], 6)})
     print(json.dumps(out))
     sys.stdout.flush()
     return 0
