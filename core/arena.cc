@@ -40,11 +40,32 @@ void Arena::reset() {
   block_ = 0;
   offset_ = 0;
   used_before_ = 0;
+  for (auto& t : threads_) t->reset();
+}
+
+void Arena::reserve_threads(int threads) {
+  while (int(threads_.size()) < threads) {
+    threads_.push_back(std::make_unique<Arena>(first_block_bytes_));
+    ++growth_count_;
+  }
+}
+
+size_t Arena::growth_count() const {
+  size_t n = growth_count_;
+  for (const auto& t : threads_) n += t->growth_count();
+  return n;
 }
 
 size_t Arena::reserved_bytes() const {
   size_t n = 0;
   for (const Block& b : blocks_) n += b.size;
+  for (const auto& t : threads_) n += t->reserved_bytes();
+  return n;
+}
+
+size_t Arena::peak_bytes() const {
+  size_t n = peak_bytes_;
+  for (const auto& t : threads_) n += t->peak_bytes();
   return n;
 }
 

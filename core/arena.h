@@ -44,11 +44,18 @@ class Arena {
     offset_ = m.offset;
     used_before_ = m.used_before;
   }
-  // Times the arena asked the system for a new block; constant after warm-up.
-  size_t growth_count() const { return growth_count_; }
+  // Scratch arenas for the threads of a parallel loop over blocks (one each, so that a
+  // block's temporaries need no lock). reserve_threads runs outside the parallel region (it
+  // allocates only the first time a count is seen); reset() resets them with this arena.
+  void reserve_threads(int threads);
+  Arena& thread_arena(int thread) { return *threads_[thread]; }
+
+  // Times the arena (or one of its thread arenas) asked the system for a new block;
+  // constant after warm-up.
+  size_t growth_count() const;
   size_t reserved_bytes() const;
-  // Most bytes in use at once since construction.
-  size_t peak_bytes() const { return peak_bytes_; }
+  // Most bytes in use at once since construction, this arena's plus each thread arena's.
+  size_t peak_bytes() const;
 
  private:
   struct Block {
@@ -59,6 +66,7 @@ class Arena {
   void* alloc_bytes(size_t bytes);
 
   std::vector<Block> blocks_;
+  std::vector<std::unique_ptr<Arena>> threads_;
   size_t block_ = 0;        // block being filled
   size_t offset_ = 0;       // bytes used in blocks_[block_]
   size_t used_before_ = 0;  // bytes used in blocks before block_

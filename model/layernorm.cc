@@ -60,7 +60,8 @@ void LayerNorm<T>::forward_rows(const T* x, int64_t rows, T* y, T* mean, T* rstd
 
 template <typename T>
 void LayerNorm<T>::backward_rows(Arena& arena, const T* x, const T* dy, const T* mean,
-                                 const T* rstd, int64_t rows, T* dx) const {
+                                 const T* rstd, int64_t rows, T* dx, T* dweight,
+                                 T* dbias) const {
   const int64_t C = width_;
   const T* w = weight_->value.data();
 #pragma omp parallel for schedule(static) if (rows * C > kParallelGrain)
@@ -96,9 +97,11 @@ void LayerNorm<T>::backward_rows(Arena& arena, const T* x, const T* dy, const T*
       }
     }
   });
+  T* dw = dweight ? dweight : weight_->grad.data();
+  T* db = dbias ? dbias : bias_->grad.data();
   for (int64_t j = 0; j < C; ++j) {
-    weight_->grad[j] += dwb[j];
-    bias_->grad[j] += dwb[C + j];
+    dw[j] += dwb[j];
+    db[j] += dwb[C + j];
   }
   arena.release(temporaries);
 }

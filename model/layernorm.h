@@ -23,8 +23,11 @@ class LayerNorm {
   // input a block of rows at a time and recomputes it for backward (Mlp). forward_rows writes
   // y and each row's mean and rstd; backward_rows reads them back.
   void forward_rows(const T* x, int64_t rows, T* y, T* mean, T* rstd) const;
+  // dw and db go into the given accumulators where they are set (a block's slot).
   void backward_rows(Arena& arena, const T* x, const T* dy, const T* mean, const T* rstd,
-                     int64_t rows, T* dx) const;
+                     int64_t rows, T* dx, T* dweight = nullptr, T* dbias = nullptr) const;
+  Parameter<T>* weight() const { return weight_; }
+  Parameter<T>* bias() const { return bias_; }
   int width() const { return width_; }
 
  private:

@@ -65,15 +65,15 @@ void Linear<T>::backward(Arena& arena, const Tensor<T>& dy, const Tensor<T>& dx)
 
 template <typename T>
 void Linear<T>::backward_from(Arena& arena, const Tensor<T>& x, const Tensor<T>& dy,
-                              const Tensor<T>& dx) {
+                              const Tensor<T>& dx, T* dweight, T* dbias) {
   const int64_t rows = x.numel() / in_;
   if (!dx.empty()) {
     gemm(Trans::kNo, Trans::kNo, rows, in_, out_, T(1), dy.data(), out_, weight_->value.data(), in_,
          T(1), dx.data(), in_);
   }
   gemm(Trans::kYes, Trans::kNo, out_, in_, rows, T(1), dy.data(), out_, x.data(), in_, T(1),
-       weight_->grad.data(), in_);
-  add_column_sums(arena, dy.data(), rows, out_, out_, bias_->grad.data());
+       dweight ? dweight : weight_->grad.data(), in_);
+  add_column_sums(arena, dy.data(), rows, out_, out_, dbias ? dbias : bias_->grad.data());
 }
 
 template class Linear<float>;

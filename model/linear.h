@@ -30,10 +30,12 @@ class Linear {
   void backward(Arena& arena, const Tensor<T>& dy, const Tensor<T>& dx);
 
   // The same two steps for a caller that runs the layer on blocks of rows and does not keep
-  // their input (Mlp): forward_into writes y [rows, out_local] and saves nothing;
-  // backward_from takes the input x back from the caller.
+  // their input (model/blocks.h): forward_into writes y [rows, out_local] and saves nothing;
+  // backward_from takes the input x back from the caller, and adds dW and db into the given
+  // accumulators (a block's slot) instead of the parameters' gradients where they are set.
   void forward_into(const Tensor<T>& x, const Tensor<T>& y);
-  void backward_from(Arena& arena, const Tensor<T>& x, const Tensor<T>& dy, const Tensor<T>& dx);
+  void backward_from(Arena& arena, const Tensor<T>& x, const Tensor<T>& dy, const Tensor<T>& dx,
+                     T* dweight = nullptr, T* dbias = nullptr);
 
   int in() const { return in_; }    // local
   int out() const { return out_; }  // local

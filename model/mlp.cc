@@ -4,6 +4,7 @@
 
 #include "core/element_math.h"
 #include "core/parallel.h"
+#include "model/blocks.h"
 
 namespace primal {
 
@@ -70,59 +71,64 @@ Tensor<T> Mlp<T>::forward(Arena& arena, const Tensor<T>& x, LayerNorm<T>* norm) 
   norm_ = norm;
   h_ = arena.alloc<T>({rows, F});
   Tensor<T> y = arena.alloc<T>({rows, C});
-  for (int64_t r0 = 0; r0 < rows; r0 += tile) {
-    const int64_t n = std::min(tile, rows - r0);
-    const Arena::Mark temporaries = arena.mark();
+  for_each_block(arena, (rows + tile - 1) / tile, [&](Arena& scratch, int, int64_t block) {
+    const int64_t r0 = block * tile, n = std::min(tile, rows - r0);
     Tensor<T> in = row_block(x, C, r0, n);
     if (norm) {
-      Tensor<T> normed = arena.alloc<T>({n, C});
-      Tensor<T> stats = arena.alloc<T>({2, n});
+      Tensor<T> normed = scratch.alloc<T>({n, C});
+      Tensor<T> stats = scratch.alloc<T>({2, n});
       norm->forward_rows(in.data(), n, normed.data(), stats.data(), stats.data() + n);
       in = normed;
     }
     Tensor<T> h = row_block(h_, F, r0, n);
     fc1_.forward_into(in, h);
-    fc2_.forward_into(gelu_forward(arena, h), row_block(y, C, r0, n));
-    arena.release(temporaries);
-  }
+    fc2_.forward_into(gelu_forward(scratch, h), row_block(y, C, r0, n));
+  });
   return y;
 }
 
 template <typename T>
 void Mlp<T>::backward(Arena& arena, const Tensor<T>& dy, const Tensor<T>& dx) {
   const int64_t C = fc1_.in(), F = fc1_.out(), rows = x_.numel() / C;
-  const int64_t tile = tile_rows_ > 0 ? tile_rows_ : rows;
-  for (int64_t r0 = 0; r0 < rows; r0 += tile) {
-    const int64_t n = std::min(tile, rows - r0);
-    const Arena::Mark temporaries = arena.mark();
+  const int64_t tile = tile_rows_ > 0 ? tile_rows_ : rows, blocks = (rows + tile - 1) / tile;
+  // The accumulators, in this order: fc1 W, b; fc2 W, b; the norm's w, b.
+  const GradSlots<T> slots =
+      norm_ ? GradSlots<T>(arena, block_slots(blocks),
+                           {fc1_.weight(), fc1_.bias(), fc2_.weight(), fc2_.bias(),
+                            norm_->weight(), norm_->bias()})
+            : GradSlots<T>(arena, block_slots(blocks),
+                           {fc1_.weight(), fc1_.bias(), fc2_.weight(), fc2_.bias()});
+  for_each_block(arena, blocks, [&](Arena& scratch, int slot, int64_t block) {
+    const int64_t r0 = block * tile, n = std::min(tile, rows - r0);
     const Tensor<T> x = row_block(x_, C, r0, n), dyb = row_block(dy, C, r0, n);
     const Tensor<T> dxb = row_block(dx, C, r0, n);
     Tensor<T> in = x, stats;
     if (norm_) {
-      in = arena.alloc<T>({n, C});
-      stats = arena.alloc<T>({2, n});
+      in = scratch.alloc<T>({n, C});
+      stats = scratch.alloc<T>({2, n});
       norm_->forward_rows(x.data(), n, in.data(), stats.data(), stats.data() + n);
     }
-    Tensor<T> act = arena.alloc<T>({n, F}), dh = arena.zeros<T>({n, F});
-    Tensor<T> gelu_grad = arena.alloc<T>({n, F});
+    Tensor<T> act = scratch.alloc<T>({n, F}), dh = scratch.zeros<T>({n, F});
+    Tensor<T> gelu_grad = scratch.alloc<T>({n, F});
     gelu_with_grad(row_block(h_, F, r0, n), act, gelu_grad);
-    fc2_.backward_from(arena, act, dyb, dh);  // d loss / d gelu output, then in place:
+    // d loss / d gelu output, then in place d loss / d h:
+    fc2_.backward_from(scratch, act, dyb, dh, slots.grad(slot, 2), slots.grad(slot, 3));
     T* g = dh.data();
     const T* gg = gelu_grad.data();
     const int64_t count = n * F;
 #pragma omp parallel for simd schedule(static) if (count > kParallelGrain)
-    for (int64_t i = 0; i < count; ++i) g[i] *= gg[i];  // d loss / d h
+    for (int64_t i = 0; i < count; ++i) g[i] *= gg[i];
     if (!norm_) {
-      fc1_.backward_from(arena, in, dh, dxb);
-    } else {
-      Tensor<T> dnormed = arena.zeros<T>({n, C});
-      fc1_.backward_from(arena, in, dh, dnormed);
-      tp_all_reduce(tp_, dnormed);  // each rank's slice of the MLP gave a partial sum
-      norm_->backward_rows(arena, x.data(), dnormed.data(), stats.data(), stats.data() + n, n,
-                           dxb.data());
+      fc1_.backward_from(scratch, in, dh, dxb, slots.grad(slot, 0), slots.grad(slot, 1));
+      return;
     }
-    arena.release(temporaries);
-  }
+    Tensor<T> dnormed = scratch.zeros<T>({n, C});
+    fc1_.backward_from(scratch, in, dh, dnormed, slots.grad(slot, 0), slots.grad(slot, 1));
+    tp_all_reduce(tp_, dnormed);  // each rank's slice of the MLP gave a partial sum
+    norm_->backward_rows(scratch, x.data(), dnormed.data(), stats.data(), stats.data() + n, n,
+                         dxb.data(), slots.grad(slot, 4), slots.grad(slot, 5));
+  });
+  slots.add_to_grads();
 }
 
 template Tensor<float> gelu_forward(Arena&, const Tensor<float>&);

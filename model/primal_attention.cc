@@ -8,6 +8,7 @@
 #include "core/blas.h"
 #include "core/element_math.h"
 #include "core/reduce.h"
+#include "model/blocks.h"
 
 namespace primal {
 
@@ -121,15 +122,15 @@ Tensor<T> PrimalAttention<T>::forward(Arena& arena, const Tensor<T>& x, const Se
   }
   Tensor<T> out = arena.alloc<T>({int64_t(B) * N, Cx});
   const T* lambda = lambda_->value.data();
-  double sums[2] = {0, 0};
   const int per_block = block_samples(N);
-  for (int b0 = 0; b0 < B; b0 += per_block) {
-    const int b1 = std::min(B, b0 + per_block);
+  const int64_t blocks = (B + per_block - 1) / per_block;
+  Tensor<double> sums = arena.zeros<double>({block_slots(blocks), 2});  // e, r per slot
+  for_each_block(arena, blocks, [&](Arena& scratch, int slot, int64_t block) {
+    const int b0 = int(block) * per_block, b1 = std::min(B, b0 + per_block);
     const int64_t r0 = int64_t(b0) * N, rows = int64_t(b1 - b0) * N;
-    const Arena::Mark temporaries = arena.mark();
     Tensor<T> in(x.data() + r0 * Cx, {rows, Cx});
     if (norm) {
-      Tensor<T> normed = arena.alloc<T>({rows, Cx}), stats = arena.alloc<T>({2, rows});
+      Tensor<T> normed = scratch.alloc<T>({rows, Cx}), stats = scratch.alloc<T>({2, rows});
       norm->forward_rows(in.data(), rows, normed.data(), stats.data(), stats.data() + rows);
       in = normed;
     }
@@ -144,32 +145,35 @@ Tensor<T> PrimalAttention<T>::forward(Arena& arena, const Tensor<T>& x, const Se
         }
       }
     }
-    Tensor<T> qk = arena.alloc<T>({rows, 2 * C});
+    Tensor<T> qk = scratch.alloc<T>({rows, 2 * C});
     qk_.forward_into(in, qk);
     side_forward(qk, q_, b0, b1);
     side_forward(qk, k_, b0, b1);
 
     // KSVD partial sums over real tokens, accumulated in double.
-    reduce_rows<double>(arena, rows, 2, sums, [&](int64_t q0, int64_t q1, double* acc) {
-      for (int64_t row = r0 + q0; row < r0 + q1; ++row) {
-        if (!seq.is_real(int(row / N), int(row % N))) continue;
-        const T* er = er_.data() + row * H * 2 * s;
-        for (int h = 0; h < H; ++h, er += 2 * s) {
-          for (int i = 0; i < s; ++i) {
-            const double l2 = double(lambda[h * s + i]) * lambda[h * s + i];
-            acc[0] += 0.5 * l2 * er[i] * er[i];
-            acc[1] += 0.5 * l2 * er[s + i] * er[s + i];
-          }
-        }
-      }
-    });
-    Tensor<T> o = arena.alloc<T>({rows * H, head_dim_});  // [rows*H, d] == [rows, C]
+    reduce_rows<double>(scratch, rows, 2, sums.data() + 2 * slot,
+                        [&](int64_t q0, int64_t q1, double* acc) {
+                          for (int64_t row = r0 + q0; row < r0 + q1; ++row) {
+                            if (!seq.is_real(int(row / N), int(row % N))) continue;
+                            const T* er = er_.data() + row * H * 2 * s;
+                            for (int h = 0; h < H; ++h, er += 2 * s) {
+                              for (int i = 0; i < s; ++i) {
+                                const double l2 = double(lambda[h * s + i]) * lambda[h * s + i];
+                                acc[0] += 0.5 * l2 * er[i] * er[i];
+                                acc[1] += 0.5 * l2 * er[s + i] * er[s + i];
+                              }
+                            }
+                          }
+                        });
+    Tensor<T> o = scratch.alloc<T>({rows * H, head_dim_});  // [rows*H, d] == [rows, C]
     concat_.forward_into(Tensor<T>(er_.data() + r0 * H * 2 * s, {rows * H, 2 * s}), o);
     proj_.forward_into(o.reshape({rows, C}), Tensor<T>(out.data() + r0 * Cx, {rows, Cx}));
-    arena.release(temporaries);
+  });
+  ksvd.e = ksvd.r = 0;
+  for (int slot = 0; slot < sums.dim(0); ++slot) {
+    ksvd.e += sums[2 * slot];
+    ksvd.r += sums[2 * slot + 1];
   }
-  ksvd.e = sums[0];
-  ksvd.r = sums[1];
   ksvd.t = 0;
   for (int64_t i = 0; i < we_->value.numel(); ++i) ksvd.t += double(we_->value[i]) * wr_->value[i];
   return out;
@@ -178,13 +182,12 @@ Tensor<T> PrimalAttention<T>::forward(Arena& arena, const Tensor<T>& x, const Se
 template <typename T>
 void PrimalAttention<T>::side_backward(Arena& arena, const Side& side, const Tensor<T>& der,
                                        const Tensor<T>& dqk, const Tensor<T>& dxs, int b0,
-                                       int b1) {
+                                       int b1, T* dw) {
   // C: the width of this rank's heads; Cx: the model width (rows of x and of the samples Xs).
   const int N = seq_.N, H = heads_, d = head_dim_, C = H * d, Cx = width_, s = rank_;
   const int L = sampled_len_, Bb = b1 - b0;
   const int64_t ld_er = 2 * s * H, r0 = int64_t(b0) * N;
   const T* dproj = der.data() + side.block * s;  // de or dr inside [e r] rows (of the block)
-  T* dw = side.w->grad.data();
   const Arena::Mark temporaries = arena.mark();
   Tensor<T> du = arena.alloc<T>({Bb, N, C});
   Tensor<T> dw_eff = causal_ ? Tensor<T>() : arena.alloc<T>({Bb, H, d, s});
@@ -262,19 +265,32 @@ void PrimalAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Ten
   }
   Tensor<T> dxs = causal_ ? Tensor<T>() : arena.zeros<T>({B, L, Cx});
   const int per_block = block_samples(N);
-  for (int b0 = 0; b0 < B; b0 += per_block) {
-    const int b1 = std::min(B, b0 + per_block);
+  const int64_t blocks = (B + per_block - 1) / per_block;
+  // The accumulators, in this order: qk W, b; concat W, b; proj W, b; We; Wr; Lambda; the
+  // norm's w, b.
+  const int slot_count = block_slots(blocks);
+  const GradSlots<T> slots =
+      norm_ ? GradSlots<T>(arena, slot_count,
+                           {qk_.weight(), qk_.bias(), concat_.weight(), concat_.bias(),
+                            proj_.weight(), proj_.bias(), we_, wr_, lambda_, norm_->weight(),
+                            norm_->bias()})
+            : GradSlots<T>(arena, slot_count,
+                           {qk_.weight(), qk_.bias(), concat_.weight(), concat_.bias(),
+                            proj_.weight(), proj_.bias(), we_, wr_, lambda_});
+  for_each_block(arena, blocks, [&](Arena& scratch, int slot, int64_t block) {
+    const int b0 = int(block) * per_block, b1 = std::min(B, b0 + per_block);
     const int64_t r0 = int64_t(b0) * N, rows = int64_t(b1 - b0) * N;
-    const Arena::Mark temporaries = arena.mark();
     const Tensor<T> er(er_.data() + r0 * H * 2 * s, {rows * H, 2 * s});
     // o = [e r] Wc^T + bc again, for proj's weight gradient.
-    Tensor<T> o = arena.alloc<T>({rows * H, head_dim_});
+    Tensor<T> o = scratch.alloc<T>({rows * H, head_dim_});
     concat_.forward_into(er, o);
-    Tensor<T> dout_o = arena.zeros<T>({rows, C});
-    proj_.backward_from(arena, o.reshape({rows, C}), Tensor<T>(dout.data() + r0 * Cx, {rows, Cx}),
-                        dout_o);
-    Tensor<T> der = arena.zeros<T>(er.shape());
-    concat_.backward_from(arena, er, dout_o.reshape({rows * H, C / H}), der);
+    Tensor<T> dout_o = scratch.zeros<T>({rows, C});
+    proj_.backward_from(scratch, o.reshape({rows, C}),
+                        Tensor<T>(dout.data() + r0 * Cx, {rows, Cx}), dout_o, slots.grad(slot, 4),
+                        slots.grad(slot, 5));
+    Tensor<T> der = scratch.zeros<T>(er.shape());
+    concat_.backward_from(scratch, er, dout_o.reshape({rows * H, C / H}), der,
+                          slots.grad(slot, 2), slots.grad(slot, 3));
 
     // KSVD: d(e-sum)/de = Lambda^2 e and d(e-sum)/dLambda = sum e^2 Lambda, real tokens only.
 #pragma omp parallel for schedule(static) if (rows * C > kParallelGrain)
@@ -289,7 +305,7 @@ void PrimalAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Ten
           g[h * 2 * s + s + i] += gk * l2 * e[h * 2 * s + s + i];
         }
     }
-    reduce_rows<T>(arena, rows, H * s, lambda_->grad.data(), [&](int64_t q0, int64_t q1, T* acc) {
+    reduce_rows<T>(scratch, rows, H * s, slots.grad(slot, 8), [&](int64_t q0, int64_t q1, T* acc) {
       for (int64_t row = r0 + q0; row < r0 + q1; ++row) {
         if (!seq_.is_real(int(row / N), int(row % N))) continue;
         const T* e = er_.data() + row * H * 2 * s;
@@ -301,18 +317,19 @@ void PrimalAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Ten
       }
     });
 
-    Tensor<T> dqk = arena.alloc<T>({rows, 2 * C});
-    side_backward(arena, q_, der, dqk, dxs, b0, b1);
-    side_backward(arena, k_, der, dqk, dxs, b0, b1);
+    Tensor<T> dqk = scratch.alloc<T>({rows, 2 * C});
+    side_backward(scratch, q_, der, dqk, dxs, b0, b1, slots.grad(slot, 6));
+    side_backward(scratch, k_, der, dqk, dxs, b0, b1, slots.grad(slot, 7));
     // qk's input: norm(x) again (with its row statistics) or x itself.
     Tensor<T> x(x_.data() + r0 * Cx, {rows, Cx}), in = x, stats;
     if (norm_) {
-      in = arena.alloc<T>({rows, Cx});
-      stats = arena.alloc<T>({2, rows});
+      in = scratch.alloc<T>({rows, Cx});
+      stats = scratch.alloc<T>({2, rows});
       norm_->forward_rows(x.data(), rows, in.data(), stats.data(), stats.data() + rows);
     }
-    Tensor<T> din = norm_ ? arena.zeros<T>({rows, Cx}) : Tensor<T>(dx.data() + r0 * Cx, {rows, Cx});
-    qk_.backward_from(arena, in, dqk, din);
+    Tensor<T> din =
+        norm_ ? scratch.zeros<T>({rows, Cx}) : Tensor<T>(dx.data() + r0 * Cx, {rows, Cx});
+    qk_.backward_from(scratch, in, dqk, din, slots.grad(slot, 0), slots.grad(slot, 1));
     if (!causal_) {  // dXs back onto the sampled tokens
       for (int b = b0; b < b1; ++b) {
         for (int l = 0; l < L; ++l) {
@@ -324,11 +341,11 @@ void PrimalAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Ten
     }
     if (norm_) {
       tp_all_reduce(tp_, din);  // each rank's heads gave a partial sum
-      norm_->backward_rows(arena, x.data(), din.data(), stats.data(), stats.data() + rows, rows,
-                           dx.data() + r0 * Cx);
+      norm_->backward_rows(scratch, x.data(), din.data(), stats.data(), stats.data() + rows, rows,
+                           dx.data() + r0 * Cx, slots.grad(slot, 9), slots.grad(slot, 10));
     }
-    arena.release(temporaries);
-  }
+  });
+  slots.add_to_grads();
 }
 
 template class PrimalAttention<float>;

@@ -76,8 +76,9 @@ class PrimalAttention : public Attention<T> {
   };
   // Samples [b0, b1): qk, der and dqk hold their rows only.
   void side_forward(const Tensor<T>& qk, Side& side, int b0, int b1);
+  // dw: where dWe (or dWr) goes (a block's slot).
   void side_backward(Arena& arena, const Side& side, const Tensor<T>& der, const Tensor<T>& dqk,
-                     const Tensor<T>& dxs, int b0, int b1);
+                     const Tensor<T>& dxs, int b0, int b1, T* dw);
   // Samples per block for a batch of N-token samples.
   int block_samples(int N) const;
   // The [d, s] matrix that projects head h of sample b.

@@ -1,6 +1,7 @@
 // Same config, seed and batch: bitwise-identical loss and gradients (float, the training
 // precision), from a fresh model and from a repeated step on the same model.
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <cstring>
 
@@ -50,6 +51,34 @@ TEST(Determinism, SameSeedGivesBitwiseIdenticalLossAndGradients) {
     expect_bitwise_equal(a, b);
     expect_bitwise_equal(a, step(first, arena_first, batch));  // a repeated step too
     EXPECT_GT(a.ksvd, 0.0);
+  }
+}
+
+// The layers' blocks (model/blocks.h) go to slots whose sums are added in slot order, so a
+// step gives the same bits on one thread and on two: here with several blocks per layer (2048
+// rows: two MLP blocks, two blocks of 4 samples of 256 tokens, or 8 of one 1000-token sample).
+TEST(Determinism, OneAndTwoThreadsGiveBitwiseIdenticalGradients) {
+  for (ModelConfig config : {testing::lm_config({kPrimal, kPrimal}, 256),
+                             testing::classifier_config({kPrimal, kPrimal}, InputKind::kTokens,
+                                                        Pooling::kMean, 1000, 4, 4)}) {
+    config.width = 32;
+    config.heads = 4;
+    config.mlp_width = 64;
+    config.dropout = 0.1;
+    const bool lm = config.head == HeadKind::kLm;
+    std::vector<int32_t> lengths;
+    if (!lm) lengths = {1000, 640, 3, 999, 17, 1000, 512, 200};
+    Batch batch = testing::random_batch(config, 8, lm ? 256 : 1000, 9, lengths);
+    const int threads = omp_get_max_threads();
+    Snapshot per_threads[2];
+    for (int t : {1, 2}) {
+      omp_set_num_threads(t);
+      Transformer<float> model(config);
+      Arena arena;
+      per_threads[t - 1] = step(model, arena, batch);
+    }
+    omp_set_num_threads(threads);
+    expect_bitwise_equal(per_threads[0], per_threads[1]);
   }
 }
 
