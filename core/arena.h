@@ -58,8 +58,11 @@ class Arena {
   size_t peak_bytes() const;
 
  private:
+  struct FreeBlock {
+    void operator()(std::byte* p) const;
+  };
   struct Block {
-    std::unique_ptr<std::byte[]> storage;
+    std::unique_ptr<std::byte, FreeBlock> storage;
     std::byte* begin;
     size_t size;
   };

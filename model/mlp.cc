@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/element_math.h"
+#include "core/elementwise.h"
 #include "core/parallel.h"
 #include "model/blocks.h"
 
@@ -14,8 +15,7 @@ Tensor<T> gelu_forward(Arena& arena, const Tensor<T>& x) {
   const int64_t n = x.numel();
   const T* in = x.data();
   T* out = y.data();
-#pragma omp parallel for simd schedule(static) if (n > kParallelGrain)
-  for (int64_t i = 0; i < n; ++i) out[i] = em::gelu(in[i]);
+  for_each_element(n, [=](int64_t i) { out[i] = em::gelu(in[i]); });
   return y;
 }
 
@@ -25,8 +25,7 @@ void gelu_backward(const Tensor<T>& x, const Tensor<T>& dy, const Tensor<T>& dx)
   const T* in = x.data();
   const T* g = dy.data();
   T* out = dx.data();
-#pragma omp parallel for simd schedule(static) if (n > kParallelGrain)
-  for (int64_t i = 0; i < n; ++i) out[i] = g[i] * em::gelu_grad(in[i]);
+  for_each_element(n, [=](int64_t i) { out[i] = g[i] * em::gelu_grad(in[i]); });
 }
 
 namespace {
@@ -44,11 +43,10 @@ void gelu_with_grad(const Tensor<T>& h, const Tensor<T>& y, const Tensor<T>& gra
   const T* in = h.data();
   T* out = y.data();
   T* d = grad.data();
-#pragma omp parallel for simd schedule(static) if (n > kParallelGrain)
-  for (int64_t i = 0; i < n; ++i) {
+  for_each_element(n, [=](int64_t i) {
     out[i] = em::gelu(in[i]);
     d[i] = em::gelu_grad(in[i]);
-  }
+  });
 }
 
 }  // namespace
@@ -59,8 +57,11 @@ Mlp<T>::Mlp(ParameterStore<T>& params, const std::string& name, int width, int h
     : fc1_(params, name + ".fc1", width, hidden, {Split::kColumn}, tp),
       fc2_(params, name + ".fc2", hidden, width, {Split::kRow}, tp),
       tp_(tp),
-      tile_rows_(tp && tp->size() > 1 ? 0 : tile_rows) {
-  check(tile_rows > 0, "Mlp: tile_rows must be > 0");
+      tile_rows_(tile_rows > 0 ? tile_rows
+                               : std::max(kMlpMinBlockRows,
+                                          kMlpBlockBytes / int64_t(sizeof(T) * fc1_.out()))) {
+  check(tile_rows >= 0, "Mlp: tile_rows must be >= 0");
+  if (tp && tp->size() > 1) tile_rows_ = 0;  // the whole batch
 }
 
 template <typename T>
@@ -115,9 +116,7 @@ void Mlp<T>::backward(Arena& arena, const Tensor<T>& dy, const Tensor<T>& dx) {
     fc2_.backward_from(scratch, act, dyb, dh, slots.grad(slot, 2), slots.grad(slot, 3));
     T* g = dh.data();
     const T* gg = gelu_grad.data();
-    const int64_t count = n * F;
-#pragma omp parallel for simd schedule(static) if (count > kParallelGrain)
-    for (int64_t i = 0; i < count; ++i) g[i] *= gg[i];
+    for_each_element(n * F, [=](int64_t i) { g[i] *= gg[i]; });
     if (!norm_) {
       fc1_.backward_from(scratch, in, dh, dxb, slots.grad(slot, 0), slots.grad(slot, 1));
       return;

@@ -2,7 +2,7 @@
 // LayerNorm of x (the Pre-LN layer's LN2) that it applies and recomputes itself.
 // Tensor parallel: fc1 column-parallel, fc2 row-parallel (SPEC §5).
 //
-// Memory: it runs on blocks of kMlpTileRows rows. Of a block only h = fc1(x) is kept for
+// Memory: it runs on blocks of rows (below). Of a block only h = fc1(x) is kept for
 // backward; LN(x) and GELU(h) are recomputed there block by block, so that both live in cache
 // once and never as whole [rows, F] tensors.
 #pragma once
@@ -21,17 +21,21 @@ Tensor<T> gelu_forward(Arena& arena, const Tensor<T>& x);
 template <typename T>
 void gelu_backward(const Tensor<T>& x, const Tensor<T>& dy, const Tensor<T>& dx);
 
-// Rows of one block: a block's LN(x), h and GELU(h) fit in a core's L2 cache (about 1.5 MB
-// at C = 64, F = 128). Under tensor parallelism the whole batch is one block, so that fc2's
-// sum over the group stays one collective per layer (and fc1's input gradient's likewise).
-inline constexpr int64_t kMlpTileRows = 1024;
+// Rows of one block: as many as make a [rows, F] block of kMlpBlockBytes (its h, GELU(h) and
+// their gradients stay in a core's L2 cache; 512 rows at F = 128 measured fastest of 128-4096
+// on the ListOps step), at least kMlpMinBlockRows (narrower GEMMs lose more than the cache
+// gains). Under tensor parallelism the whole batch is one block, so that fc2's sum over the
+// group stays one collective per layer (and fc1's input gradient's likewise).
+inline constexpr int64_t kMlpBlockBytes = int64_t{256} << 10;
+inline constexpr int64_t kMlpMinBlockRows = 128;
 
 template <typename T>
 class Mlp {
  public:
-  // tile_rows: rows per block (tests make it small to cross block edges).
+  // tile_rows: rows per block, 0 for the rule above (tests make it small to cross block
+  // edges).
   Mlp(ParameterStore<T>& params, const std::string& name, int width, int hidden,
-      TensorParallelGroup* tp = nullptr, int64_t tile_rows = kMlpTileRows);
+      TensorParallelGroup* tp = nullptr, int64_t tile_rows = 0);
 
   // h = fc1(norm ? norm(x) : x);  y = fc2(gelu(h))
   Tensor<T> forward(Arena& arena, const Tensor<T>& x, LayerNorm<T>* norm = nullptr);

@@ -58,15 +58,14 @@ void PrimalAttention<T>::side_forward(const Tensor<T>& qk, Side& side, int b0, i
   // C: the width of this rank's heads; Cx: the model width (rows of x and of the samples Xs).
   const int N = seq_.N, H = heads_, d = head_dim_, C = H * d, Cx = width_, s = rank_;
   const int L = sampled_len_, Bb = b1 - b0;
-  // qin: the prefix mean of q (causal) or q itself, written into u and normalised there.
+  // qin: the prefix mean of q (causal), written into u and normalised there, or q itself,
+  // normalised on its way from qk into u.
+  if (causal_) {
 #pragma omp parallel for schedule(static) if (int64_t(Bb) * N * C > kParallelGrain)
-  for (int b = b0; b < b1; ++b) {
-    for (int n = 0; n < N; ++n) {
-      const T* q = qk.data() + (int64_t(b - b0) * N + n) * 2 * C + side.block * C;
-      T* u = side.u.data() + (int64_t(b) * N + n) * C;
-      if (!causal_) {
-        std::copy(q, q + C, u);
-      } else {
+    for (int b = b0; b < b1; ++b) {
+      for (int n = 0; n < N; ++n) {
+        const T* q = qk.data() + (int64_t(b - b0) * N + n) * 2 * C + side.block * C;
+        T* u = side.u.data() + (int64_t(b) * N + n) * C;
         const T* prev = u - C;  // qin_{n-1}: qin_n = (n qin_{n-1} + q_n) / (n + 1)
         for (int c = 0; c < C; ++c) u[c] = em::prefix_mean_step(n == 0 ? q[c] : prev[c], q[c], n);
       }
@@ -75,11 +74,14 @@ void PrimalAttention<T>::side_forward(const Tensor<T>& qk, Side& side, int b0, i
   // The prefix means above read the previous row before it is normalised, so phi runs after.
 #pragma omp parallel for schedule(static) if (int64_t(Bb) * N * C > kParallelGrain)
   for (int64_t row = int64_t(b0) * N * H; row < int64_t(b1) * N * H; ++row) {
+    const int64_t token = row / H - int64_t(b0) * N;  // the block's row of qk
+    const T* qin = causal_ ? side.u.data() + row * d
+                           : qk.data() + token * 2 * C + side.block * C + (row % H) * d;
     T* u = side.u.data() + row * d;
-    const T norm = std::sqrt(dot(u, u, d));
+    const T norm = std::sqrt(dot(qin, qin, d));
     side.norm[row] = norm;
     const T inv = em::phi_scale(norm);
-    for (int j = 0; j < d; ++j) u[j] *= inv;
+    for (int j = 0; j < d; ++j) u[j] = qin[j] * inv;
   }
   if (!causal_) {
 #pragma omp parallel for schedule(static) if (int64_t(Bb) * N * C > kParallelGrain)
@@ -223,25 +225,25 @@ void PrimalAttention<T>::side_backward(Arena& arena, const Side& side, const Ten
       }
     }
   }
-  // phi's Jacobian: dqin = (du - u (u . du)) / |qin|  (or du / eps where |qin| < eps).
+  // phi's Jacobian: dqin = (du - u (u . du)) / |qin|  (or du / eps where |qin| < eps), in
+  // place (causal) or straight into dqk's block (encoder: qin is q).
 #pragma omp parallel for schedule(static) if (int64_t(Bb) * N * C > kParallelGrain)
   for (int64_t row = 0; row < int64_t(Bb) * N * H; ++row) {
     const T* u = side.u.data() + r0 * C + row * d;
     T* g = du.data() + row * d;
+    T* dqin = causal_ ? g : dqk.data() + (row / H) * 2 * C + side.block * C + (row % H) * d;
     const T norm = side.norm[r0 * H + row];
     const T u_dot_g = dot(u, g, d);
-    for (int j = 0; j < d; ++j) g[j] = em::phi_grad(g[j], u[j], u_dot_g, norm);
+    for (int j = 0; j < d; ++j) dqin[j] = em::phi_grad(g[j], u[j], u_dot_g, norm);
   }
-  // Into dqk's block; through the prefix mean for the causal form:
-  // dq_j = sum_{n >= j} dqin_n / (n + 1), a reverse running sum.
+  if (causal_) {
+    // Through the prefix mean into dqk's block: dq_j = sum_{n >= j} dqin_n / (n + 1), a
+    // reverse running sum.
 #pragma omp parallel for schedule(static) if (int64_t(Bb) * N * C > kParallelGrain)
-  for (int b = 0; b < Bb; ++b) {
-    for (int n = N - 1; n >= 0; --n) {
-      const T* g = du.data() + (int64_t(b) * N + n) * C;
-      T* dq = dqk.data() + (int64_t(b) * N + n) * 2 * C + side.block * C;
-      if (!causal_) {
-        std::copy(g, g + C, dq);
-      } else {
+    for (int b = 0; b < Bb; ++b) {
+      for (int n = N - 1; n >= 0; --n) {
+        const T* g = du.data() + (int64_t(b) * N + n) * C;
+        T* dq = dqk.data() + (int64_t(b) * N + n) * 2 * C + side.block * C;
         const T* next = dq + 2 * C;  // dq_{n+1} = running sum over n' > n
         for (int c = 0; c < C; ++c) dq[c] = g[c] / T(n + 1) + (n == N - 1 ? T(0) : next[c]);
       }
