@@ -12,11 +12,14 @@ constexpr size_t kAlign = 64;
 size_t round_up(size_t n, size_t to = kAlign) {
   return (n + to - 1) / to * to;
 }
-// Blocks are whole, aligned 2 MiB pages advised for transparent huge pages: a step streams
-// through hundreds of MB of activations, and with 4 KiB pages the TLB misses (costly under a
-// hypervisor's nested paging) slowed a cold streaming pass (GELU's backward) by a third.
-// Where the kernel has no THP the advice fails and changes nothing.
+// Blocks are whole, aligned 2 MiB pages, and the large ones are advised for transparent huge
+// pages: a step streams through hundreds of MB of activations, and with 4 KiB pages the TLB
+// misses (costly under a hypervisor's nested paging) slowed a cold streaming pass (GELU's
+// backward) by a third. Small blocks are left to 4 KiB pages: the kernel may later fill a
+// huge page's untouched rest (khugepaged), which would make a small run's resident memory
+// creep. Where the kernel has no THP the advice fails and changes nothing.
 constexpr size_t kHugePage = size_t{2} << 20;
+constexpr size_t kHugePageAdviceFrom = size_t{16} << 20;
 }  // namespace
 
 void Arena::FreeBlock::operator()(std::byte* p) const {
@@ -39,7 +42,7 @@ void* Arena::alloc_bytes(size_t bytes) {
     // Uninitialised: pages stay untouched (not resident) until a step uses them.
     auto* begin = static_cast<std::byte*>(std::aligned_alloc(kHugePage, size));
     if (!begin) throw std::bad_alloc();
-    madvise(begin, size, MADV_HUGEPAGE);
+    if (size >= kHugePageAdviceFrom) madvise(begin, size, MADV_HUGEPAGE);
     blocks_.push_back({std::unique_ptr<std::byte, FreeBlock>(begin), begin, size});
     ++growth_count_;
   }

@@ -23,6 +23,20 @@ SoftmaxAttention<T>::SoftmaxAttention(ParameterStore<T>& params, const std::stri
       heads_(heads / (tp ? tp->size() : 1)),
       head_dim_(width / heads) {}
 
+namespace {
+
+// Query rows per block and the keys a block's queries may attend to: with the causal mask,
+// blocks of kQueryBlock and the keys up to the block's last query; without it one block of
+// all rows and all keys (the GEMMs, so the FLOP count, do not depend on the padding).
+int query_block(const Sequence& seq) {
+  return seq.causal ? kQueryBlock : seq.N;
+}
+int key_end(const Sequence& seq, int query_end) {
+  return seq.causal ? query_end : seq.N;
+}
+
+}  // namespace
+
 template <typename T>
 Tensor<T> SoftmaxAttention<T>::forward(Arena& arena, const Tensor<T>& x, const Sequence& seq,
                                        KsvdPartial&, LayerNorm<T>* norm) {
@@ -35,6 +49,7 @@ Tensor<T> SoftmaxAttention<T>::forward(Arena& arena, const Tensor<T>& x, const S
   qkv_out_ = qkv_.forward(arena, norm ? norm->forward(arena, x) : x);
   attn_ = arena.alloc<T>({B, H, N, N});
   Tensor<T> y = arena.alloc<T>({B, N, C});
+  const int block = query_block(seq);
 #pragma omp parallel for schedule(static) if (int64_t(B) * N * N > kParallelGrain)
   for (int bh = 0; bh < B * H; ++bh) {
     const int b = bh / H, h = bh % H, len = seq.length(b);
@@ -42,15 +57,21 @@ Tensor<T> SoftmaxAttention<T>::forward(Arena& arena, const Tensor<T>& x, const S
     const T* k = q + C;
     const T* v = q + 2 * C;
     T* A = attn_.data() + int64_t(bh) * N * N;
-    gemm(Trans::kNo, Trans::kYes, N, N, d, scale, q, 3 * C, k, 3 * C, T(0), A, N);
-    for (int n = 0; n < N; ++n) {
-      T* row = A + int64_t(n) * N;
-      const int keys = n >= len ? 0 : (seq.causal ? std::min(n + 1, len) : len);
-      softmax_row(row, keys);
-      std::fill(row + keys, row + N, T(0));
+    T* yh = y.data() + int64_t(b) * N * C + h * d;
+    for (int q0 = 0; q0 < N; q0 += block) {
+      const int rows = std::min(block, N - q0), keys = key_end(seq, q0 + rows);
+      T* Ab = A + int64_t(q0) * N;
+      gemm(Trans::kNo, Trans::kYes, rows, keys, d, scale, q + int64_t(q0) * 3 * C, 3 * C, k,
+           3 * C, T(0), Ab, N);
+      for (int n = q0; n < q0 + rows; ++n) {
+        T* row = A + int64_t(n) * N;
+        const int row_keys = n >= len ? 0 : (seq.causal ? std::min(n + 1, len) : len);
+        softmax_row(row, row_keys);
+        std::fill(row + row_keys, row + N, T(0));
+      }
+      gemm(Trans::kNo, Trans::kNo, rows, d, keys, T(1), Ab, N, v, 3 * C, T(0),
+           yh + int64_t(q0) * C, C);
     }
-    gemm(Trans::kNo, Trans::kNo, N, d, N, T(1), A, N, v, 3 * C, T(0),
-         y.data() + int64_t(b) * N * C + h * d, C);
   }
   return proj_.forward(arena, y);
 }
@@ -63,7 +84,8 @@ void SoftmaxAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Te
   Tensor<T> dy = arena.zeros<T>({B, N, C});
   proj_.backward(arena, dout, dy);
   Tensor<T> dqkv = arena.alloc<T>({B, N, 3 * C});
-  Tensor<T> scratch = arena.alloc<T>({omp_get_max_threads(), N, N});
+  const int block = query_block(seq_);
+  Tensor<T> scratch = arena.alloc<T>({omp_get_max_threads(), block, N});
 #pragma omp parallel for schedule(static) if (int64_t(B) * N * N > kParallelGrain)
   for (int bh = 0; bh < B * H; ++bh) {
     const int b = bh / H, h = bh % H;
@@ -76,17 +98,29 @@ void SoftmaxAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Te
     T* dv = dq + 2 * C;
     const T* A = attn_.data() + int64_t(bh) * N * N;
     const T* dyh = dy.data() + int64_t(b) * N * C + h * d;
-    T* dS = scratch.data() + int64_t(omp_get_thread_num()) * N * N;
-    gemm(Trans::kNo, Trans::kYes, N, N, d, T(1), dyh, C, v, 3 * C, T(0), dS, N);
-    gemm(Trans::kYes, Trans::kNo, N, d, N, T(1), A, N, dyh, C, T(0), dv, 3 * C);
+    T* dS = scratch.data() + int64_t(omp_get_thread_num()) * kQueryBlock * N;
+    // dk and dv add up over the query blocks that see each key.
     for (int n = 0; n < N; ++n) {
-      const T* a = A + int64_t(n) * N;
-      T* ds = dS + int64_t(n) * N;
-      const T ds_dot_a = dot(ds, a, N);
-      for (int j = 0; j < N; ++j) ds[j] = a[j] * (ds[j] - ds_dot_a);
+      std::fill_n(dk + int64_t(n) * 3 * C, d, T(0));
+      std::fill_n(dv + int64_t(n) * 3 * C, d, T(0));
     }
-    gemm(Trans::kNo, Trans::kNo, N, d, N, scale, dS, N, k, 3 * C, T(0), dq, 3 * C);
-    gemm(Trans::kYes, Trans::kNo, N, d, N, scale, dS, N, q, 3 * C, T(0), dk, 3 * C);
+    for (int q0 = 0; q0 < N; q0 += block) {
+      const int rows = std::min(block, N - q0), keys = key_end(seq_, q0 + rows);
+      T* dqb = dq + int64_t(q0) * 3 * C;
+      const T* Ab = A + int64_t(q0) * N;
+      const T* dyb = dyh + int64_t(q0) * C;
+      gemm(Trans::kNo, Trans::kYes, rows, keys, d, T(1), dyb, C, v, 3 * C, T(0), dS, N);
+      gemm(Trans::kYes, Trans::kNo, keys, d, rows, T(1), Ab, N, dyb, C, T(1), dv, 3 * C);
+      for (int n = 0; n < rows; ++n) {
+        const T* a = Ab + int64_t(n) * N;
+        T* ds = dS + int64_t(n) * N;
+        const T ds_dot_a = dot(ds, a, keys);
+        for (int j = 0; j < keys; ++j) ds[j] = a[j] * (ds[j] - ds_dot_a);
+      }
+      gemm(Trans::kNo, Trans::kNo, rows, d, keys, scale, dS, N, k, 3 * C, T(0), dqb, 3 * C);
+      gemm(Trans::kYes, Trans::kNo, keys, d, rows, scale, dS, N, q + int64_t(q0) * 3 * C, 3 * C,
+           T(1), dk, 3 * C);
+    }
   }
   if (norm_) {
     Tensor<T> dnormed = arena.zeros<T>(dx.shape());

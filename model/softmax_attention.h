@@ -8,6 +8,10 @@
 
 namespace primal {
 
+// Queries per block under the causal mask: a block's scores are computed against the keys
+// its last query may see only, which halves the products.
+inline constexpr int kQueryBlock = 64;
+
 template <typename T>
 class SoftmaxAttention : public Attention<T> {
  public:

@@ -10,6 +10,7 @@
 
 #include "core/blas.h"
 #include "core/error.h"
+#include "model/softmax_attention.h"
 
 namespace primal {
 namespace {
@@ -65,8 +66,17 @@ ModelFlops model_gemm_flops(const ModelConfig& c, int64_t B, int64_t N) {
   int64_t layers_forward = 0, recomputed = 0;
   for (AttentionKind kind : c.layers) {
     if (kind == AttentionKind::kSoftmax) {
-      // qkv 6RC^2, proj 2RC^2; per (b, h): q k^T and A v, 2 S^2 d each.
-      layers_forward += 8 * R * C * C + 4 * B * S * S * C;
+      // qkv 6RC^2, proj 2RC^2; per (b, h): q k^T and A v, 2 d per (query, key) pair each:
+      // S^2 pairs, or under the causal mask those of the query blocks (model/softmax_attention.h).
+      int64_t pairs = S * S;
+      if (c.causal()) {
+        pairs = 0;
+        for (int64_t q0 = 0; q0 < S; q0 += kQueryBlock) {
+          const int64_t rows = std::min<int64_t>(kQueryBlock, S - q0);
+          pairs += rows * (q0 + rows);
+        }
+      }
+      layers_forward += 8 * R * C * C + 4 * B * pairs * C;
     } else {
       // qk 4RC^2, proj 2RC^2; e and r: 2 R s C each; concat Linear(2s -> d) on R H rows: 4RsC.
       layers_forward += 6 * R * C * C + 8 * R * s * C;

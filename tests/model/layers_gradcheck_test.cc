@@ -154,6 +154,9 @@ INSTANTIATE_TEST_SUITE_P(
         AttentionCase{"SoftmaxCausal", AttentionKind::kSoftmax, true, 2, 7, 8, 2, 0, 0, {}},
         AttentionCase{"SoftmaxPadded", AttentionKind::kSoftmax, false, 3, 6, 8, 2, 0, 0, {6, 3, 1}},
         AttentionCase{"SoftmaxN1", AttentionKind::kSoftmax, true, 2, 1, 6, 3, 0, 0, {}},
+        // Three causal query blocks, the last partial.
+        AttentionCase{"SoftmaxCausalBlocks", AttentionKind::kSoftmax, true, 2, 2 * kQueryBlock + 5,
+                      4, 2, 0, 0, {}},
         AttentionCase{"PrimalCausal", AttentionKind::kPrimal, true, 2, 7, 8, 2, 3, 0, {}},
         AttentionCase{"PrimalCausalN1", AttentionKind::kPrimal, true, 3, 1, 6, 3, 2, 0, {}},
         AttentionCase{"PrimalEncoderNBelowL", AttentionKind::kPrimal, false, 2, 5, 8, 2, 3, 8, {}},
