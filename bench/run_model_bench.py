@@ -4,11 +4,13 @@ a fresh process, and prints the markdown table of docs/performance.md.
 
   /usr/bin/python3 bench/run_model_bench.py --build build [--threads 1] [--reps 3] [--no-torch]
 
---only byte_lm runs just issue 14's byte LM training step (model_bench --case byte_lm against
+--only byte_lm runs just the byte LM training step (model_bench --case byte_lm against
 torch_bench.py --lm on the same model), alternating the two, each in a fresh process, for
---rounds rounds, and prints tokens/s of each, the ratio per round and its median, and peak MB:
+--rounds rounds, and prints tokens/s of each, the ratio per round and its median, and peak MB;
+--only listops_primal does the same for the ListOps PrimalFormer step, with the GEMM rates:
 
   /usr/bin/python3 bench/run_model_bench.py --build build --only byte_lm --threads 2 --rounds 3
+  /usr/bin/python3 bench/run_model_bench.py --build build --only listops_primal --threads 1
 """
 import argparse
 import json
@@ -35,18 +37,27 @@ def last_json(cmd, env=None):
     return [json.loads(l) for l in lines]
 
 
-def byte_lm_pair(a, bench, env):
-    """Ours and PyTorch's byte LM step, alternating, R rounds; returns 0 or 1 (a side failed)."""
-    ours_cmd = [bench, "--threads", str(a.threads), "--reps", str(a.reps), "--case", "byte_lm"]
+# --only CASE: model_bench's case against torch_bench.py on the same model.
+PAIRS = {
+    "byte_lm": BYTE_LM,
+    "listops_primal": ["--attention", "PRIMAL", "--batch", "32", "--seq", "2000"] + LISTOPS,
+}
+
+
+def run_pair(a, bench, env, case):
+    """Ours and PyTorch's step for `case`, alternating, R rounds: [(ours, theirs)], or None
+    when a side failed."""
+    ours_cmd = [bench, "--threads", str(a.threads), "--reps", str(a.reps), "--case", case]
     torch_cmd = ["/usr/bin/python3", os.path.join(HERE, "torch_bench.py"), "--threads",
-                 str(a.threads), "--reps", str(a.reps)] + BYTE_LM
+                 str(a.threads), "--reps", str(a.reps)] + PAIRS[case]
     rounds = []
     for i in range(a.rounds):
         ours = last_json(ours_cmd, env)
         if isinstance(ours, dict):
             print("round %d: model_bench failed: %s" % (i + 1, ours["error"]), file=sys.stderr)
-            return 1
-        ours = ours[-1]
+            return None
+        peak = ours[0]["sgemm_peak_gflops"]
+        ours = dict(ours[-1], sgemm_peak_gflops=peak)
         print(json.dumps(ours), file=sys.stderr)
         theirs = None
         if not a.no_torch:
@@ -54,11 +65,49 @@ def byte_lm_pair(a, bench, env):
             if isinstance(theirs, dict):
                 print("round %d: torch_bench.py failed: %s" % (i + 1, theirs["error"]),
                       file=sys.stderr)
-                return 1
+                return None
             theirs = theirs[-1]
             print(json.dumps(theirs), file=sys.stderr)
         rounds.append((ours, theirs))
+    return rounds
 
+
+def listops_pair(a, bench, env):
+    """The ListOps PrimalFormer step against PyTorch's: time, memory and the GEMM rates."""
+    rounds = run_pair(a, bench, env, "listops_primal")
+    if rounds is None:
+        return 1
+    print("ListOps PrimalFormer step (forward + backward): B=32 N=2000, %d thread%s, median of "
+          "%d steps per process" % (a.threads, "s" * (a.threads > 1), a.reps))
+    print("| round | primal s/step | PyTorch s/step | speed-up | primal peak MB | PyTorch peak MB "
+          "| memory ratio | sgemm GFLOP/s | GEMMs' own rate | step's GEMM rate |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    for i, (o, t) in enumerate(rounds):
+        peak = o["sgemm_peak_gflops"]
+        r = {"ours": o["median_s"], "torch": t["median_s"] if t else float("nan"),
+             "mb": o["peak_mb"], "tmb": t["peak_mb"] if t else float("nan"), "peak": peak,
+             "own": o["gemm_own_gflops"] / peak, "step": o["gflops"] / peak}
+        r["speedup"], r["memory"] = r["torch"] / r["ours"], r["mb"] / r["tmb"]
+        rows.append(r)
+        print("| %d | %.3f | %.3f | %.2fx | %.0f | %.0f | %.2f | %.0f | %.0f%% | %.0f%% |" % (
+            i + 1, r["ours"], r["torch"], r["speedup"], r["mb"], r["tmb"], r["memory"], peak,
+            100 * r["own"], 100 * r["step"]))
+    m = lambda k: statistics.median(r[k] for r in rows)
+    print("| median | %.3f | %.3f | %.2fx | %.0f | %.0f | %.2f | %.0f | %.0f%% | %.0f%% |" % (
+        m("ours"), m("torch"), m("speedup"), m("mb"), m("tmb"), m("memory"), m("peak"),
+        100 * m("own"), 100 * m("step")))
+    print("\nGEMMs' own rate: their FLOPs over the thread-seconds they took, per thread (one extra "
+          "step, timed apart); step's: the same FLOPs over the step's time; both against the "
+          "2048^3 sgemm rate of that process.")
+    return 0
+
+
+def byte_lm_pair(a, bench, env):
+    """Ours and PyTorch's byte LM step, alternating, R rounds; returns 0 or 1 (a side failed)."""
+    rounds = run_pair(a, bench, env, "byte_lm")
+    if rounds is None:
+        return 1
     o0 = rounds[0][0]
     print("byte LM training step (forward + backward + AdamW): B=%d N=%d, %s, %d thread%s, "
           "median of %d steps per process" % (o0["B"], o0["N"], o0["attention"], a.threads,
@@ -98,13 +147,15 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--no-torch", action="store_true")
-    p.add_argument("--only", choices=["byte_lm"], help="just this pair, side by side")
+    p.add_argument("--only", choices=sorted(PAIRS), help="just this pair, side by side")
     p.add_argument("--rounds", type=int, default=3, help="--only: alternating rounds")
     a = p.parse_args()
     bench = os.path.join(a.build, "bench", "model_bench")
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), OPENBLAS_NUM_THREADS=str(a.threads))
     if a.only == "byte_lm":
         return byte_lm_pair(a, bench, env)
+    if a.only == "listops_primal":
+        return listops_pair(a, bench, env)
     # byte_lm (a training step, not a forward+backward) has its own pair: --only byte_lm.
     cases = [c for c in subprocess.run([bench, "--list"], stdout=subprocess.PIPE, text=True,
                                        check=True).stdout.split() if c != "byte_lm"]

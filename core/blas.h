@@ -7,6 +7,7 @@
 #include <omp.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 
 namespace primal {
@@ -35,13 +36,29 @@ struct GemmCall {
 // from several threads at once, so it must be thread-safe.
 inline void (*gemm_observer)(const GemmCall&) = nullptr;
 
+// While gemm_timing is set, the thread-seconds (in ns) that float GEMMs take: a call's wall
+// time times the threads it runs on (one inside a parallel region, omp_get_max_threads()
+// outside). Benchmarks divide the FLOPs by it, over the threads, for the GEMMs' own rate.
+inline std::atomic<bool> gemm_timing{false};
+inline std::atomic<uint64_t> gemm_thread_ns{0};
+
 inline void gemm(Trans ta, Trans tb, int M, int N, int K, float alpha, const float* A, int lda,
                  const float* B, int ldb, float beta, float* C, int ldc) {
   gemm_flops.fetch_add(2ull * M * N * K, std::memory_order_relaxed);
   if (gemm_observer) [[unlikely]]
     gemm_observer({ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, omp_in_parallel() != 0});
+  const bool timed = gemm_timing.load(std::memory_order_relaxed);
+  const auto start =
+      timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
   cblas_sgemm(CblasRowMajor, cblas_trans(ta), cblas_trans(tb), M, N, K, alpha, A, lda, B, ldb, beta,
               C, ldc);
+  if (timed) [[unlikely]] {
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                        std::chrono::steady_clock::now() - start)
+                        .count();
+    gemm_thread_ns.fetch_add(uint64_t(ns) * (omp_in_parallel() ? 1 : omp_get_max_threads()),
+                             std::memory_order_relaxed);
+  }
 }
 
 inline void gemm(Trans ta, Trans tb, int M, int N, int K, double alpha, const double* A, int lda,

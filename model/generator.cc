@@ -7,13 +7,11 @@
 
 #include "core/blas.h"
 #include "core/element_math.h"
+#include "core/random.h"
 #include "core/reduce.h"
 #include "core/softmax.h"
-#include "core/random.h"
 
 namespace primal {
-namespace {
-}  // namespace
 
 template <typename T>
 Generator<T>::Generator(Transformer<T>& model)

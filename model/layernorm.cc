@@ -60,8 +60,7 @@ void LayerNorm<T>::forward_rows(const T* x, int64_t rows, T* y, T* mean, T* rstd
 
 template <typename T>
 void LayerNorm<T>::backward_rows(Arena& arena, const T* x, const T* dy, const T* mean,
-                                 const T* rstd, int64_t rows, T* dx, T* dweight,
-                                 T* dbias) const {
+                                 const T* rstd, int64_t rows, T* dx, T* dweight, T* dbias) const {
   const int64_t C = width_;
   const T* w = weight_->value.data();
 #pragma omp parallel for schedule(static) if (rows * C > kParallelGrain)

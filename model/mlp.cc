@@ -95,8 +95,8 @@ void Mlp<T>::backward(Arena& arena, const Tensor<T>& dy, const Tensor<T>& dx) {
   // The accumulators, in this order: fc1 W, b; fc2 W, b; the norm's w, b.
   const GradSlots<T> slots =
       norm_ ? GradSlots<T>(arena, block_slots(blocks),
-                           {fc1_.weight(), fc1_.bias(), fc2_.weight(), fc2_.bias(),
-                            norm_->weight(), norm_->bias()})
+                           {fc1_.weight(), fc1_.bias(), fc2_.weight(), fc2_.bias(), norm_->weight(),
+                            norm_->bias()})
             : GradSlots<T>(arena, block_slots(blocks),
                            {fc1_.weight(), fc1_.bias(), fc2_.weight(), fc2_.bias()});
   for_each_block(arena, blocks, [&](Arena& scratch, int slot, int64_t block) {

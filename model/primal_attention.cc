@@ -183,8 +183,8 @@ Tensor<T> PrimalAttention<T>::forward(Arena& arena, const Tensor<T>& x, const Se
 
 template <typename T>
 void PrimalAttention<T>::side_backward(Arena& arena, const Side& side, const Tensor<T>& der,
-                                       const Tensor<T>& dqk, const Tensor<T>& dxs, int b0,
-                                       int b1, T* dw) {
+                                       const Tensor<T>& dqk, const Tensor<T>& dxs, int b0, int b1,
+                                       T* dw) {
   // C: the width of this rank's heads; Cx: the model width (rows of x and of the samples Xs).
   const int N = seq_.N, H = heads_, d = head_dim_, C = H * d, Cx = width_, s = rank_;
   const int L = sampled_len_, Bb = b1 - b0;
@@ -272,10 +272,10 @@ void PrimalAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Ten
   // norm's w, b.
   const int slot_count = block_slots(blocks);
   const GradSlots<T> slots =
-      norm_ ? GradSlots<T>(arena, slot_count,
-                           {qk_.weight(), qk_.bias(), concat_.weight(), concat_.bias(),
-                            proj_.weight(), proj_.bias(), we_, wr_, lambda_, norm_->weight(),
-                            norm_->bias()})
+      norm_ ? GradSlots<T>(
+                  arena, slot_count,
+                  {qk_.weight(), qk_.bias(), concat_.weight(), concat_.bias(), proj_.weight(),
+                   proj_.bias(), we_, wr_, lambda_, norm_->weight(), norm_->bias()})
             : GradSlots<T>(arena, slot_count,
                            {qk_.weight(), qk_.bias(), concat_.weight(), concat_.bias(),
                             proj_.weight(), proj_.bias(), we_, wr_, lambda_});
@@ -287,12 +287,11 @@ void PrimalAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Ten
     Tensor<T> o = scratch.alloc<T>({rows * H, head_dim_});
     concat_.forward_into(er, o);
     Tensor<T> dout_o = scratch.zeros<T>({rows, C});
-    proj_.backward_from(scratch, o.reshape({rows, C}),
-                        Tensor<T>(dout.data() + r0 * Cx, {rows, Cx}), dout_o, slots.grad(slot, 4),
-                        slots.grad(slot, 5));
+    proj_.backward_from(scratch, o.reshape({rows, C}), Tensor<T>(dout.data() + r0 * Cx, {rows, Cx}),
+                        dout_o, slots.grad(slot, 4), slots.grad(slot, 5));
     Tensor<T> der = scratch.zeros<T>(er.shape());
-    concat_.backward_from(scratch, er, dout_o.reshape({rows * H, C / H}), der,
-                          slots.grad(slot, 2), slots.grad(slot, 3));
+    concat_.backward_from(scratch, er, dout_o.reshape({rows * H, C / H}), der, slots.grad(slot, 2),
+                          slots.grad(slot, 3));
 
     // KSVD: d(e-sum)/de = Lambda^2 e and d(e-sum)/dLambda = sum e^2 Lambda, real tokens only.
 #pragma omp parallel for schedule(static) if (rows * C > kParallelGrain)

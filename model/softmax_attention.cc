@@ -61,16 +61,16 @@ Tensor<T> SoftmaxAttention<T>::forward(Arena& arena, const Tensor<T>& x, const S
     for (int q0 = 0; q0 < N; q0 += block) {
       const int rows = std::min(block, N - q0), keys = key_end(seq, q0 + rows);
       T* Ab = A + int64_t(q0) * N;
-      gemm(Trans::kNo, Trans::kYes, rows, keys, d, scale, q + int64_t(q0) * 3 * C, 3 * C, k,
-           3 * C, T(0), Ab, N);
+      gemm(Trans::kNo, Trans::kYes, rows, keys, d, scale, q + int64_t(q0) * 3 * C, 3 * C, k, 3 * C,
+           T(0), Ab, N);
       for (int n = q0; n < q0 + rows; ++n) {
         T* row = A + int64_t(n) * N;
         const int row_keys = n >= len ? 0 : (seq.causal ? std::min(n + 1, len) : len);
         softmax_row(row, row_keys);
         std::fill(row + row_keys, row + N, T(0));
       }
-      gemm(Trans::kNo, Trans::kNo, rows, d, keys, T(1), Ab, N, v, 3 * C, T(0),
-           yh + int64_t(q0) * C, C);
+      gemm(Trans::kNo, Trans::kNo, rows, d, keys, T(1), Ab, N, v, 3 * C, T(0), yh + int64_t(q0) * C,
+           C);
     }
   }
   return proj_.forward(arena, y);

@@ -87,7 +87,7 @@ void TransformerLayer<T>::backward(Arena& arena, const Tensor<T>& dout, const Te
     return masked;
   };
   dx.copy_from(dout);
-  mlp_.backward(arena, branch_grad(dx, DropoutSite::kMlp, false), dx);          // LN2 inside
+  mlp_.backward(arena, branch_grad(dx, DropoutSite::kMlp, false), dx);               // LN2 inside
   attn_->backward(arena, branch_grad(dx, DropoutSite::kAttention, true), dx, ksvd);  // LN1
 }
 
