@@ -3,7 +3,6 @@
 #include <sys/mman.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <new>
 
 namespace primal {
@@ -12,18 +11,31 @@ constexpr size_t kAlign = 64;
 size_t round_up(size_t n, size_t to = kAlign) {
   return (n + to - 1) / to * to;
 }
-// Blocks are whole, aligned 2 MiB pages, and the large ones are advised for transparent huge
-// pages: a step streams through hundreds of MB of activations, and with 4 KiB pages the TLB
-// misses (costly under a hypervisor's nested paging) slowed a cold streaming pass (GELU's
-// backward) by a third. Small blocks are left to 4 KiB pages: the kernel may later fill a
-// huge page's untouched rest (khugepaged), which would make a small run's resident memory
-// creep. Where the kernel has no THP the advice fails and changes nothing.
+// Blocks are mapped on 2 MiB boundaries, and the part of each that the steps use is moved onto
+// transparent huge pages (reset()): a step streams through hundreds of MB of activations, and
+// with 4 KiB pages the TLB misses (costly under a hypervisor's nested paging) slowed a cold
+// streaming pass (GELU's backward) by a third. Only whole used 2 MiB pages are advised: the
+// kernel's khugepaged fills an advised huge page's untouched rest, which would make resident
+// memory creep past what the steps use. Where the kernel has no THP the advice fails and
+// changes nothing.
 constexpr size_t kHugePage = size_t{2} << 20;
-constexpr size_t kHugePageAdviceFrom = size_t{16} << 20;
+
+std::byte* map_block(size_t size) {
+  void* p =
+      mmap(nullptr, size + kHugePage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) throw std::bad_alloc();
+  const auto addr = reinterpret_cast<uintptr_t>(p);
+  const uintptr_t aligned = round_up(addr, kHugePage);
+  if (aligned > addr) munmap(p, aligned - addr);
+  if (aligned - addr < kHugePage) {
+    munmap(reinterpret_cast<void*>(aligned + size), kHugePage - (aligned - addr));
+  }
+  return reinterpret_cast<std::byte*>(aligned);
+}
 }  // namespace
 
-void Arena::FreeBlock::operator()(std::byte* p) const {
-  std::free(p);
+void Arena::Unmap::operator()(std::byte* p) const {
+  munmap(p, size);
 }
 
 Arena::Arena(size_t first_block_bytes) : first_block_bytes_(first_block_bytes) {}
@@ -39,20 +51,29 @@ void* Arena::alloc_bytes(size_t bytes) {
   if (block_ == blocks_.size()) {
     size_t last = blocks_.empty() ? first_block_bytes_ : blocks_.back().size * 2;
     const size_t size = round_up(std::max(bytes, last), kHugePage);
-    // Uninitialised: pages stay untouched (not resident) until a step uses them.
-    auto* begin = static_cast<std::byte*>(std::aligned_alloc(kHugePage, size));
-    if (!begin) throw std::bad_alloc();
-    if (size >= kHugePageAdviceFrom) madvise(begin, size, MADV_HUGEPAGE);
-    blocks_.push_back({std::unique_ptr<std::byte, FreeBlock>(begin), begin, size});
+    // Untouched pages are not resident until a step uses them.
+    std::byte* begin = map_block(size);
+    blocks_.push_back({std::unique_ptr<std::byte, Unmap>(begin, Unmap{size}), begin, size});
     ++growth_count_;
   }
   void* p = blocks_[block_].begin + offset_;
   offset_ += bytes;
+  blocks_[block_].high = std::max(blocks_[block_].high, offset_);
   peak_bytes_ = std::max(peak_bytes_, used_before_ + offset_);
   return p;
 }
 
 void Arena::reset() {
+  // Nothing allocated before survives a reset, so the used whole 2 MiB pages not yet on huge
+  // pages are dropped and advised: the next step faults them back in as huge pages.
+  for (Block& b : blocks_) {
+    const size_t used = b.high / kHugePage * kHugePage;
+    if (used > b.advised) {
+      madvise(b.begin + b.advised, used - b.advised, MADV_DONTNEED);
+      madvise(b.begin + b.advised, used - b.advised, MADV_HUGEPAGE);
+      b.advised = used;
+    }
+  }
   block_ = 0;
   offset_ = 0;
   used_before_ = 0;

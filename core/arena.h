@@ -58,13 +58,16 @@ class Arena {
   size_t peak_bytes() const;
 
  private:
-  struct FreeBlock {
+  struct Unmap {
+    size_t size;
     void operator()(std::byte* p) const;
   };
   struct Block {
-    std::unique_ptr<std::byte, FreeBlock> storage;
+    std::unique_ptr<std::byte, Unmap> storage;
     std::byte* begin;
     size_t size;
+    size_t high = 0;     // most bytes of it a step has used
+    size_t advised = 0;  // bytes from begin on huge pages (see reset())
   };
   void* alloc_bytes(size_t bytes);
 

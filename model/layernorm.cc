@@ -5,6 +5,7 @@
 #include "core/parallel.h"
 
 #include "core/element_math.h"
+#include "core/elementwise.h"
 #include "core/reduce.h"
 
 namespace primal {
@@ -42,6 +43,7 @@ void LayerNorm<T>::forward_rows(const T* x, int64_t rows, T* y, T* mean, T* rstd
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * C;
     T* yr = y + r * C;
+    if (r + kPrefetchRows < rows) prefetch(xr + kPrefetchRows * C, sizeof(T) * C);
     // The row sums in SIMD lanes (a fixed order, not left to right): in order, one add's
     // latency per element made these sums most of the normalisation's time.
     T m = 0, var = 0;
@@ -59,6 +61,21 @@ void LayerNorm<T>::forward_rows(const T* x, int64_t rows, T* y, T* mean, T* rstd
 }
 
 template <typename T>
+void LayerNorm<T>::apply_rows(const T* x, int64_t rows, const T* mean, const T* rstd, T* y) const {
+  const int64_t C = width_;
+  const T* w = weight_->value.data();
+  const T* b = bias_->value.data();
+#pragma omp parallel for schedule(static) if (rows * C > kParallelGrain)
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* xr = x + r * C;
+    T* yr = y + r * C;
+    if (r + kPrefetchRows < rows) prefetch(xr + kPrefetchRows * C, sizeof(T) * C);
+    for (int64_t j = 0; j < C; ++j)
+      yr[j] = em::layernorm_normalise(xr[j], mean[r], rstd[r], w[j], b[j]);
+  }
+}
+
+template <typename T>
 void LayerNorm<T>::backward_rows(Arena& arena, const T* x, const T* dy, const T* mean,
                                  const T* rstd, int64_t rows, T* dx, T* dweight, T* dbias) const {
   const int64_t C = width_;
@@ -68,6 +85,10 @@ void LayerNorm<T>::backward_rows(Arena& arena, const T* x, const T* dy, const T*
     const T* xr = x + r * C;
     const T* dyr = dy + r * C;
     T* dxr = dx + r * C;
+    if (r + kPrefetchRows < rows) {
+      prefetch(xr + kPrefetchRows * C, sizeof(T) * C);
+      prefetch_for_write(dxr + kPrefetchRows * C, sizeof(T) * C);
+    }
     const T m = mean[r], rs = rstd[r];
     T sum_dxhat = 0, sum_dxhat_xhat = 0;
 #pragma omp simd reduction(+ : sum_dxhat, sum_dxhat_xhat)

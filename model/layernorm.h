@@ -23,6 +23,8 @@ class LayerNorm {
   // input a block of rows at a time and recomputes it for backward (Mlp). forward_rows writes
   // y and each row's mean and rstd; backward_rows reads them back.
   void forward_rows(const T* x, int64_t rows, T* y, T* mean, T* rstd) const;
+  // y from x and the row statistics forward_rows wrote: the recomputation for backward.
+  void apply_rows(const T* x, int64_t rows, const T* mean, const T* rstd, T* y) const;
   // dw and db go into the given accumulators where they are set (a block's slot).
   void backward_rows(Arena& arena, const T* x, const T* dy, const T* mean, const T* rstd,
                      int64_t rows, T* dx, T* dweight = nullptr, T* dbias = nullptr) const;

@@ -1,6 +1,7 @@
 #include "model/linear.h"
 
 #include "core/blas.h"
+#include "core/elementwise.h"
 
 #include "core/parallel.h"
 #include "core/reduce.h"
@@ -39,6 +40,7 @@ void Linear<T>::forward_into(const Tensor<T>& x, const Tensor<T>& y) {
 #pragma omp parallel for schedule(static) if (rows * out > kParallelGrain)
     for (int64_t r = 0; r < rows; ++r) {
       T* yr = yp + r * out;
+      if (r + kPrefetchRows < rows) prefetch_for_write(yr + kPrefetchRows * out, sizeof(T) * out);
       if (add) {
         for (int j = 0; j < out; ++j) yr[j] += b[j];
       } else {

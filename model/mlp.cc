@@ -15,7 +15,7 @@ Tensor<T> gelu_forward(Arena& arena, const Tensor<T>& x) {
   const int64_t n = x.numel();
   const T* in = x.data();
   T* out = y.data();
-  for_each_element(n, [=](int64_t i) { out[i] = em::gelu(in[i]); });
+  for_each_element(n, [=](int64_t i) { out[i] = em::gelu(in[i]); }, {in});
   return y;
 }
 
@@ -25,7 +25,7 @@ void gelu_backward(const Tensor<T>& x, const Tensor<T>& dy, const Tensor<T>& dx)
   const T* in = x.data();
   const T* g = dy.data();
   T* out = dx.data();
-  for_each_element(n, [=](int64_t i) { out[i] = g[i] * em::gelu_grad(in[i]); });
+  for_each_element(n, [=](int64_t i) { out[i] = g[i] * em::gelu_grad(in[i]); }, {in, g});
 }
 
 namespace {
@@ -43,10 +43,12 @@ void gelu_with_grad(const Tensor<T>& h, const Tensor<T>& y, const Tensor<T>& gra
   const T* in = h.data();
   T* out = y.data();
   T* d = grad.data();
-  for_each_element(n, [=](int64_t i) {
-    out[i] = em::gelu(in[i]);
-    d[i] = em::gelu_grad(in[i]);
-  });
+  for_each_element(n,
+                   [=](int64_t i) {
+                     out[i] = em::gelu(in[i]);
+                     d[i] = em::gelu_grad(in[i]);
+                   },
+                   {in});
 }
 
 }  // namespace
@@ -71,14 +73,15 @@ Tensor<T> Mlp<T>::forward(Arena& arena, const Tensor<T>& x, LayerNorm<T>* norm) 
   x_ = x;
   norm_ = norm;
   h_ = arena.alloc<T>({rows, F});
+  norm_stats_ = norm ? arena.alloc<T>({2, rows}) : Tensor<T>();  // mean, rstd of every row
   Tensor<T> y = arena.alloc<T>({rows, C});
   for_each_block(arena, (rows + tile - 1) / tile, [&](Arena& scratch, int, int64_t block) {
     const int64_t r0 = block * tile, n = std::min(tile, rows - r0);
     Tensor<T> in = row_block(x, C, r0, n);
     if (norm) {
       Tensor<T> normed = scratch.alloc<T>({n, C});
-      Tensor<T> stats = scratch.alloc<T>({2, n});
-      norm->forward_rows(in.data(), n, normed.data(), stats.data(), stats.data() + n);
+      norm->forward_rows(in.data(), n, normed.data(), norm_stats_.data() + r0,
+                         norm_stats_.data() + rows + r0);
       in = normed;
     }
     Tensor<T> h = row_block(h_, F, r0, n);
@@ -103,11 +106,12 @@ void Mlp<T>::backward(Arena& arena, const Tensor<T>& dy, const Tensor<T>& dx) {
     const int64_t r0 = block * tile, n = std::min(tile, rows - r0);
     const Tensor<T> x = row_block(x_, C, r0, n), dyb = row_block(dy, C, r0, n);
     const Tensor<T> dxb = row_block(dx, C, r0, n);
-    Tensor<T> in = x, stats;
+    const T* mean = norm_stats_.data() + r0;
+    const T* rstd = norm_stats_.data() + rows + r0;
+    Tensor<T> in = x;
     if (norm_) {
       in = scratch.alloc<T>({n, C});
-      stats = scratch.alloc<T>({2, n});
-      norm_->forward_rows(x.data(), n, in.data(), stats.data(), stats.data() + n);
+      norm_->apply_rows(x.data(), n, mean, rstd, in.data());
     }
     Tensor<T> act = scratch.alloc<T>({n, F}), dh = scratch.zeros<T>({n, F});
     Tensor<T> gelu_grad = scratch.alloc<T>({n, F});
@@ -116,7 +120,7 @@ void Mlp<T>::backward(Arena& arena, const Tensor<T>& dy, const Tensor<T>& dx) {
     fc2_.backward_from(scratch, act, dyb, dh, slots.grad(slot, 2), slots.grad(slot, 3));
     T* g = dh.data();
     const T* gg = gelu_grad.data();
-    for_each_element(n * F, [=](int64_t i) { g[i] *= gg[i]; });
+    for_each_element(n * F, [=](int64_t i) { g[i] *= gg[i]; }, {g, gg});
     if (!norm_) {
       fc1_.backward_from(scratch, in, dh, dxb, slots.grad(slot, 0), slots.grad(slot, 1));
       return;
@@ -124,8 +128,8 @@ void Mlp<T>::backward(Arena& arena, const Tensor<T>& dy, const Tensor<T>& dx) {
     Tensor<T> dnormed = scratch.zeros<T>({n, C});
     fc1_.backward_from(scratch, in, dh, dnormed, slots.grad(slot, 0), slots.grad(slot, 1));
     tp_all_reduce(tp_, dnormed);  // each rank's slice of the MLP gave a partial sum
-    norm_->backward_rows(scratch, x.data(), dnormed.data(), stats.data(), stats.data() + n, n,
-                         dxb.data(), slots.grad(slot, 4), slots.grad(slot, 5));
+    norm_->backward_rows(scratch, x.data(), dnormed.data(), mean, rstd, n, dxb.data(),
+                         slots.grad(slot, 4), slots.grad(slot, 5));
   });
   slots.add_to_grads();
 }

@@ -4,7 +4,8 @@
 //
 // Memory: it runs on blocks of rows (below). Of a block only h = fc1(x) is kept for
 // backward; LN(x) and GELU(h) are recomputed there block by block, so that both live in cache
-// once and never as whole [rows, F] tensors.
+// once and never as whole [rows, F] tensors (the norm's row statistics are kept: two
+// numbers a row).
 #pragma once
 
 #include <string>
@@ -49,8 +50,9 @@ class Mlp {
   TensorParallelGroup* tp_;
   int64_t tile_rows_;
   LayerNorm<T>* norm_ = nullptr;
-  Tensor<T> x_;  // saved by forward: the input (before the norm)
-  Tensor<T> h_;  // fc1 output, saved for GELU's backward
+  Tensor<T> x_;           // saved by forward: the input (before the norm)
+  Tensor<T> h_;           // fc1 output, saved for GELU's backward
+  Tensor<T> norm_stats_;  // the norm's row means, then rstds [2, rows]: its output is recomputed
 };
 
 }  // namespace primal

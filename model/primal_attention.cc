@@ -122,6 +122,7 @@ Tensor<T> PrimalAttention<T>::forward(Arena& arena, const Tensor<T>& x, const Se
     side->norm = arena.alloc<T>({B, N, H});
     if (!causal_) side->w_eff = arena.alloc<T>({B, H, head_dim_, s});
   }
+  norm_stats_ = norm ? arena.alloc<T>({2, int64_t(B) * N}) : Tensor<T>();  // means, rstds
   Tensor<T> out = arena.alloc<T>({int64_t(B) * N, Cx});
   const T* lambda = lambda_->value.data();
   const int per_block = block_samples(N);
@@ -132,8 +133,9 @@ Tensor<T> PrimalAttention<T>::forward(Arena& arena, const Tensor<T>& x, const Se
     const int64_t r0 = int64_t(b0) * N, rows = int64_t(b1 - b0) * N;
     Tensor<T> in(x.data() + r0 * Cx, {rows, Cx});
     if (norm) {
-      Tensor<T> normed = scratch.alloc<T>({rows, Cx}), stats = scratch.alloc<T>({2, rows});
-      norm->forward_rows(in.data(), rows, normed.data(), stats.data(), stats.data() + rows);
+      Tensor<T> normed = scratch.alloc<T>({rows, Cx});
+      norm->forward_rows(in.data(), rows, normed.data(), norm_stats_.data() + r0,
+                         norm_stats_.data() + int64_t(B) * N + r0);
       in = normed;
     }
     if (!causal_) {
@@ -159,11 +161,15 @@ Tensor<T> PrimalAttention<T>::forward(Arena& arena, const Tensor<T>& x, const Se
                             if (!seq.is_real(int(row / N), int(row % N))) continue;
                             const T* er = er_.data() + row * H * 2 * s;
                             for (int h = 0; h < H; ++h, er += 2 * s) {
+                              double e = 0, r = 0;  // in SIMD lanes
+#pragma omp simd reduction(+ : e, r)
                               for (int i = 0; i < s; ++i) {
                                 const double l2 = double(lambda[h * s + i]) * lambda[h * s + i];
-                                acc[0] += 0.5 * l2 * er[i] * er[i];
-                                acc[1] += 0.5 * l2 * er[s + i] * er[s + i];
+                                e += 0.5 * l2 * er[i] * er[i];
+                                r += 0.5 * l2 * er[s + i] * er[s + i];
                               }
+                              acc[0] += e;
+                              acc[1] += r;
                             }
                           }
                         });
@@ -322,11 +328,12 @@ void PrimalAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Ten
     side_backward(scratch, q_, der, dqk, dxs, b0, b1, slots.grad(slot, 6));
     side_backward(scratch, k_, der, dqk, dxs, b0, b1, slots.grad(slot, 7));
     // qk's input: norm(x) again (with its row statistics) or x itself.
-    Tensor<T> x(x_.data() + r0 * Cx, {rows, Cx}), in = x, stats;
+    Tensor<T> x(x_.data() + r0 * Cx, {rows, Cx}), in = x;
+    const T* mean = norm_stats_.data() + r0;
+    const T* rstd = norm_stats_.data() + int64_t(B) * N + r0;
     if (norm_) {
       in = scratch.alloc<T>({rows, Cx});
-      stats = scratch.alloc<T>({2, rows});
-      norm_->forward_rows(x.data(), rows, in.data(), stats.data(), stats.data() + rows);
+      norm_->apply_rows(x.data(), rows, mean, rstd, in.data());
     }
     Tensor<T> din =
         norm_ ? scratch.zeros<T>({rows, Cx}) : Tensor<T>(dx.data() + r0 * Cx, {rows, Cx});
@@ -342,8 +349,8 @@ void PrimalAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Ten
     }
     if (norm_) {
       tp_all_reduce(tp_, din);  // each rank's heads gave a partial sum
-      norm_->backward_rows(scratch, x.data(), din.data(), stats.data(), stats.data() + rows, rows,
-                           dx.data() + r0 * Cx, slots.grad(slot, 9), slots.grad(slot, 10));
+      norm_->backward_rows(scratch, x.data(), din.data(), mean, rstd, rows, dx.data() + r0 * Cx,
+                           slots.grad(slot, 9), slots.grad(slot, 10));
     }
   });
   slots.add_to_grads();

@@ -34,8 +34,8 @@ class PrimalAttention : public Attention<T> {
   // KSVD partials: e-sum = sum_real 0.5 (e Lambda)^2, r-sum likewise, t-sum = sum_h <We_h, Wr_h>
   // It runs on blocks of whole samples (about kAttentionBlockRows rows; under tensor
   // parallelism the whole batch, so that proj's sum over the group stays one collective):
-  // norm(x), qk, [e r] Wc^T live a block at a time; u, |qin| and [e r] are kept for backward,
-  // the others recomputed there.
+  // norm(x), qk, [e r] Wc^T live a block at a time; u, |qin|, [e r] and the norm's row
+  // statistics are kept for backward, the others recomputed there.
   Tensor<T> forward(Arena& arena, const Tensor<T>& x, const Sequence& seq, KsvdPartial& ksvd,
                     LayerNorm<T>* norm) override;
   // The forward upside down:
@@ -98,7 +98,8 @@ class PrimalAttention : public Attention<T> {
   int64_t block_rows_;
   // saved by forward
   Sequence seq_;
-  Tensor<T> x_;  // the input, before the norm
+  Tensor<T> x_;           // the input, before the norm
+  Tensor<T> norm_stats_;  // the norm's row means, then rstds [2, B N]
   LayerNorm<T>* norm_ = nullptr;
   Tensor<T> xs_;         // encoder: the sampled input rows x[b, idx] [B, L, C]
   Tensor<int32_t> idx_;  // encoder: sampled positions [B, L]

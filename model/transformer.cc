@@ -3,6 +3,7 @@
 #include <string>
 
 #include "core/blas.h"
+#include "core/elementwise.h"
 #include "core/parallel.h"
 #include "model/cross_entropy.h"
 #include "model/dropout.h"
@@ -23,11 +24,9 @@ void zero_padded_rows(const Tensor<T>& x, const Sequence& seq) {
 // y += x, element-wise.
 template <typename T>
 void add_inplace(const Tensor<T>& y, const Tensor<T>& x) {
-  const int64_t n = y.numel();
   T* out = y.data();
   const T* in = x.data();
-#pragma omp parallel for simd schedule(static) if (n > kParallelGrain)
-  for (int64_t i = 0; i < n; ++i) out[i] += in[i];
+  for_each_element(y.numel(), [=](int64_t i) { out[i] += in[i]; }, {out, in});
 }
 
 template <typename T>
