@@ -98,7 +98,7 @@ void SoftmaxAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Te
     T* dv = dq + 2 * C;
     const T* A = attn_.data() + int64_t(bh) * N * N;
     const T* dyh = dy.data() + int64_t(b) * N * C + h * d;
-    T* dS = scratch.data() + int64_t(omp_get_thread_num()) * kQueryBlock * N;
+    T* dS = scratch.data() + int64_t(omp_get_thread_num()) * block * N;
     // dk and dv add up over the query blocks that see each key.
     for (int n = 0; n < N; ++n) {
       std::fill_n(dk + int64_t(n) * 3 * C, d, T(0));
