@@ -43,17 +43,15 @@
 #include <libxsmm.h>
 #include <dnnl.hpp>
 
+#include "bench/bench_models.h"
 #include "core/blas.h"
 #include "model/transformer.h"
 
 namespace primal {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
+using bench::Clock;
+using bench::seconds_since;
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -62,26 +60,6 @@ double median(std::vector<double> v) {
 
 // ---------------------------------------------------------------------------------------------
 // Recording the step.
-
-// bench/model_bench.cc's listops_model(kPrimal, 2000): C=64, H=2, 2 layers, F=128, s=20, m=10.
-ModelConfig listops_primal_model(int max_len) {
-  ModelConfig c;
-  c.head = HeadKind::kClassifier;
-  c.input = InputKind::kTokens;
-  c.vocab = 20;
-  c.width = 64;
-  c.heads = 2;
-  c.mlp_width = 128;
-  c.max_len = max_len;
-  c.low_rank = 20;
-  c.rank_multi = 10;
-  c.layers = {AttentionKind::kPrimal, AttentionKind::kPrimal};
-  c.eta = 0.05;
-  c.pooling = Pooling::kMean;
-  c.num_classes = 10;
-  c.head_width = 128;
-  return c;
-}
 
 std::mutex recorded_mutex;
 std::vector<GemmCall> recorded;
@@ -101,7 +79,7 @@ struct Step {
 // at least 2 threads so that the per-head regions are active and say so.
 Step record_step() {
   const int B = 32, N = 2000;
-  ModelConfig config = listops_primal_model(N);
+  ModelConfig config = bench::listops_model(AttentionKind::kPrimal, N);
   Transformer<float> model(config);
   std::mt19937 gen(1);
   std::uniform_int_distribution<int> token(0, config.vocab - 1), label(0, 9);

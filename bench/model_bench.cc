@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/bench_models.h"
 #include "core/blas.h"
 #include "model/transformer.h"
 #include "trainer/adamw.h"
@@ -30,7 +31,10 @@ namespace primal {
 namespace {
 
 using enum AttentionKind;
-using Clock = std::chrono::steady_clock;
+using bench::byte_lm_model;
+using bench::Clock;
+using bench::listops_model;
+using bench::seconds_since;
 
 struct BenchCase {
   std::string name;
@@ -53,44 +57,6 @@ std::vector<BenchCase> cases() {
   return out;
 }
 
-ModelConfig listops_model(AttentionKind kind, int max_len) {
-  ModelConfig c;
-  c.head = HeadKind::kClassifier;
-  c.input = InputKind::kTokens;
-  c.vocab = 20;
-  c.width = 64;
-  c.heads = 2;
-  c.mlp_width = 128;
-  c.max_len = max_len;
-  c.low_rank = 20;
-  c.rank_multi = 10;
-  c.layers = {kind, kind};
-  c.eta = 0.05;
-  c.pooling = Pooling::kMean;
-  c.num_classes = 10;
-  c.head_width = 128;
-  return c;
-}
-
-// Issue 14's byte LM: vocab 256 with the tied LM head, C=256, H=4, F=1024, N=512, five causal
-// SOFTMAX layers and a last PRIMAL one (causal form, s=20, m=10), eta 0.05, dropout 0.
-ModelConfig byte_lm_model(int max_len) {
-  ModelConfig c;
-  c.head = HeadKind::kLm;
-  c.input = InputKind::kTokens;
-  c.vocab = 256;
-  c.width = 256;
-  c.heads = 4;
-  c.mlp_width = 1024;
-  c.max_len = max_len;
-  c.low_rank = 20;
-  c.rank_multi = 10;
-  c.layers = {kSoftmax, kSoftmax, kSoftmax, kSoftmax, kSoftmax, kPrimal};
-  c.eta = 0.05;
-  c.dropout = 0;
-  return c;
-}
-
 std::string attention_label(const ModelConfig& config) {
   std::string out;
   for (AttentionKind k : config.layers) {
@@ -98,10 +64,6 @@ std::string attention_label(const ModelConfig& config) {
     out += k == kPrimal ? "PRIMAL" : "SOFTMAX";
   }
   return out;
-}
-
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
 // kB from /proc/self/status ("VmRSS", "VmHWM").

@@ -304,6 +304,20 @@ def decays(name):
                 or name.startswith("norm."))
 
 
+def trunk(model, tokens):
+    """Embeddings, the layers and the final LayerNorm of either model: (LN_f(x), the mean of
+    the PRIMAL layers' KSVD losses, 0 without one)."""
+    N = tokens.shape[1]
+    x = model.embed.tok(tokens) + model.embed.pos.weight[:N]
+    J = []
+    for layer in model.layers:
+        x, j = layer(x)
+        if j is not None:
+            J.append(j)
+    ksvd = torch.stack(J).mean() if J else torch.zeros((), dtype=x.dtype)
+    return model.norm(x), ksvd
+
+
 class Classifier(nn.Module):
     def __init__(self, kinds, V, C, H, Fw, max_len, s, m, Fh, K, eta):
         super().__init__()
@@ -320,16 +334,8 @@ class Classifier(nn.Module):
         reset_parameters(self)
 
     def forward(self, tokens, targets):
-        B, N = tokens.shape
-        x = self.embed.tok(tokens) + self.embed.pos.weight[:N]
-        J = []
-        for layer in self.layers:
-            x, j = layer(x)
-            if j is not None:
-                J.append(j)
-        pooled = self.norm(x).mean(dim=1)
-        ce = F.cross_entropy(self.head(pooled), targets)
-        ksvd = torch.stack(J).mean() if J else torch.zeros((), dtype=x.dtype)
+        x, ksvd = trunk(self, tokens)
+        ce = F.cross_entropy(self.head(x.mean(dim=1)), targets)
         return ce + self.eta * ksvd, ce, ksvd
 
 
@@ -347,15 +353,9 @@ class LanguageModel(nn.Module):
 
     def forward(self, tokens, targets):
         B, N = tokens.shape
-        x = self.embed.tok(tokens) + self.embed.pos.weight[:N]
-        J = []
-        for layer in self.layers:
-            x, j = layer(x)
-            if j is not None:
-                J.append(j)
-        logits = torch.matmul(self.norm(x), self.embed.tok.weight.t())  # [B,N,V]
+        x, ksvd = trunk(self, tokens)
+        logits = torch.matmul(x, self.embed.tok.weight.t())  # [B,N,V]
         ce = F.cross_entropy(logits.view(B * N, -1), targets.view(B * N))
-        ksvd = torch.stack(J).mean() if J else torch.zeros((), dtype=x.dtype)
         return ce + self.eta * ksvd, ce, ksvd
 
 

@@ -20,10 +20,18 @@
 #include "core/arena.h"
 #include "core/parallel.h"
 #include "model/parameters.h"
+#include "model/tensor_parallel.h"
 
 namespace primal {
 
 inline constexpr int kBlockSlots = 8;
+
+// Under tensor parallelism a layer's whole batch is one block: the collectives inside a block
+// (a row-parallel output's sum, a norm's input gradient's) are then called once per layer,
+// from one thread.
+inline bool whole_batch_is_one_block(const TensorParallelGroup* tp) {
+  return tp && tp->size() > 1;
+}
 
 inline int block_slots(int64_t blocks) {
   return int(std::clamp<int64_t>(blocks, 1, kBlockSlots));
@@ -51,7 +59,8 @@ void for_each_block(Arena& arena, int64_t blocks, Body body) {
   for (int slot = 0; slot < slots; ++slot) run_slot(arena.thread_arena(omp_get_thread_num()), slot);
 }
 
-// Zeroed gradient accumulators, one per slot for each of a few parameters.
+// Zeroed gradient accumulators, one per slot for each of a few parameters. A null parameter
+// (a layer's optional part that is absent, e.g. its norm) gets none.
 template <typename T>
 class GradSlots {
  public:
@@ -62,7 +71,7 @@ class GradSlots {
     for (Parameter<T>* p : params) {
       offset_[count_] = total;
       params_[count_++] = p;
-      total += p->grad.numel();
+      if (p) total += p->grad.numel();
     }
     stride_ = total;
     storage_ = arena.zeros<T>({slots, total});
@@ -72,6 +81,7 @@ class GradSlots {
   // Adds the slots into the parameters' gradients, slot 0 first.
   void add_to_grads() const {
     for (int i = 0; i < count_; ++i) {
+      if (!params_[i]) continue;
       T* g = params_[i]->grad.data();
       const int64_t n = params_[i]->grad.numel();
       for (int slot = 0; slot < slots_; ++slot) {

@@ -118,9 +118,9 @@ Tensor<T> Generator<T>::layer_step(int index, const Tensor<T>& x) {
       layer.kind() == AttentionKind::kSoftmax
           ? softmax_step(static_cast<SoftmaxAttention<T>&>(layer.attention()), states_[index], in)
           : primal_step(static_cast<PrimalAttention<T>&>(layer.attention()), states_[index], in);
-  for (int64_t i = 0; i < x.numel(); ++i) x2[i] += x[i];
+  add_inplace(x2, x);
   Tensor<T> m = layer.mlp().forward(arena_, x2, &layer.ln2());
-  for (int64_t i = 0; i < x.numel(); ++i) m[i] += x2[i];
+  add_inplace(m, x2);
   return m;
 }
 

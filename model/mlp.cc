@@ -20,27 +20,9 @@ Tensor<T> gelu_forward(Arena& arena, const Tensor<T>& x) {
 }
 
 template <typename T>
-void gelu_backward(const Tensor<T>& x, const Tensor<T>& dy, const Tensor<T>& dx) {
+void gelu_with_grad(const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>& grad) {
   const int64_t n = x.numel();
   const T* in = x.data();
-  const T* g = dy.data();
-  T* out = dx.data();
-  for_each_element(n, [=](int64_t i) { out[i] = g[i] * em::gelu_grad(in[i]); }, {in, g});
-}
-
-namespace {
-
-// Rows [r0, r0 + rows) of a [*, width] tensor.
-template <typename T>
-Tensor<T> row_block(const Tensor<T>& t, int64_t width, int64_t r0, int64_t rows) {
-  return Tensor<T>(t.data() + r0 * width, {rows, width});
-}
-
-// gelu(h) and gelu'(h) in one pass (one erf per element).
-template <typename T>
-void gelu_with_grad(const Tensor<T>& h, const Tensor<T>& y, const Tensor<T>& grad) {
-  const int64_t n = h.numel();
-  const T* in = h.data();
   T* out = y.data();
   T* d = grad.data();
   for_each_element(n,
@@ -49,6 +31,14 @@ void gelu_with_grad(const Tensor<T>& h, const Tensor<T>& y, const Tensor<T>& gra
                      d[i] = em::gelu_grad(in[i]);
                    },
                    {in});
+}
+
+namespace {
+
+// Rows [r0, r0 + rows) of a [*, width] tensor.
+template <typename T>
+Tensor<T> row_block(const Tensor<T>& t, int64_t width, int64_t r0, int64_t rows) {
+  return Tensor<T>(t.data() + r0 * width, {rows, width});
 }
 
 }  // namespace
@@ -63,7 +53,7 @@ Mlp<T>::Mlp(ParameterStore<T>& params, const std::string& name, int width, int h
                                : std::max(kMlpMinBlockRows,
                                           kMlpBlockBytes / int64_t(sizeof(T) * fc1_.out()))) {
   check(tile_rows >= 0, "Mlp: tile_rows must be >= 0");
-  if (tp && tp->size() > 1) tile_rows_ = 0;  // the whole batch
+  if (whole_batch_is_one_block(tp)) tile_rows_ = 0;  // 0: all rows
 }
 
 template <typename T>
@@ -96,12 +86,9 @@ void Mlp<T>::backward(Arena& arena, const Tensor<T>& dy, const Tensor<T>& dx) {
   const int64_t C = fc1_.in(), F = fc1_.out(), rows = x_.numel() / C;
   const int64_t tile = tile_rows_ > 0 ? tile_rows_ : rows, blocks = (rows + tile - 1) / tile;
   // The accumulators, in this order: fc1 W, b; fc2 W, b; the norm's w, b.
-  const GradSlots<T> slots =
-      norm_ ? GradSlots<T>(arena, block_slots(blocks),
-                           {fc1_.weight(), fc1_.bias(), fc2_.weight(), fc2_.bias(), norm_->weight(),
-                            norm_->bias()})
-            : GradSlots<T>(arena, block_slots(blocks),
-                           {fc1_.weight(), fc1_.bias(), fc2_.weight(), fc2_.bias()});
+  const GradSlots<T> slots(arena, block_slots(blocks),
+                           {fc1_.weight(), fc1_.bias(), fc2_.weight(), fc2_.bias(),
+                            norm_ ? norm_->weight() : nullptr, norm_ ? norm_->bias() : nullptr});
   for_each_block(arena, blocks, [&](Arena& scratch, int slot, int64_t block) {
     const int64_t r0 = block * tile, n = std::min(tile, rows - r0);
     const Tensor<T> x = row_block(x_, C, r0, n), dyb = row_block(dy, C, r0, n);
@@ -136,8 +123,8 @@ void Mlp<T>::backward(Arena& arena, const Tensor<T>& dy, const Tensor<T>& dx) {
 
 template Tensor<float> gelu_forward(Arena&, const Tensor<float>&);
 template Tensor<double> gelu_forward(Arena&, const Tensor<double>&);
-template void gelu_backward(const Tensor<float>&, const Tensor<float>&, const Tensor<float>&);
-template void gelu_backward(const Tensor<double>&, const Tensor<double>&, const Tensor<double>&);
+template void gelu_with_grad(const Tensor<float>&, const Tensor<float>&, const Tensor<float>&);
+template void gelu_with_grad(const Tensor<double>&, const Tensor<double>&, const Tensor<double>&);
 template class Mlp<float>;
 template class Mlp<double>;
 

@@ -18,9 +18,10 @@ namespace primal {
 // gelu(x) = 0.5 x (1 + erf(x / sqrt 2));  gelu'(x) = 0.5 (1 + erf(x / sqrt 2)) + x pdf(x)
 template <typename T>
 Tensor<T> gelu_forward(Arena& arena, const Tensor<T>& x);
-// dx = dy * gelu'(x)   (dx may be dy: in place)
+// y = gelu(x) and grad = gelu'(x) in one pass (one erf per element): the MLP's backward
+// recomputes its GELU output with it and multiplies the incoming gradient by grad.
 template <typename T>
-void gelu_backward(const Tensor<T>& x, const Tensor<T>& dy, const Tensor<T>& dx);
+void gelu_with_grad(const Tensor<T>& x, const Tensor<T>& y, const Tensor<T>& grad);
 
 // Rows of one block: as many as make a [rows, F] block of kMlpBlockBytes (its h, GELU(h) and
 // their gradients stay in a core's L2 cache; 512 rows at F = 128 measured fastest of 128-4096

@@ -49,7 +49,7 @@ const T* PrimalAttention<T>::projection(const Side& side, int b, int h) const {
 
 template <typename T>
 int PrimalAttention<T>::block_samples(int N) const {
-  if (tp_ && tp_->size() > 1) return seq_.B;
+  if (whole_batch_is_one_block(tp_)) return seq_.B;
   return int(std::max<int64_t>(1, block_rows_ / std::max(N, 1)));
 }
 
@@ -276,15 +276,10 @@ void PrimalAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Ten
   const int64_t blocks = (B + per_block - 1) / per_block;
   // The accumulators, in this order: qk W, b; concat W, b; proj W, b; We; Wr; Lambda; the
   // norm's w, b.
-  const int slot_count = block_slots(blocks);
-  const GradSlots<T> slots =
-      norm_ ? GradSlots<T>(
-                  arena, slot_count,
-                  {qk_.weight(), qk_.bias(), concat_.weight(), concat_.bias(), proj_.weight(),
-                   proj_.bias(), we_, wr_, lambda_, norm_->weight(), norm_->bias()})
-            : GradSlots<T>(arena, slot_count,
-                           {qk_.weight(), qk_.bias(), concat_.weight(), concat_.bias(),
-                            proj_.weight(), proj_.bias(), we_, wr_, lambda_});
+  const GradSlots<T> slots(
+      arena, block_slots(blocks),
+      {qk_.weight(), qk_.bias(), concat_.weight(), concat_.bias(), proj_.weight(), proj_.bias(),
+       we_, wr_, lambda_, norm_ ? norm_->weight() : nullptr, norm_ ? norm_->bias() : nullptr});
   for_each_block(arena, blocks, [&](Arena& scratch, int slot, int64_t block) {
     const int b0 = int(block) * per_block, b1 = std::min(B, b0 + per_block);
     const int64_t r0 = int64_t(b0) * N, rows = int64_t(b1 - b0) * N;

@@ -21,7 +21,6 @@ void zero_padded_rows(const Tensor<T>& x, const Sequence& seq) {
       std::fill_n(x.data() + (int64_t(b) * seq.N + n) * C, C, T(0));
 }
 
-// y += x, element-wise.
 template <typename T>
 void add_inplace(const Tensor<T>& y, const Tensor<T>& x) {
   T* out = y.data();
@@ -45,7 +44,6 @@ template <typename T>
 TransformerLayer<T>::TransformerLayer(ParameterStore<T>& params, const ModelConfig& config,
                                       int index, TensorParallelGroup* tp)
     : index_(index),
-      tp_(tp),
       kind_(config.layers[index]),
       dropout_(config.dropout),
       ln1_(params, "layers." + std::to_string(index) + ".ln1", config.width, config.ln_eps),
@@ -224,6 +222,8 @@ void Transformer<T>::sum_grads_over_tp() {
 
 template void zero_padded_rows(const Tensor<float>&, const Sequence&);
 template void zero_padded_rows(const Tensor<double>&, const Sequence&);
+template void add_inplace(const Tensor<float>&, const Tensor<float>&);
+template void add_inplace(const Tensor<double>&, const Tensor<double>&);
 template class TransformerLayer<float>;
 template class TransformerLayer<double>;
 template class Transformer<float>;

@@ -48,7 +48,6 @@ class TransformerLayer {
 
  private:
   int index_;
-  TensorParallelGroup* tp_;
   AttentionKind kind_;
   double dropout_;
   LayerNorm<T> ln1_, ln2_;
@@ -120,5 +119,8 @@ class Transformer {
 // Sets rows of x [B, N, C] at padded positions to 0.
 template <typename T>
 void zero_padded_rows(const Tensor<T>& x, const Sequence& seq);
+// y += x, element-wise (the residual sums).
+template <typename T>
+void add_inplace(const Tensor<T>& y, const Tensor<T>& x);
 
 }  // namespace primal
