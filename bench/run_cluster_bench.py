@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """All-reduce bandwidth and data-parallel step rate across two hosts of scripts/cluster.py
-(network namespaces on this machine, one rank and one CPU per host, TCP over a veth link
-shaped by tc: tbf for a rate, netem for a delay where the kernel has it). Needs root.
+(network namespaces on this machine, one rank and one CPU per host, TCP between them).
+Needs root.
 
-  bench/run_cluster_bench.py [--build build] [--links none,1gbit,10gbit/100us,...]
+  bench/run_cluster_bench.py [--build build] [--cluster-links veth|relay]
+                             [--links none,1gbit,10gbit/100us,...]
                              [--sizes-mb 1,4,16,64] [--rounds 5] [--dp-link 10gbit]
                              [--dp-runs 3] [--dp-steps 30]
 
-For every link (RATE or RATE/ONE-WAY-DELAY, set on both hosts' outgoing traffic; "none"
-leaves the veth unshaped; a delay needs sch_netem in the kernel), primal_comm_bench prints ours against raw MPI_Allreduce side by side. Then on
+--cluster-links: veth pairs shaped by tc (tbf for a rate, netem for a delay where the kernel
+has it), or the user-space link emulator (scripts/cluster_link.cc), which also delays. For
+every link (RATE, RATE/ONE-WAY-DELAY or none/ONE-WAY-DELAY, set on both hosts' outgoing
+traffic; "none" leaves it unshaped), primal_comm_bench prints ours against raw MPI_Allreduce
+side by side. Then on
 --dp-link, lm_kjv (global batch 16 x 256, one thread per rank) as DP=1 (one process on node0)
 and as DP=2 (one rank on each host), alternating, --dp-runs times each; tokens/s are the mean
 over the logged steps after the first window.
@@ -29,13 +33,8 @@ MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}
 
 
 def shape(cluster, link):
-    if link == "none":
-        for i in range(cluster.k):
-            subprocess.run(["ip", "netns", "exec", cluster.ns[i], "tc", "qdisc", "del", "dev",
-                            "eth0", "root"], stderr=subprocess.DEVNULL)
-        return
     rate, _, delay = link.partition("/")
-    cluster.shape_all(rate=rate, delay=delay or None)
+    cluster.shape_all(rate=None if rate == "none" else rate, delay=delay or None)
 
 
 def rate_of(metrics):
@@ -46,6 +45,7 @@ def rate_of(metrics):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--build", default=os.path.join(ROOT, "build"))
+    p.add_argument("--cluster-links", choices=["veth", "relay"], default="veth")
     p.add_argument("--links", default="none,1gbit,10gbit,25gbit")
     p.add_argument("--sizes-mb", default="1,4,16,64")
     p.add_argument("--rounds", default="5")
@@ -56,7 +56,7 @@ def main():
     args = p.parse_args()
     build = os.path.abspath(args.build)
     work = tempfile.mkdtemp(prefix="primal-cluster-bench-")
-    with Cluster(2, os.path.join(work, "cluster")) as c:
+    with Cluster(2, os.path.join(work, "cluster"), links=args.cluster_links) as c:
         env = c.env(**MPI_ENV)
         hostfile = c.hostfile(1)
         if not args.skip_allreduce:

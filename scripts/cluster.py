@@ -15,8 +15,19 @@ directory is shared by all hosts (the checkpoint directory of a real cluster's s
         c.cut(1)                                  # ip link set eth0 down on node1
         c.shape(1, rate="1gbit", loss="1%")       # what node1 sends: tbf, a BPF classifier
 
+Links: "veth" (the default) joins the hosts by veth pairs on a bridge, shaped by the kernel
+(tc tbf, a BPF classifier); "relay" makes each host's eth0 a TUN device and carries the packets
+between hosts in a user-space link emulator (scripts/cluster_link.cc), which can also delay
+them: this project's kernels have no sch_netem, so a delay needs links="relay".
+
+    with Cluster(hosts=2, links="relay") as c:
+        c.shape_all(rate="10gbit", delay="100us")  # each way: 100 us more round trip per way
+
 By hand:
-    scripts/cluster.py up [--hosts K]   prints the hosts and the mpirun options; stays up
+    scripts/cluster.py up [--hosts K] [--links veth|relay]
+                                        prints the hosts and the mpirun options; stays up
+    scripts/cluster.py shape HOST [--rate 10gbit] [--delay 100us] [--loss 1%]
+                                        shapes what HOST sends (nothing given: unshaped)
     scripts/cluster.py exec HOST CMD... runs CMD on host HOST (0..K-1)
     scripts/cluster.py down             kills every process on the hosts, removes it all
 Facts this relies on: ../shared/notes/multi-host-on-one-machine.md.
@@ -27,6 +38,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -34,16 +46,43 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 AGENT = os.path.join(HERE, "cluster_agent.sh")
 LOSS_PROGRAM = os.path.join(HERE, "cluster_loss.bpf.c")  # shape(loss=...)
+LINK_PROGRAM = os.path.join(HERE, "cluster_link.cc")  # links="relay"
 NO_DELAY = (". A delay needs the kernel's sch_netem (tc netem), or sch_fq to pace packets by "
             "departure times a BPF program would set; this kernel (%s) has neither, and nothing "
-            "else in tc holds a packet back: only a rate (tbf) and a loss (BPF) can be shaped. "
-            "The link is left unshaped")
+            "else in tc holds a packet back: only a rate (tbf) and a loss (BPF) can be shaped "
+            "on veth links. The link is left unshaped; Cluster(links=\"relay\") delays packets "
+            "in user space")
+RELAY_MTU = 65000  # TUN links have no segmentation offload: large packets keep ~1 GB/s
+RELAY_QUEUE = 4 << 20  # bytes a relay link holds before it drops (a switch port's buffer)
 PREFIX = "primal"  # namespace names: primal-node0.., primal-switch
 SUBNET = "10.213.12"  # the /24; host i is .(i+1)
 
 
 class ClusterError(RuntimeError):
     pass
+
+
+def parse_rate(rate):
+    """Bits per second of "10gbit", "500mbit", "100kbit"."""
+    m = re.fullmatch(r"([0-9.]+)([kmg])bit", rate.lower())
+    if not m:
+        raise ClusterError("rate %r: a number and kbit, mbit or gbit, as \"10gbit\"" % rate)
+    return float(m.group(1)) * {"k": 1e3, "m": 1e6, "g": 1e9}[m.group(2)]
+
+
+def parse_delay(delay):
+    """Nanoseconds of "100us", "1ms", "0.5ms"."""
+    m = re.fullmatch(r"([0-9.]+)(us|ms)", delay.lower())
+    if not m:
+        raise ClusterError("delay %r: a number and us or ms, as \"100us\"" % delay)
+    return round(float(m.group(1)) * {"us": 1e3, "ms": 1e6}[m.group(2)])
+
+
+def parse_loss_ppm(loss):
+    """Parts per million of "1%", "0.5%"."""
+    if not re.fullmatch(r"[0-9.]+%", loss):
+        raise ClusterError("loss %r: a percentage, as \"1%%\"" % loss)
+    return round(float(loss[:-1]) * 1e4)
 
 
 def _ip(*args, ns=None, check=True):
@@ -99,10 +138,14 @@ def cpu_sets(hosts):
 
 
 class Cluster:
-    def __init__(self, hosts=2, workdir=None, cpus=None):
-        """cpus: each host's CPU list for taskset ("0,2"); default cpu_sets(hosts)."""
+    def __init__(self, hosts=2, workdir=None, cpus=None, links="veth"):
+        """cpus: each host's CPU list for taskset ("0,2"); default cpu_sets(hosts).
+        links: "veth" or "relay" (the module's docstring)."""
         if os.geteuid() != 0:
             raise ClusterError("the cluster fixture needs root (network namespaces)")
+        if links not in ("veth", "relay"):
+            raise ClusterError("links=%r: \"veth\" or \"relay\"" % links)
+        self.links = links
         self.k = hosts
         self.names = ["node%d" % i for i in range(hosts)]
         self.addrs = ["%s.%d" % (SUBNET, i + 1) for i in range(hosts)]
@@ -110,6 +153,7 @@ class Cluster:
         self.switch = PREFIX + "-switch"
         self.dir = os.path.abspath(workdir or "/tmp/primal-cluster")
         self.map = os.path.join(self.dir, "hosts.map")
+        self.control = os.path.join(self.dir, "link.sock")  # the relay's (links="relay")
         self.cpus = list(cpus or cpu_sets(hosts))
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -137,11 +181,15 @@ class Cluster:
             "%s %s\n" % (a, n) for a, n in zip(self.addrs, self.names))
         for i, (ns, addr) in enumerate(zip(self.ns, self.addrs)):
             _ip("netns", "add", ns)
-            # Created inside the host's namespace, its peer moved to the switch: the names
-            # never appear in the machine's own namespace.
-            _ip("link", "add", "eth0", "type", "veth", "peer", "name", "port%d" % i, ns=ns)
-            _ip("link", "set", "port%d" % i, "netns", self.switch, ns=ns)
-            _ip("link", "set", "port%d" % i, "master", "br0", "up", ns=self.switch)
+            if self.links == "veth":
+                # Created inside the host's namespace, its peer moved to the switch: the names
+                # never appear in the machine's own namespace.
+                _ip("link", "add", "eth0", "type", "veth", "peer", "name", "port%d" % i, ns=ns)
+                _ip("link", "set", "port%d" % i, "netns", self.switch, ns=ns)
+                _ip("link", "set", "port%d" % i, "master", "br0", "up", ns=self.switch)
+            else:
+                _ip("tuntap", "add", "dev", "eth0", "mode", "tun", ns=ns)
+                _ip("link", "set", "eth0", "mtu", str(RELAY_MTU), ns=ns)
             _ip("addr", "add", addr + "/24", "dev", "eth0", ns=ns)
             _ip("link", "set", "eth0", "up", ns=ns)
             _ip("link", "set", "lo", "up", ns=ns)
@@ -156,7 +204,44 @@ class Cluster:
         with open(self.map, "w") as f:
             for line in zip(self.names, self.addrs, self.ns, self.cpus):
                 f.write(" ".join(line) + "\n")
+        if self.links == "relay":
+            self._start_relay()
         self._wait_links()
+
+    def _start_relay(self):
+        """The link emulator, compiled once into the workdir, running in the switch namespace
+        (so that down() finds and kills it with the hosts' processes)."""
+        binary = os.path.join(self.dir, "cluster_link")
+        if not os.path.exists(binary) or os.path.getmtime(binary) < os.path.getmtime(LINK_PROGRAM):
+            subprocess.run(["c++", "-O2", "-std=c++20", LINK_PROGRAM, "-o", binary + ".tmp"],
+                           check=True)
+            os.rename(binary + ".tmp", binary)
+        self.relay = subprocess.Popen(
+            ["ip", "netns", "exec", self.switch, binary, self.control]
+            + ["/run/netns/" + ns for ns in self.ns], stdout=subprocess.PIPE, text=True)
+        if self.relay.stdout.readline().strip() != "ready":
+            raise ClusterError("the link emulator (%s) did not start" % binary)
+        for i in range(self.k):
+            self._relay_request("%d 0 0 0 %d" % (i, RELAY_QUEUE))
+
+    def _relay_request(self, message):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        path = "%s.%d" % (self.control, os.getpid())
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        s.bind(path)
+        s.settimeout(5)
+        try:
+            s.sendto(message.encode(), self.control)
+            reply = s.recv(256).decode()
+        finally:
+            s.close()
+            os.unlink(path)
+        if reply.startswith("error"):
+            raise ClusterError("the link emulator: " + reply)
+        return reply
 
     def down(self):
         """Kills every process on every host (by PID), then removes namespaces and links."""
@@ -165,6 +250,8 @@ class Cluster:
         for ns in present:
             pids += [int(p) for p in _ip("netns", "pids", ns, check=False).split()]
         kill_all(pids)
+        if getattr(self, "relay", None):
+            self.relay.wait()
         for ns in present:
             _ip("netns", "del", ns, check=False)
             subprocess.run(["rm", "-rf", "/etc/netns/" + ns])
@@ -249,11 +336,17 @@ class Cluster:
 
     def shape(self, host, rate=None, delay=None, loss=None):
         """Shapes host's outgoing traffic to exactly this (nothing given: unshaped; shape
-        every host for both directions): a rate ("1gbit") by a token bucket on its eth0 (tbf,
-        the root qdisc), a loss ("1%") by a BPF classifier where its packets enter the switch
-        (scripts/cluster_loss.bpf.c, built with clang), a delay ("100us") by tc netem (the
-        root, the bucket under it) where the kernel has sch_netem. Without it (this project's
+        every host for both directions): a rate ("1gbit"), a delay ("100us") and a loss ("1%").
+        On relay links the link emulator does all three. On veth links a rate is a token
+        bucket on its eth0 (tbf, the root qdisc), a loss a BPF classifier where its packets
+        enter the switch (scripts/cluster_loss.bpf.c, built with clang), a delay tc netem (the
+        root, the bucket under it) where the kernel has sch_netem; without it (this project's
         machines) a delay is refused, the link left unshaped."""
+        if self.links == "relay":
+            self._relay_request("%d %.0f %d %d %d" % (
+                host, parse_rate(rate) if rate else 0, parse_delay(delay) if delay else 0,
+                parse_loss_ppm(loss) if loss else 0, RELAY_QUEUE))
+            return
         tc = ["ip", "netns", "exec", self.ns[host], "tc"]
         port = ["tc", "-n", self.switch]
         # What an earlier call set, if anything.
@@ -273,9 +366,7 @@ class Cluster:
             parent = ["parent", "1:1", "handle", "10:"]
         if rate:
             # A burst that covers a few timer ticks at the rate.
-            bits = {"k": 1e3, "m": 1e6, "g": 1e9}[rate.lower().rstrip("bit")[-1]] * float(
-                rate.lower().rstrip("bit")[:-1])
-            burst = max(int(bits / 8 * 0.004), 65536)
+            burst = max(int(parse_rate(rate) / 8 * 0.004), 65536)
             subprocess.run(tc + ["qdisc", "add", "dev", "eth0"] + parent + [
                 "tbf", "rate", rate, "burst", str(burst), "latency", "50ms"], check=True)
         if loss:
@@ -290,9 +381,7 @@ class Cluster:
     def _loss_program(self, loss):
         """The BPF object that drops `loss` ("1%", "0.5%") of the packets: compiled once per
         rate into the workdir."""
-        if not loss.endswith("%"):
-            raise ClusterError("shape(loss=%r): a percentage, as \"1%%\"" % loss)
-        ppm = round(float(loss[:-1]) * 1e4)
+        ppm = parse_loss_ppm(loss)
         obj = os.path.join(self.dir, "loss-%d.o" % ppm)
         if not os.path.exists(obj):
             if not shutil.which("clang"):
@@ -303,17 +392,22 @@ class Cluster:
         return obj
 
     def link_stats(self, host):
-        """Counters of host's outgoing link: the packets the loss classifier saw ("sent") and
-        dropped (its clsact qdisc's; zeros while no loss is shaped), and the TCP segments the
-        host retransmitted ("retransmitted", /proc/net/snmp in the host's namespace)."""
-        m = re.search(r"qdisc clsact .*?\n\s*Sent \d+ bytes (\d+) pkt \(dropped (\d+)",
-                      subprocess.run(["tc", "-n", self.switch, "-s", "qdisc", "show", "dev",
-                                      "port%d" % host], stdout=subprocess.PIPE, text=True).stdout)
+        """Counters of host's outgoing link: the packets sent and dropped (on veth links the
+        loss classifier's, zeros while no loss is shaped; on relay links the emulator's, its
+        queue's drops included), and the TCP segments the host retransmitted
+        ("retransmitted", /proc/net/snmp in the host's namespace)."""
         tcp = [l.split() for l in subprocess.run(
             ["ip", "netns", "exec", self.ns[host], "cat", "/proc/net/snmp"],
             stdout=subprocess.PIPE, text=True).stdout.splitlines() if l.startswith("Tcp:")]
+        retransmitted = int(dict(zip(*tcp))["RetransSegs"])
+        if self.links == "relay":
+            sent, dropped = (int(v) for v in self._relay_request("stats %d" % host).split())
+            return {"sent": sent, "dropped": dropped, "retransmitted": retransmitted}
+        m = re.search(r"qdisc clsact .*?\n\s*Sent \d+ bytes (\d+) pkt \(dropped (\d+)",
+                      subprocess.run(["tc", "-n", self.switch, "-s", "qdisc", "show", "dev",
+                                      "port%d" % host], stdout=subprocess.PIPE, text=True).stdout)
         return {"sent": int(m.group(1)) if m else 0, "dropped": int(m.group(2)) if m else 0,
-                "retransmitted": int(dict(zip(*tcp))["RetransSegs"])}
+                "retransmitted": retransmitted}
 
     def shape_all(self, **kw):
         for i in range(self.k):
@@ -327,6 +421,13 @@ def main():
     up = sub.add_parser("up")
     up.add_argument("--hosts", type=int, default=2)
     up.add_argument("--workdir", default="/tmp/primal-cluster")
+    up.add_argument("--links", choices=["veth", "relay"], default="veth")
+    sh = sub.add_parser("shape")
+    sh.add_argument("host", type=int)
+    sh.add_argument("--rate")
+    sh.add_argument("--delay")
+    sh.add_argument("--loss")
+    sh.add_argument("--workdir", default="/tmp/primal-cluster")
     ex = sub.add_parser("exec")
     ex.add_argument("host", type=int)
     ex.add_argument("argv", nargs=argparse.REMAINDER)
@@ -337,8 +438,10 @@ def main():
         Cluster(0).down()
         return 0
     if args.cmd == "up":
-        c = Cluster(args.hosts, args.workdir)
+        c = Cluster(args.hosts, args.workdir, links=args.links)
         c.__enter__()
+        with open(os.path.join(c.dir, "links"), "w") as f:
+            f.write(args.links)
         for n, a, ns, cpus in zip(c.names, c.addrs, c.ns, c.cpus):
             print("%s %s (namespace %s, CPUs %s)" % (n, a, ns, cpus))
         for k, v in sorted(c.env().items()):
@@ -349,7 +452,10 @@ def main():
         return 0
     names = open(os.path.join(args.workdir, "hosts.map")).read().split()
     k = len(names) // 4
-    c = Cluster(k, args.workdir)
+    c = Cluster(k, args.workdir, links=open(os.path.join(args.workdir, "links")).read())
+    if args.cmd == "shape":
+        c.shape(args.host, rate=args.rate, delay=args.delay, loss=args.loss)
+        return 0
     return subprocess.run(c.command(args.host, args.argv), env=c.env()).returncode
 
 
