@@ -1,5 +1,7 @@
 #include "comm/gradient_buckets.h"
 
+#include "core/progress.h"
+
 #include <algorithm>
 #include <string>
 
@@ -25,7 +27,9 @@ GradientBuckets::GradientBuckets(Communicator& comm, float* grads, int64_t total
   }
 }
 
-GradientBuckets::~GradientBuckets() = default;
+GradientBuckets::~GradientBuckets() {
+  clear_progress_hook(this);
+}
 
 void GradientBuckets::begin_backward() {
   check(schedule_.issued() == completed_,
@@ -33,6 +37,8 @@ void GradientBuckets::begin_backward() {
   schedule_.begin_backward();
   for (State& s : state_) s.done = false;
   completed_ = 0;
+  // Until wait_all, the compute loops of this thread poll the buckets in flight.
+  set_progress_hook([](void* self) { static_cast<GradientBuckets*>(self)->poll(); }, this);
 }
 
 void GradientBuckets::mark_ready(int i) {
@@ -81,6 +87,7 @@ void GradientBuckets::poll() {
 }
 
 void GradientBuckets::wait_all() {
+  clear_progress_hook(this);
   schedule_.check_all_ready("wait_all");
   schedule_.record(BucketEvent::kWaitBegin, -1);
   for (int bi = 0; bi < num_buckets(); ++bi) {

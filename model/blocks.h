@@ -19,6 +19,7 @@
 
 #include "core/arena.h"
 #include "core/parallel.h"
+#include "core/progress.h"
 #include "model/parameters.h"
 #include "model/tensor_parallel.h"
 
@@ -48,6 +49,7 @@ void for_each_block(Arena& arena, int64_t blocks, Body body) {
       const Arena::Mark temporaries = scratch.mark();
       body(scratch, slot, b);
       scratch.release(temporaries);
+      progress();  // communication in flight moves between blocks
     }
   };
   if (threads <= 1) {

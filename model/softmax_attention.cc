@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "core/blas.h"
+#include "core/progress.h"
 #include "core/reduce.h"
 #include "core/softmax.h"
 
@@ -72,6 +73,7 @@ Tensor<T> SoftmaxAttention<T>::forward(Arena& arena, const Tensor<T>& x, const S
       gemm(Trans::kNo, Trans::kNo, rows, d, keys, T(1), Ab, N, v, 3 * C, T(0), yh + int64_t(q0) * C,
            C);
     }
+    progress();  // communication in flight moves between heads
   }
   return proj_.forward(arena, y);
 }
@@ -121,6 +123,7 @@ void SoftmaxAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Te
       gemm(Trans::kYes, Trans::kNo, keys, d, rows, scale, dS, N, q + int64_t(q0) * 3 * C, 3 * C,
            T(1), dk, 3 * C);
     }
+    progress();
   }
   if (norm_) {
     Tensor<T> dnormed = arena.zeros<T>(dx.shape());
