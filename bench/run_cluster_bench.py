@@ -5,17 +5,17 @@ Needs root.
 
   bench/run_cluster_bench.py [--build build] [--cluster-links veth|relay]
                              [--links none,1gbit,10gbit/100us,...]
-                             [--sizes-mb 1,4,16,64] [--rounds 5] [--dp-link 10gbit]
-                             [--dp-runs 3] [--dp-steps 30]
+                             [--sizes-mb 1,4,16,64] [--rounds 5] [--dp-link 10gbit,none]
+                             [--dp-runs 3] [--dp-steps 30] [--dp-bucket-mb 25,2]
 
 --cluster-links: veth pairs shaped by tc (tbf for a rate, netem for a delay where the kernel
 has it), or the user-space link emulator (scripts/cluster_link.cc), which also delays. For
 every link (RATE, RATE/ONE-WAY-DELAY or none/ONE-WAY-DELAY, set on both hosts' outgoing
 traffic; "none" leaves it unshaped), primal_comm_bench prints ours against raw MPI_Allreduce
-side by side. Then on
---dp-link, lm_kjv (global batch 16 x 256, one thread per rank) as DP=1 (one process on node0)
-and as DP=2 (one rank on each host), alternating, --dp-runs times each; tokens/s are the mean
-over the logged steps after the first window.
+side by side. Then lm_kjv (global batch 16 x 256, one thread per rank) as DP=1 (one process
+on node0) and as DP=2 (one rank on each host) on each --dp-link with each --dp-bucket-mb,
+alternating, --dp-runs times each; tokens/s are the mean over the logged steps after the first
+window.
 """
 import argparse
 import json
@@ -52,6 +52,8 @@ def main():
     p.add_argument("--dp-link", default="10gbit")
     p.add_argument("--dp-runs", type=int, default=3)
     p.add_argument("--dp-steps", type=int, default=30)
+    p.add_argument("--dp-bucket-mb", default="25", help="DP=2 runs with each of these bucket "
+                   "sizes (parallel.bucket_mb), side by side")
     p.add_argument("--skip-allreduce", action="store_true")
     args = p.parse_args()
     build = os.path.abspath(args.build)
@@ -68,32 +70,41 @@ def main():
                 out = c.run(0, cmd, env=env, timeout=900).stdout
                 print("link %s (rate/one-way delay, both directions):" % link)
                 print("\n".join(l for l in out.splitlines() if l.strip()), flush=True)
-        shape(c, args.dp_link)
         common = ["train", "--config", os.path.join(ROOT, "configs", "lm_kjv.pbtxt"),
                   "--set", "train.steps=%d" % args.dp_steps, "--set", "train.eval_every=0",
                   "--set", "train.eval_batches=1", "--set", "train.log_every=5",
                   "--set", "train.threads=1", "--set", "schedule.warmup_steps=5",
                   "--set", "data.batch_size=16"]
-        rates = {1: [], 2: []}
+        cells = [(link, float(b)) for link in args.dp_link.split(",")
+                 for b in args.dp_bucket_mb.split(",")]
+        rates = {"dp1": []}
+        rates.update({cell: [] for cell in cells})
         for run in range(args.dp_runs):
-            for dp in (1, 2):
-                d = os.path.join(work, "dp%d_%d" % (dp, run))
+            for key in ["dp1"] + cells:
+                d = os.path.join(work, "%d_dp1" % run if key == "dp1" else "%d_%s_%g" % (
+                    run, key[0].replace("/", "_"), key[1]))
                 cmd = [build + "/primal"] + common + ["--set", "logging.dir=" + d]
-                if dp == 2:
-                    cmd = c.mpirun_command(hostfile, ["-np", "2"] + cmd)
+                if key != "dp1":
+                    shape(c, key[0])
+                    cmd = c.mpirun_command(hostfile, ["-np", "2"] + cmd + [
+                        "--set", "parallel.bucket_mb=%g" % key[1]])
                 r = c.run(0, cmd, env=env, timeout=900)
                 if r.returncode != 0:
                     raise SystemExit("FAIL: %s\n%s" % (" ".join(cmd), r.stdout[-2000:]))
-                rates[dp].append(rate_of(os.path.join(d, "metrics.jsonl")))
-            print("run %d on %s: DP=1 %.0f tokens/s, DP=2 across hosts %.0f tokens/s, %.2fx"
-                  % (run + 1, args.dp_link, rates[1][-1], rates[2][-1],
-                     rates[2][-1] / rates[1][-1]), flush=True)
+                rates[key].append(rate_of(os.path.join(d, "metrics.jsonl")))
+            print("run %d: DP=1 %.0f tokens/s; DP=2 across hosts: %s"
+                  % (run + 1, rates["dp1"][-1], "; ".join(
+                      "%s, buckets of %g MiB %.0f tokens/s %.2fx"
+                      % (link, b, rates[(link, b)][-1], rates[(link, b)][-1] / rates["dp1"][-1])
+                      for link, b in cells)), flush=True)
         if args.dp_runs > 0:
-            m1, m2 = statistics.median(rates[1]), statistics.median(rates[2])
-            print("median of %d runs: DP=1 %.0f, DP=2 %.0f tokens/s, speed-up %.2fx "
-                  "(per-run ratios: %s)"
-                  % (args.dp_runs, m1, m2, m2 / m1,
-                     ", ".join("%.2f" % (b / a) for a, b in zip(rates[1], rates[2]))))
+            m1 = statistics.median(rates["dp1"])
+            for link, b in cells:
+                m2 = statistics.median(rates[(link, b)])
+                print("median of %d runs, %s, buckets of %g MiB: DP=1 %.0f, DP=2 %.0f tokens/s, "
+                      "speed-up %.2fx (per-run ratios: %s)"
+                      % (args.dp_runs, link, b, m1, m2, m2 / m1, ", ".join(
+                          "%.2f" % (y / x) for x, y in zip(rates["dp1"], rates[(link, b)]))))
     subprocess.run(["rm", "-rf", work])
 
 
