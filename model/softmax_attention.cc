@@ -73,7 +73,6 @@ Tensor<T> SoftmaxAttention<T>::forward(Arena& arena, const Tensor<T>& x, const S
       gemm(Trans::kNo, Trans::kNo, rows, d, keys, T(1), Ab, N, v, 3 * C, T(0), yh + int64_t(q0) * C,
            C);
     }
-    progress();  // communication in flight moves between heads
   }
   return proj_.forward(arena, y);
 }
@@ -123,7 +122,7 @@ void SoftmaxAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Te
       gemm(Trans::kYes, Trans::kNo, keys, d, rows, scale, dS, N, q + int64_t(q0) * 3 * C, 3 * C,
            T(1), dk, 3 * C);
     }
-    progress();
+    progress();  // the gradient buckets in flight move between heads
   }
   if (norm_) {
     Tensor<T> dnormed = arena.zeros<T>(dx.shape());

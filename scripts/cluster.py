@@ -154,6 +154,7 @@ class Cluster:
         self.dir = os.path.abspath(workdir or "/tmp/primal-cluster")
         self.map = os.path.join(self.dir, "hosts.map")
         self.control = os.path.join(self.dir, "link.sock")  # the relay's (links="relay")
+        self.relay = None  # its process, while up
         self.cpus = list(cpus or cpu_sets(hosts))
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -217,12 +218,10 @@ class Cluster:
                            check=True)
             os.rename(binary + ".tmp", binary)
         self.relay = subprocess.Popen(
-            ["ip", "netns", "exec", self.switch, binary, self.control]
+            ["ip", "netns", "exec", self.switch, binary, self.control, str(RELAY_QUEUE)]
             + ["/run/netns/" + ns for ns in self.ns], stdout=subprocess.PIPE, text=True)
         if self.relay.stdout.readline().strip() != "ready":
             raise ClusterError("the link emulator (%s) did not start" % binary)
-        for i in range(self.k):
-            self._relay_request("%d 0 0 0 %d" % (i, RELAY_QUEUE))
 
     def _relay_request(self, message):
         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -250,8 +249,9 @@ class Cluster:
         for ns in present:
             pids += [int(p) for p in _ip("netns", "pids", ns, check=False).split()]
         kill_all(pids)
-        if getattr(self, "relay", None):
+        if self.relay:
             self.relay.wait()
+            self.relay = None
         for ns in present:
             _ip("netns", "del", ns, check=False)
             subprocess.run(["rm", "-rf", "/etc/netns/" + ns])
@@ -343,9 +343,9 @@ class Cluster:
         root, the bucket under it) where the kernel has sch_netem; without it (this project's
         machines) a delay is refused, the link left unshaped."""
         if self.links == "relay":
-            self._relay_request("%d %.0f %d %d %d" % (
+            self._relay_request("%d %.0f %d %d" % (
                 host, parse_rate(rate) if rate else 0, parse_delay(delay) if delay else 0,
-                parse_loss_ppm(loss) if loss else 0, RELAY_QUEUE))
+                parse_loss_ppm(loss) if loss else 0))
             return
         tc = ["ip", "netns", "exec", self.ns[host], "tc"]
         port = ["tc", "-n", self.switch]
@@ -460,4 +460,8 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except ClusterError as e:
+        print("cluster.py: error: %s" % e, file=sys.stderr)
+        sys.exit(2)

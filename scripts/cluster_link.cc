@@ -4,16 +4,16 @@
 // kernels have no sch_netem, and nothing else in tc can hold a packet back (mahimahi's
 // DelayShell works the same way, for one host).
 //
-//   cluster_link CONTROL_SOCKET NETNS_PATH...
+//   cluster_link CONTROL_SOCKET QUEUE_BYTES NETNS_PATH...
 //
 // Host i is the i-th namespace (/run/netns/NAME), its address SUBNET.(i+1): a packet goes to
 // the host named by the last byte of its IPv4 destination. Per sending host, a packet leaves
 // when the link has serialised the ones before it (rate), arrives `delay` later, and is
 // dropped with probability `loss` (a fixed-seed generator: the same packets of a run, not the
-// same run); a queue holding more than `queue` bytes drops what comes (a switch's buffer).
-// The control socket (a UNIX datagram socket) takes "HOST RATE_BPS DELAY_NS LOSS_PPM QUEUE"
-// and answers "ok" or the error; "stats HOST" answers "SENT DROPPED". It prints "ready" on
-// stdout once every TUN is open, and runs until SIGTERM.
+// same run); a link holding more than QUEUE_BYTES (queued and in flight) drops what comes (a
+// switch port's buffer). The control socket (a UNIX datagram socket) takes
+// "HOST RATE_BPS DELAY_NS LOSS_PPM" and answers "ok" or the error; "stats HOST" answers "SENT
+// DROPPED". It prints "ready" on stdout once every TUN is open, and runs until SIGTERM.
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
@@ -31,6 +31,7 @@
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 #include <deque>
@@ -70,7 +71,6 @@ struct Link {
   double rate_bytes_per_ns = 0;  // 0: no rate limit
   int64_t delay_ns = 0;
   uint32_t loss_ppm = 0;
-  size_t queue_limit = size_t{8} << 20;
   int64_t line_free_ns = 0;  // when the last packet queued has been serialised
   size_t queued_bytes = 0;
   std::deque<Packet> queue;
@@ -98,10 +98,11 @@ volatile std::sig_atomic_t stop = 0;
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 3) {
-    std::fprintf(stderr, "usage: cluster_link CONTROL_SOCKET NETNS_PATH...\n");
+  if (argc < 4 || std::atoll(argv[2]) <= 0) {
+    std::fprintf(stderr, "usage: cluster_link CONTROL_SOCKET QUEUE_BYTES NETNS_PATH...\n");
     return 2;
   }
+  const size_t queue_limit = size_t(std::atoll(argv[2]));
   // Timers fire when asked, not up to 50 us later: the delays set are 10-500 us.
   prctl(PR_SET_TIMERSLACK, 1UL);
   std::signal(SIGTERM, [](int) { stop = 1; });
@@ -117,11 +118,11 @@ int main(int argc, char** argv) {
 
   // Each TUN is opened inside its host's namespace; the process then goes back to its own
   // (the cluster's switch namespace), where the fixture finds it to kill it.
-  const int hosts = argc - 2;
+  const int hosts = argc - 3;
   std::vector<Link> links(hosts);
   const int own_namespace = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
   if (own_namespace < 0) die("open /proc/self/ns/net");
-  for (int i = 0; i < hosts; ++i) links[i].tun = open_tun(argv[2 + i]);
+  for (int i = 0; i < hosts; ++i) links[i].tun = open_tun(argv[3 + i]);
   if (setns(own_namespace, CLONE_NEWNET) != 0) die("setns back");
   close(own_namespace);
 
@@ -185,19 +186,17 @@ int main(int argc, char** argv) {
         double rate_bps;
         long long delay_ns;
         unsigned loss_ppm;
-        unsigned long long queue;
         if (std::sscanf(buffer.data(), "stats %d", &host) == 1 && host >= 0 && host < hosts) {
           std::snprintf(reply, sizeof(reply), "%llu %llu", (unsigned long long)links[host].sent,
                         (unsigned long long)links[host].dropped);
-        } else if (std::sscanf(buffer.data(), "%d %lf %lld %u %llu", &host, &rate_bps, &delay_ns,
-                               &loss_ppm, &queue) == 5 &&
+        } else if (std::sscanf(buffer.data(), "%d %lf %lld %u", &host, &rate_bps, &delay_ns,
+                               &loss_ppm) == 4 &&
                    host >= 0 && host < hosts && rate_bps >= 0 && delay_ns >= 0 &&
-                   loss_ppm <= 1000000 && queue > 0) {
+                   loss_ppm <= 1000000) {
           Link& link = links[host];
           link.rate_bytes_per_ns = rate_bps / 8e9;
           link.delay_ns = delay_ns;
           link.loss_ppm = loss_ppm;
-          link.queue_limit = queue;
         } else {
           std::snprintf(reply, sizeof(reply), "error: cannot parse '%.80s'", buffer.data());
         }
@@ -216,7 +215,7 @@ int main(int argc, char** argv) {
             ++link.dropped;
             continue;
           }
-          if (link.queued_bytes + size_t(len) > link.queue_limit) {
+          if (link.queued_bytes + size_t(len) > queue_limit) {
             ++link.dropped;
             continue;
           }

@@ -184,19 +184,24 @@ def check_four_hosts(args, cluster):
         args, cluster, config, 4)
 
 
+def dp2_run(args, cluster, config, name, steps):
+    """2 hosts x 1 rank (tp 1, dp 2) training into workdir/name: (run_dir, wall seconds)."""
+    run_dir = os.path.join(args.workdir, name)
+    t0 = time.time()
+    p = mpirun(args, cluster, 1, 2, train_command(args, config, run_dir, steps))
+    if p.returncode != 0:
+        raise SystemExit("FAIL: %s: exit %d\n%s" % (name, p.returncode, p.stdout[-3000:]))
+    return run_dir, time.time() - t0
+
+
 def check_slow_link(args, cluster):
     config = lm_config(args.workdir)
     steps = ["--set", "train.steps=%d" % SLOW_LINK_STEPS]
 
     def timed(name):
-        run_dir = os.path.join(args.workdir, name)
         before = [cluster.link_stats(i) for i in range(cluster.k)]
-        t0 = time.time()
-        p = mpirun(args, cluster, 1, 2, train_command(args, config, run_dir, steps))
-        took = time.time() - t0
+        run_dir, took = dp2_run(args, cluster, config, name, steps)
         after = [cluster.link_stats(i) for i in range(cluster.k)]
-        if p.returncode != 0:
-            raise SystemExit("FAIL: %s: exit %d\n%s" % (name, p.returncode, p.stdout[-3000:]))
         return run_dir, took, {k: sum(a[k] - b[k] for a, b in zip(after, before)) for k in after[0]}
 
     base, base_s, _ = timed("unshaped")
@@ -278,18 +283,10 @@ def check_delayed_link(args, cluster):
     config = lm_config(args.workdir)
     steps = ["--set", "train.steps=%d" % SLOW_LINK_STEPS]
 
-    def timed(name):
-        run_dir = os.path.join(args.workdir, name)
-        t0 = time.time()
-        p = mpirun(args, cluster, 1, 2, train_command(args, config, run_dir, steps))
-        if p.returncode != 0:
-            raise SystemExit("FAIL: %s: exit %d\n%s" % (name, p.returncode, p.stdout[-3000:]))
-        return run_dir, time.time() - t0
-
     cluster.shape_all()
-    base_dir, base_s = timed("unshaped")
+    base_dir, base_s = dp2_run(args, cluster, config, "unshaped", steps)
     cluster.shape_all(rate="10gbit", delay="100us")
-    run_dir, took = timed("rate_10gbit_delay_100us")
+    run_dir, took = dp2_run(args, cluster, config, "rate_10gbit_delay_100us", steps)
     print("  2 hosts x 1 rank (tp=1 dp=2), %d steps: unshaped %.1f s, 10 Gbit/s and 100 us "
           "each way %.1f s" % (SLOW_LINK_STEPS, base_s, took))
     if not bitwise("10 Gbit/s, 100 us vs unshaped", run_dir, base_dir):
