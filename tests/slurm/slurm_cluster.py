@@ -107,7 +107,7 @@ class SlurmCluster:
                     st in ("idle", "mixed", "allocated") for st in out):
                 return
             time.sleep(0.5)
-        raise SlurmError("the node did not become idle: " + out + self.logs())
+        raise SlurmError("the nodes did not become idle (sinfo: %s)" % " ".join(out) + self.logs())
 
     def stop(self):
         """Cancels every job, stops what we started by PID, and waits until it is gone."""
@@ -271,13 +271,17 @@ class SlurmCluster:
 
 
 def _pids_named(name):
+    """The live processes of that name. Zombies are left out: a daemon that an earlier test
+    stopped stays one until init reaps it, which here can take seconds, and a dead munged
+    taken for a running one left every slurmd unable to authenticate."""
     pids = []
     for pid in os.listdir("/proc"):
         if pid.isdigit():
             try:
-                with open("/proc/%s/comm" % pid) as f:
-                    if f.read().strip() == name:
-                        pids.append(int(pid))
-            except OSError:
+                with open("/proc/%s/stat" % pid) as f:
+                    comm, _, state = f.read().rpartition(") ")
+                if comm.split(" (", 1)[1] == name and not state.startswith("Z"):
+                    pids.append(int(pid))
+            except (OSError, IndexError):
                 pass
     return pids
