@@ -265,12 +265,6 @@ void LoadedConfig::validate_layout(int world_size) const {
                   "CUDA: this build has no CUDA backend (built with PRIMAL_CUDA=OFF); rebuild "
                   "with -DPRIMAL_CUDA=ON, or train on the CPU");
     }
-    if (tp > 1) {
-      throw Error(at,
-                  "must be 1 with train.device CUDA (tensor parallelism on the device is not "
-                  "built yet), got " +
-                      std::to_string(tp));
-    }
     if (world_size > 1 && !built_with_nccl()) {
       throw Error(device,
                   "CUDA with more than one process needs NCCL, and this build has none (NCCL "

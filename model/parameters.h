@@ -38,6 +38,13 @@ struct TensorParallelRank {
   int size = 1;
 };
 
+// Whether this rank's gradient of a parameter counts in the global gradient norm (the clip,
+// on the host and on the device): a shard always, a replicated parameter's gradient (the same
+// on every TP rank) on TP rank 0 alone, so that the TP sum counts it once.
+inline bool counts_in_global_norm(const Sharding& sharding, int tp_rank) {
+  return sharding.split != Split::kReplicated || tp_rank == 0;
+}
+
 // The shape of rank's shard of a tensor of shape full.
 Shape local_shape(const Shape& full, const Sharding& sharding, TensorParallelRank tp);
 // The shard as contiguous runs of the full tensor (row-major): pairs (full offset, length)

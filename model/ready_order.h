@@ -18,19 +18,24 @@ struct GradRange {
   int64_t count = 0;
 };
 
-// One parameter's gradient: where it lies and the layer whose backward makes it final.
+// One parameter's gradient: where it lies, the layer whose backward makes it final, and
+// whether it is summed over the tensor-parallel group then (Sharding::sum_grad_over_tp).
 struct GradSlot {
   GradRange range;
   int layer = -1;
+  bool sum_over_tp = false;
 };
 
 // ranges[k] is the k-th gradient to become final (the buckets' mark_ready(k)); of_layer[l + 1]
 // lists the positions k of layer l's gradients (of_layer[0]: layer -1), and slot_of[k] the
-// slot it came from. Within a layer, slot order.
+// slot it came from. Within a layer, slot order. tp_summed_of_layer[l + 1]: the ranges of
+// layer l that are summed over TP once final (attn.concat), before the data-parallel buckets
+// take them (the host step and the device step both do it there).
 struct ReadyOrder {
   std::vector<GradRange> ranges;
   std::vector<std::vector<int>> of_layer;
   std::vector<int> slot_of;
+  std::vector<std::vector<GradRange>> tp_summed_of_layer;
 };
 
 // Throws an Error if a slot's layer is outside [-1, layers).

@@ -145,7 +145,7 @@ note found ok $((SECONDS - start)) "see found.txt"
 # ---- configure and build ------------------------------------------------------------------------
 targets=(cuda_ops_test flash_attention_test transformer_step_test trainer_device_test
   nccl_test nccl_buckets_test cuda_allocator_test element_math_test model_cuda_host_test
-  flash_plan_test primal_step_bench primal_gpu_bench)
+  flash_plan_test trainer_device_tp_test primal primal_step_bench primal_gpu_bench)
 run_stage configure 45 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DPRIMAL_CUDA=ON \
   "-DCMAKE_CUDA_ARCHITECTURES=$archs" "-DNCCL_LIBRARY=$nccl_lib" "-DNCCL_INCLUDE_DIR=$nccl_include"
 note configure "$([ $stage_rc -eq 0 ] && echo ok || echo "FAILED ($stage_rc)")" $stage_s "sm_$archs"
@@ -166,6 +166,17 @@ counts=$(grep -E 'tests passed|tests failed' "$out/gpu_tests.log" | tail -1)
 skipped=$(grep -c '(Skipped)' "$out/gpu_tests.log")
 note "gpu tests" "$([ $tests_rc -eq 0 ] && echo ok || echo "FAILED ($tests_rc)")" $stage_s \
   "${counts:-no ctest summary}; $skipped skipped"
+write_summary
+
+# ---- tensor parallelism on the device: 2 ranks sharing the one GPU (STAGED_MPI) against the CPU,
+# and a killed rank of such a job (TP = 2 x DP = 2, np 4, is left to a longer window) -------------
+run_stage gpu_tp_tests 200 ctest --test-dir "$build" --output-on-failure -j2 --timeout 190 \
+  -R 'TrainerTensorParallelOnDevice.np2|TrainParallel.kill_on_device'
+tp_rc=$stage_rc
+grep -E '\((Failed|Timeout|Not Run|SEGFAULT|Subprocess aborted)\)' "$out/gpu_tp_tests.log" \
+  >>"$out/tests_failed.txt"
+note "gpu tp tests" "$([ $tp_rc -eq 0 ] && echo ok || echo "FAILED ($tp_rc)")" $stage_s \
+  "$(grep -E 'tests passed|tests failed' "$out/gpu_tp_tests.log" | tail -1)"
 write_summary
 
 # ---- benchmarks: the large rows first, so that a short window still gets them -------------------
@@ -200,4 +211,4 @@ write_summary
 
 banner "summary ($summary)"
 cat "$summary"
-[ $tests_rc -eq 0 ] && bench_ok $step_large_rc && bench_ok $op_rc && bench_ok $step_small_rc
+[ $tests_rc -eq 0 ] && [ $tp_rc -eq 0 ] && bench_ok $step_large_rc && bench_ok $op_rc && bench_ok $step_small_rc

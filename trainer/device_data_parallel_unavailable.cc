@@ -19,6 +19,11 @@ int select_data_parallel_device(const LoadedConfig& config, ProcessGroups&) {
   no_nccl(config);
 }
 
+std::unique_ptr<cuda::DeviceTensorParallelGroup> make_device_tensor_parallel(
+    const LoadedConfig& config, ProcessGroups&) {
+  no_nccl(config);
+}
+
 std::unique_ptr<DeviceDataParallel> make_device_data_parallel(const LoadedConfig& config,
                                                               ProcessGroups&,
                                                               cuda::DeviceTransformer<float>&) {

@@ -1,5 +1,5 @@
-// TrainingStep on a cuda::DeviceTransformer<T> (T = float or bf16), data parallel through
-// trainer/device_data_parallel.h on more than one DP rank. Built only with PRIMAL_CUDA;
+// TrainingStep on a cuda::DeviceTransformer<T> (T = float or bf16), tensor and data parallel
+// through trainer/device_data_parallel.h on more than one process. Built only with PRIMAL_CUDA;
 // trainer/device_step_unavailable.cc stands in for it otherwise.
 #include "trainer/device_step.h"
 
@@ -25,14 +25,26 @@ class CudaStep final : public TrainingStep {
       : device_(device),
         precision_(config::Train::Precision_Name(config.proto().train().precision())),
         adamw_(config.adamw()),
-        model_(config.model()) {
+        transport_(config.proto().parallel().device_transport()),
+        tp_(groups && groups->tp_size > 1 ? make_device_tensor_parallel(config, *groups) : nullptr),
+        model_(config.model(), tp_.get()) {
     if (groups && groups->dp_size > 1) dp_ = make_device_data_parallel(config, *groups, model_);
+    // As the host step: on the step's last micro-batch, each layer's replicated gradients are
+    // summed over TP as they become final, then its buckets go.
+    model_.on_grads_final = [this](int layer) {
+      if (!last_) return;
+      model_.sum_grads_over_tp(layer);
+      if (dp_) dp_->grads_final(layer);
+    };
   }
 
   std::string describe() const override {
     const cuda::DeviceInfo info = cuda::device_info(device_);
     return "GPU " + std::to_string(device_) + ": " + info.name + " (sm_" +
            std::to_string(info.major) + std::to_string(info.minor) + "), " + precision_ +
+           (tp_ ? ", tensor parallel over " + std::to_string(tp_->size()) + " ranks (" +
+                      config::Parallel::DeviceTransport_Name(transport_) + ")"
+                : "") +
            (dp_ ? ", " + dp_->describe() : "");
   }
 
@@ -40,9 +52,11 @@ class CudaStep final : public TrainingStep {
 
   LossTerms forward_backward(const Batch& batch, int64_t step, bool last) override {
     const LossTerms terms = model_.forward(batch, step, /*training=*/true);
+    last_ = last;
     if (dp_) dp_->before_backward(last);
     model_.backward();
     if (dp_ && last) dp_->after_backward();
+    last_ = false;
     return terms;
   }
 
@@ -98,9 +112,12 @@ class CudaStep final : public TrainingStep {
   int device_;
   std::string precision_;
   AdamWOptions adamw_;
+  config::Parallel::DeviceTransport transport_;
+  std::unique_ptr<cuda::DeviceTensorParallelGroup> tp_;  // before model_, which uses it
   cuda::DeviceTransformer<T> model_;
   std::unique_ptr<DeviceDataParallel> dp_;  // after model_: destroyed (buckets waited) first
   std::vector<float> probs_;                // host copy of an evaluation batch's [B, K]
+  bool last_ = false;  // the backward under way is the step's last micro-batch's
 };
 
 }  // namespace
@@ -109,8 +126,8 @@ std::unique_ptr<TrainingStep> make_device_step(const LoadedConfig& config,
                                                const ParameterStore<float>& params,
                                                AdamW<float>& optimizer, ProcessGroups* groups) {
   const std::string reason = cuda::no_device_reason();
-  const bool data_parallel = groups && groups->dp_size > 1;
-  if (data_parallel) {
+  const bool parallel = groups && groups->world->size() > 1;
+  if (parallel) {
     // Every rank agrees before the collectives below (NCCL's set-up), so that a rank without a
     // GPU ends the job instead of leaving the others waiting.
     double missing = reason.empty() ? 0 : 1;
@@ -122,8 +139,8 @@ std::unique_ptr<TrainingStep> make_device_step(const LoadedConfig& config,
     }
   }
   if (!reason.empty()) throw Error(config.where("train.device"), "CUDA: " + reason);
-  // One process: the first visible device; data parallelism: one per node-local rank.
-  const int device = data_parallel ? select_data_parallel_device(config, *groups) : 0;
+  // One process: the first visible device; more: one per node-local rank (modulo the devices).
+  const int device = parallel ? select_data_parallel_device(config, *groups) : 0;
   cuda::set_device(device);
   std::unique_ptr<TrainingStep> step;
   if (config.proto().train().precision() == config::Train::BF16) {

@@ -1,6 +1,9 @@
 #include "trainer/host_step.h"
 
 #include <cmath>
+#include <span>
+
+#include "model/ksvd_loss.h"
 
 #include "model/tensor_parallel.h"
 #include "trainer/grad_clip.h"
@@ -19,6 +22,22 @@ HostStep::HostStep(const LoadedConfig& config, Transformer<float>& model, AdamW<
         *groups_->dp, model_.params().grads().data(), model_.params().numel(), ready_.ranges,
         size_t(config.proto().parallel().bucket_mb() * (1 << 20)), ReduceOp::kAverage);
   }
+  if (groups_ && groups_->world->size() > 1) {
+    const bool global = config.proto().parallel().ksvd_sync() == config::Parallel::GLOBAL;
+    model_.reduce_ksvd = [this, global](std::span<double> sums) {
+      const bool over_dp = global && !evaluating_ && groups_->dp_size > 1;
+      Communicator& comm = over_dp ? *groups_->world : *groups_->tp;
+      if (comm.size() > 1) comm.all_reduce(sums.data(), int64_t(sums.size()), ReduceOp::kSum);
+      divide_shared_ksvd_sums(sums, over_dp ? groups_->dp_size : 1, groups_->tp_size);
+    };
+    if (global) model_.ksvd_data_grad_scale = groups_->dp_size;
+  }
+}
+
+HostStep::~HostStep() {
+  model_.reduce_ksvd = nullptr;
+  model_.ksvd_data_grad_scale = 1;
+  model_.on_grads_final = nullptr;
 }
 
 LossTerms HostStep::forward_backward(const Batch& batch, int64_t step, bool last) {
@@ -36,10 +55,10 @@ LossTerms HostStep::forward_backward(const Batch& batch, int64_t step, bool last
 }
 
 void HostStep::reduce_gradients_for_layer(int layer) {
-  auto& params = model_.params().all();
-  for (int k : ready_.of_layer[layer + 1]) {
-    Parameter<float>& p = params[ready_.slot_of[k]];
-    if (p.sharding.sum_grad_over_tp) tp_all_reduce(tp_, p.grad);
+  if (tp_ && tp_->size() > 1) {
+    float* grads = model_.params().grads().data();
+    for (const GradRange& r : ready_.tp_summed_of_layer[layer + 1])
+      tp_->all_reduce_sum(grads + r.offset, r.count);
   }
   if (buckets_) {
     for (int k : ready_.of_layer[layer + 1]) buckets_->mark_ready(k);
@@ -52,11 +71,10 @@ void HostStep::scale_grads(float scale) {
 }
 
 double HostStep::clip(double max_norm) {
-  // Sharded gradients count on every TP rank, replicated ones once (they are equal).
   double sum = 0;
-  const bool replicated_here = !groups_ || groups_->tp_rank == 0;
+  const int tp_rank = groups_ ? groups_->tp_rank : 0;
   for (const auto& p : model_.params().all()) {
-    if (p.sharding.split != Split::kReplicated || replicated_here) {
+    if (counts_in_global_norm(p.sharding, tp_rank)) {
       sum += sum_of_squares(p.grad.data(), p.grad.numel());
     }
   }
@@ -67,7 +85,10 @@ double HostStep::clip(double max_norm) {
 }
 
 EvalBatch HostStep::evaluate_batch(const Batch& batch) {
-  return evaluate_batch_on(model_, eval_arena_, batch);
+  evaluating_ = true;
+  const EvalBatch out = evaluate_batch_on(model_, eval_arena_, batch);
+  evaluating_ = false;
+  return out;
 }
 
 }  // namespace primal

@@ -4,7 +4,10 @@
 // become final; with data parallelism the gradient buckets (comm/gradient_buckets.h) average
 // every gradient over the DP group during the last micro-batch's backward, in the ready order
 // of model/ready_order.h. The clip's norm counts sharded gradients on every TP rank and
-// replicated ones once.
+// replicated ones once. On more than one process the step installs the model's KSVD hook
+// (SPEC §3.4): the partial sums of every PRIMAL layer in one all-reduce, over TP (heads), and
+// over TP x DP (the global batch) in training with ksvd_sync GLOBAL; evaluation runs the same
+// batches on every DP rank, so it sums over TP only.
 #pragma once
 
 #include <memory>
@@ -25,6 +28,7 @@ class HostStep final : public TrainingStep {
   // model, optimizer, groups (null: one process) and tp (null without TP) outlive the step.
   HostStep(const LoadedConfig& config, Transformer<float>& model, AdamW<float>& optimizer,
            ProcessGroups* groups, CommTensorParallelGroup* tp);
+  ~HostStep() override;
 
   std::string describe() const override { return "the CPU"; }
   void zero_grads() override { model_.params().zero_grads(); }
@@ -49,6 +53,7 @@ class HostStep final : public TrainingStep {
   Arena arena_, eval_arena_;
   ReadyOrder ready_;
   std::unique_ptr<GradientBuckets> buckets_;
+  bool evaluating_ = false;  // the KSVD sums of an evaluation batch stay on this DP rank
 };
 
 }  // namespace primal

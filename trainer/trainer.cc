@@ -163,19 +163,6 @@ Trainer::Trainer(const LoadedConfig& config, ProcessGroups* groups,
   const int B = proto_.data().batch_size();
   predictions_per_step_ =
       model_.config().head == HeadKind::kLm ? int64_t(B) * proto_.data().seq_len() : B;
-  if (groups_ && groups_->world->size() > 1) {
-    // SPEC §3.4: the partial sums of every PRIMAL layer in one all-reduce, over TP (heads),
-    // and over TP x DP (the global batch) with ksvd_sync: GLOBAL. Evaluation runs the same
-    // batches on every DP rank, so it sums over TP only.
-    const bool global = proto_.parallel().ksvd_sync() == config::Parallel::GLOBAL;
-    model_.reduce_ksvd = [this, global](std::span<double> sums) {
-      const bool over_dp = global && !evaluating_ && dp_size_ > 1;
-      Communicator& comm = over_dp ? *groups_->world : *groups_->tp;
-      if (comm.size() > 1) comm.all_reduce(sums.data(), int64_t(sums.size()), ReduceOp::kSum);
-      divide_shared_ksvd_sums(sums, over_dp ? dp_size_ : 1, tp_size_);
-    };
-    if (global) model_.ksvd_data_grad_scale = dp_size_;
-  }
 }
 
 Trainer::~Trainer() {
@@ -330,13 +317,10 @@ EvalResult Trainer::evaluate_and_log(int64_t step) {
   Communicator* dp = groups_ ? groups_->dp.get() : nullptr;
   const int batch_size = proto_.data().batch_size();
   const int64_t batches = proto_.train().eval_batches();
-  // On a GPU from its own parameters: no host copy needed. evaluating_: the host model's KSVD
-  // sums are summed over TP only (every DP rank runs its own batches).
+  // On a GPU from its own parameters: no host copy needed.
   const EvalForward forward = [&](const Batch& batch) { return step_->evaluate_batch(batch); };
-  evaluating_ = true;
   const EvalResult r =
       evaluate(model_.config(), forward, *data_, DataSplit::kVal, batch_size, batches, dp);
-  evaluating_ = false;
   if (!leader()) return r;
   const std::string json = eval_json(r, "val", step);
   std::fprintf(metrics_, "%s\n", json.c_str());

@@ -120,7 +120,6 @@ class Trainer {
   bool resumed_ = false, stopped_ = false;
   ScheduleOptions schedule_;
   Batch batch_;
-  bool evaluating_ = false;
   std::string run_dir_;
   std::FILE* metrics_ = nullptr;
   std::unique_ptr<Telemetry> telemetry_;  // TensorBoard (logging.logdir), world rank 0

@@ -14,7 +14,7 @@ struct DeviceGradientBuckets::State {
   cuda::DeviceBuffer<float> staging;   // packed gradients of a bucket that is not contiguous
 };
 
-DeviceGradientBuckets::DeviceGradientBuckets(NcclCommunicator& comm, float* grads,
+DeviceGradientBuckets::DeviceGradientBuckets(DeviceCommunicator& comm, float* grads,
                                              int64_t total_count,
                                              std::vector<GradRange> ready_order,
                                              cudaStream_t compute, size_t bucket_bytes, ReduceOp op)

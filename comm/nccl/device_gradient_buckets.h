@@ -58,7 +58,7 @@ class DeviceGradientBuckets {
   // optimizer run on. `ready_order[i]` is the range of the i-th parameter to become final;
   // mark_ready(i) refers to it. comm and grads must outlive this object. Creates the
   // communication stream and, for buckets that are not contiguous, their staging buffers.
-  DeviceGradientBuckets(NcclCommunicator& comm, float* grads, int64_t total_count,
+  DeviceGradientBuckets(DeviceCommunicator& comm, float* grads, int64_t total_count,
                         std::vector<GradRange> ready_order, cudaStream_t compute,
                         size_t bucket_bytes = kDefaultBucketBytes,
                         ReduceOp op = ReduceOp::kAverage);
@@ -109,7 +109,7 @@ class DeviceGradientBuckets {
   struct State;
   void issue_ready_buckets();
 
-  NcclCommunicator& comm_;
+  DeviceCommunicator& comm_;
   float* grads_;
   int64_t total_;
   ReduceOp op_;

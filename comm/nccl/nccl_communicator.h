@@ -21,6 +21,7 @@
 #include <string>
 
 #include "comm/mpi/mpi_communicator.h"
+#include "comm/nccl/device_communicator.h"
 #include "core/cuda/device.h"
 
 namespace primal {
@@ -35,7 +36,7 @@ int select_local_device(MpiCommunicator& world);
 
 class NcclWork;
 
-class NcclCommunicator final : public Communicator {
+class NcclCommunicator final : public DeviceCommunicator {
  public:
   // Collective over `mpi`: joins an NCCL communicator of the same ranks on the current device.
   // `mpi` must outlive this communicator.
@@ -57,7 +58,7 @@ class NcclCommunicator final : public Communicator {
   // completed, watched like a blocking call: NCCL's async errors become an Error, and past
   // timeout_s() the communicator is aborted and the job ends with the watchdog's line. `what`
   // names the collective in those messages.
-  void wait_event(const cuda::Event& event, const char* what) { watch(what, event); }
+  void wait_event(const cuda::Event& event, const char* what) override { watch(what, event); }
   // MPI_Comm_split, then a new NCCL communicator over the new group (owning its MPI group).
   std::unique_ptr<Communicator> split(int color, int key, const std::string& name) override;
   // Aborts the NCCL communicator (no rank left inside a kernel), then the job.

@@ -134,26 +134,26 @@ __global__ void relu_backward_kernel(const T* x, const T* dy, T* dx, int64_t n) 
 
 template <typename T>
 __global__ void gather_rows_kernel(const T* x, const int32_t* idx, T* xs, int64_t n, int N, int L,
-                                   int C) {
+                                   int C, int Cx, int c0) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t bl = i / C;  // (b, l)
     const int64_t b = bl / L;
-    xs[i] = x[(b * N + idx[bl]) * C + i % C];
+    xs[i] = x[(b * N + idx[bl]) * Cx + c0 + i % C];
   }
 }
 
 // One thread per (b, c), l in order.
 template <typename T>
 __global__ void scatter_add_rows_kernel(const T* dxs, const int32_t* idx, T* dx, int B, int N,
-                                        int L, int C) {
+                                        int L, int C, int Cx, int c0) {
   const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (i >= int64_t(B) * C) return;
   const int64_t b = i / C;
   const int c = int(i % C);
   for (int l = 0; l < L; ++l) {
     const int64_t bl = b * L + l;
-    T* out = dx + (b * N + idx[bl]) * C + c;
+    T* out = dx + (b * N + idx[bl]) * Cx + c0 + c;
     *out = from_f<T>(to_f(*out) + to_f(dxs[bl * C + c]));
   }
 }
@@ -304,21 +304,22 @@ void relu_backward(const Exec& ex, const T* x, const T* dy, T* dx, int64_t n) {
 }
 
 template <typename T>
-void gather_rows(const Exec& ex, const T* x, const int32_t* idx, T* xs, int B, int N, int L,
-                 int C) {
+void gather_rows(const Exec& ex, const T* x, const int32_t* idx, T* xs, int B, int N, int L, int C,
+                 int Cx, int c0) {
   const int64_t n = int64_t(B) * L * C;
   if (n == 0) return;
-  gather_rows_kernel<<<blocks_for(n, kThreads), kThreads, 0, ex.stream>>>(x, idx, xs, n, N, L, C);
+  gather_rows_kernel<<<blocks_for(n, kThreads), kThreads, 0, ex.stream>>>(x, idx, xs, n, N, L, C,
+                                                                          Cx, c0);
   PRIMAL_CUDA_CHECK_LAUNCH("gather_rows_kernel");
 }
 
 template <typename T>
 void scatter_add_rows(const Exec& ex, const T* dxs, const int32_t* idx, T* dx, int B, int N, int L,
-                      int C) {
+                      int C, int Cx, int c0) {
   const int64_t n = int64_t(B) * C;
   if (n == 0) return;
   scatter_add_rows_kernel<<<unsigned((n + kThreads - 1) / kThreads), kThreads, 0, ex.stream>>>(
-      dxs, idx, dx, B, N, L, C);
+      dxs, idx, dx, B, N, L, C, Cx, c0);
   PRIMAL_CUDA_CHECK_LAUNCH("scatter_add_rows_kernel");
 }
 
@@ -361,24 +362,25 @@ void scale_inplace(const Exec& ex, float* x, int64_t n, float s) {
   PRIMAL_CUDA_CHECK_LAUNCH("scale_kernel");
 }
 
-#define PRIMAL_INSTANTIATE(T)                                                                     \
-  template void embedding_forward<T>(const Exec&, const int32_t*, const float*, const T*,         \
-                                     const float*, const float*, T*, int, int, int, int);         \
-  template void position_backward<T>(const Exec&, const T*, float*, int, int, int);               \
-  template void cls_backward<T>(const Exec&, const T*, float*, int, int, int);                    \
-  template void token_backward<T>(const Exec&, const T*, const int32_t*, const int32_t*, float*,  \
-                                  int, int, int, int);                                            \
-  template void zero_padded_rows<T>(const Exec&, T*, const int32_t*, int, int, int);              \
-  template void pool_forward<T>(const Exec&, const T*, const int32_t*, T*, int, int, int, bool);  \
-  template void pool_backward<T>(const Exec&, const T*, const int32_t*, T*, int, int, int, bool); \
-  template void relu_forward<T>(const Exec&, const T*, T*, int64_t);                              \
-  template void relu_backward<T>(const Exec&, const T*, const T*, T*, int64_t);                   \
-  template void gather_rows<T>(const Exec&, const T*, const int32_t*, T*, int, int, int, int);    \
-  template void scatter_add_rows<T>(const Exec&, const T*, const int32_t*, T*, int, int, int,     \
-                                    int);                                                         \
-  template void dropout<T>(const Exec&, const T*, T*, int64_t, PhiloxStream, uint64_t, float,     \
-                           float);                                                                \
-  template void dropout_residual<T>(const Exec&, const T*, const T*, T*, int64_t, PhiloxStream,   \
+#define PRIMAL_INSTANTIATE(T)                                                                      \
+  template void embedding_forward<T>(const Exec&, const int32_t*, const float*, const T*,          \
+                                     const float*, const float*, T*, int, int, int, int);          \
+  template void position_backward<T>(const Exec&, const T*, float*, int, int, int);                \
+  template void cls_backward<T>(const Exec&, const T*, float*, int, int, int);                     \
+  template void token_backward<T>(const Exec&, const T*, const int32_t*, const int32_t*, float*,   \
+                                  int, int, int, int);                                             \
+  template void zero_padded_rows<T>(const Exec&, T*, const int32_t*, int, int, int);               \
+  template void pool_forward<T>(const Exec&, const T*, const int32_t*, T*, int, int, int, bool);   \
+  template void pool_backward<T>(const Exec&, const T*, const int32_t*, T*, int, int, int, bool);  \
+  template void relu_forward<T>(const Exec&, const T*, T*, int64_t);                               \
+  template void relu_backward<T>(const Exec&, const T*, const T*, T*, int64_t);                    \
+  template void gather_rows<T>(const Exec&, const T*, const int32_t*, T*, int, int, int, int, int, \
+                               int);                                                               \
+  template void scatter_add_rows<T>(const Exec&, const T*, const int32_t*, T*, int, int, int, int, \
+                                    int, int);                                                     \
+  template void dropout<T>(const Exec&, const T*, T*, int64_t, PhiloxStream, uint64_t, float,      \
+                           float);                                                                 \
+  template void dropout_residual<T>(const Exec&, const T*, const T*, T*, int64_t, PhiloxStream,    \
                                     uint64_t, float, float);
 PRIMAL_INSTANTIATE(float)
 PRIMAL_INSTANTIATE(bf16)

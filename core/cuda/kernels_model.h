@@ -75,21 +75,24 @@ template <typename T>
 void relu_backward(const Exec& ex, const T* x, const T* dy, T* dx, int64_t n);
 
 // ---- sampled rows (the encoder form of PRIMAL) -------------------------------------------------
-// xs[b, l] = x[b, idx[b, l]]   (x [B, N, C], idx [B, L], xs [B, L, C])
+
+// xs[b, l, c] = x[b, idx[b, l], c0 + c]   (x [B, N, Cx], idx [B, L], xs [B, L, C], c0 + C <= Cx):
+// the channels [c0, c0 + C) of this rank's heads, out of the full-width layer input.
 template <typename T>
-void gather_rows(const Exec& ex, const T* x, const int32_t* idx, T* xs, int B, int N, int L, int C);
-// dx[b, idx[b, l]] += dxs[b, l], l in order (one thread per (b, c): repeated indices add up in
-// the CPU's order, without atomics).
+void gather_rows(const Exec& ex, const T* x, const int32_t* idx, T* xs, int B, int N, int L, int C,
+                 int Cx, int c0);
+// dx[b, idx[b, l], c0 + c] += dxs[b, l, c], l in order (one thread per (b, c): repeated indices
+// add up in the CPU's order, without atomics).
 template <typename T>
 void scatter_add_rows(const Exec& ex, const T* dxs, const int32_t* idx, T* dx, int B, int N, int L,
-                      int C);
+                      int C, int Cx, int c0);
 // Host: idx[b, l] = floor(l (len_b - 1) / (L - 1)) (0 when L = 1): L positions spread over the
 // real ones (model/primal_attention.cc). lengths null: every sample has N.
 void sampled_positions(const int32_t* lengths, int B, int N, int L, std::vector<int32_t>& idx);
 
-// ---- global-norm clipping (trainer/grad_clip.h)
-// -------------------------------------------------- out[0] += sum_i x[i]^2, in double, a fixed
-// shape (a function of n only).
+// ---- global-norm clipping (trainer/grad_clip.h) -----------------------------------------------
+
+// out[0] += sum_i x[i]^2, in double, a fixed shape (a function of n only).
 void sum_of_squares(const Exec& ex, const float* x, int64_t n, double* out);
 // x *= s.
 void scale_inplace(const Exec& ex, float* x, int64_t n, float s);

@@ -7,7 +7,6 @@
 namespace primal::cuda {
 
 ParameterLayout::ParameterLayout(const ParameterStore<float>& store) {
-  check(store.tp().size == 1, "cuda::ParameterLayout: tensor parallelism is not supported");
   const auto& all = store.all();
   check(!all.empty() && !all.front().value.empty(),
         "cuda::ParameterLayout: the ParameterStore is not finalized");
@@ -17,7 +16,8 @@ ParameterLayout::ParameterLayout(const ParameterStore<float>& store) {
     check(host_offset == host_numel_,
           "cuda::ParameterLayout: " + p.name + " is not where the store's layout puts it");
     const int64_t offset = (numel_ + kAlign - 1) / kAlign * kAlign;
-    entries_.push_back({p.name, p.shape, offset, host_offset, numel, p.weight_decay, p.layer});
+    entries_.push_back({p.name, p.shape, p.local_shape, p.sharding, offset, host_offset, numel,
+                        p.weight_decay, p.layer});
     // A run spans the gap before a parameter of its own flag (the gap's zeros stay zeros).
     if (!runs_.empty() && runs_.back().decay == p.weight_decay) {
       runs_.back().end = offset + numel;

@@ -5,8 +5,9 @@
 // gaps stay 0 (their gradients too, so neither the clip nor AdamW changes them). In bf16 mode a
 // bf16 copy of the values is what the GEMMs read (refreshed after every upload and optimizer
 // step); the fp32 values are the master weights and everything else (LayerNorm, Lambda, the
-// KSVD trace, AdamW) reads them. One process, tensor parallelism 1: the shards are the whole
-// tensors.
+// KSVD trace, AdamW) reads them. Under tensor parallelism the store is this rank's (SPEC §5)
+// and the buffers hold its shards: each entry knows its full shape, its local shape and its
+// sharding.
 #pragma once
 
 #include <string>
@@ -26,7 +27,9 @@ class ParameterLayout {
 
   struct Entry {
     std::string name;
-    Shape shape;
+    Shape shape;        // full (SPEC §4)
+    Shape local_shape;  // this rank's shard: what the buffers hold
+    Sharding sharding;
     int64_t offset;       // in the device buffers
     int64_t host_offset;  // in the CPU store's buffers
     int64_t numel;
@@ -40,7 +43,7 @@ class ParameterLayout {
     bool decay;
   };
 
-  // store: finalized, one process (tp size 1).
+  // store: finalized (any tensor-parallel rank).
   explicit ParameterLayout(const ParameterStore<float>& store);
 
   const std::vector<Entry>& entries() const { return entries_; }

@@ -41,6 +41,22 @@ std::string layer_name(int index) {
   return "layers." + std::to_string(index);
 }
 
+// data[0, n) := its sum over the tensor-parallel group, on the context's stream; nothing to do
+// on one rank. bf16 values are summed in fp32 (converted there and back: one rounding, after
+// the sum).
+template <typename T>
+void tp_sum(Context& c, T* data, int64_t n) {
+  if (!c.tp || c.tp->size() == 1) return;
+  if constexpr (std::is_same_v<T, float>) {
+    c.tp->all_reduce_sum(data, n, c.ex.stream);
+  } else {
+    DeviceBuffer<float> wide = scratch<float>(c, n);
+    convert<float, T>(c.ex, data, wide.data(), n);
+    c.tp->all_reduce_sum(wide.data(), n, c.ex.stream);
+    convert<T, float>(c.ex, wide.data(), data, n);
+  }
+}
+
 // Dropout of one site as model/dropout.cc applies it to a [B, N, C] tensor: p, scale and the
 // global index of element 0 (sample_offset samples of N C elements before this batch).
 struct DropoutArgs {
@@ -65,25 +81,33 @@ PhiloxStream dropout_stream(uint64_t seed, int64_t step, int layer, DropoutSite 
 // ---- Linear -------------------------------------------------------------------------------------
 
 template <typename T>
-DeviceLinear<T>::DeviceLinear(const DeviceParameters& params, const std::string& name, int in_,
-                              int out_)
-    : in(in_),
-      out(out_),
+DeviceLinear<T>::DeviceLinear(const DeviceParameters& params, const std::string& name)
+    : DeviceLinear(params, name, params.layout().at(name + ".weight")) {}
+
+template <typename T>
+DeviceLinear<T>::DeviceLinear(const DeviceParameters& params, const std::string& name,
+                              const ParameterLayout::Entry& weight)
+    : in(int(weight.local_shape[1])),
+      out(int(weight.local_shape[0])),
+      row_parallel(weight.sharding.split == Split::kRow && weight.local_shape != weight.shape),
       w(params.gemm_value<T>(name + ".weight")),
       b(params.gemm_value<T>(name + ".bias")),
       b_f(params.value(name + ".bias")),
       dw(params.grad(name + ".weight")),
       db(params.grad(name + ".bias")) {
-  check(params.layout().at(name + ".weight").numel == int64_t(in) * out,
-        "cuda::DeviceLinear: " + name + ".weight has another shape");
+  check(weight.local_shape.rank() == 2, "cuda::DeviceLinear: " + name + ".weight is not a matrix");
 }
 
-// y = x W^T + b
+// y = x W^T + b;  row-parallel: y = sum_tp(x W^T) + b (the bias once, after the sum)
 template <typename T>
 template <typename TY>
 void DeviceLinear<T>::forward(Context& c, const T* x, TY* y, int64_t rows) const {
   check(rows <= INT32_MAX, "cuda::DeviceLinear: more than 2^31 rows");
-  if (in % 8 == 0 && out % 8 == 0) {
+  if (row_parallel) {
+    c.blas.gemm<T, TY>(Trans::kNo, Trans::kYes, int(rows), out, in, 1.f, x, in, w, in, 0.f, y, out);
+    tp_sum(c, y, rows * out);
+    bias_residual_forward<TY>(c.ex, y, b_f, nullptr, y, rows, out);
+  } else if (in % 8 == 0 && out % 8 == 0) {
     const TY* bias;
     if constexpr (std::is_same_v<TY, T>)
       bias = b;
@@ -139,12 +163,9 @@ void DeviceLayerNorm<T>::backward(Context& c, const T* x, const T* dy, T* dx, in
 template <typename T>
 class DeviceSoftmaxAttention : public DeviceAttention<T> {
  public:
-  DeviceSoftmaxAttention(const DeviceParameters& params, const std::string& name, int width,
-                         int heads)
-      : qkv_(params, name + ".qkv", width, 3 * width),
-        proj_(params, name + ".proj", width, width),
-        H_(heads),
-        d_(width / heads) {}
+  // d: the head width; the heads are this rank's (qkv's local rows / 3d).
+  DeviceSoftmaxAttention(const DeviceParameters& params, const std::string& name, int d)
+      : qkv_(params, name + ".qkv"), proj_(params, name + ".proj"), H_(qkv_.out / (3 * d)), d_(d) {}
 
   // qkv = x Wqkv^T + bqkv;  per (b, h): P = softmax(q k^T / sqrt(d) + mask), y = P v;
   // out = y Wo^T + bo.  The flash kernels (core/cuda/flash_attention.h) never store P: saved
@@ -193,11 +214,13 @@ class DeviceSoftmaxAttention : public DeviceAttention<T> {
 template <typename T>
 class DevicePrimalAttention : public DeviceAttention<T> {
  public:
-  DevicePrimalAttention(const DeviceParameters& params, const std::string& name, int width,
-                        int heads, int low_rank, int sampled_len, bool causal)
-      : qk_(params, name + ".qk", width, 2 * width),
-        concat_(params, name + ".concat", 2 * low_rank, width / heads),
-        proj_(params, name + ".proj", width, width),
+  // d: the head width; the heads are this rank's (qk's local rows / 2d), the first of them
+  // first_head of the full layer (its channels [first_head d, ...) of the layer input).
+  DevicePrimalAttention(const DeviceParameters& params, const std::string& name, int d,
+                        int first_head, int low_rank, int sampled_len, bool causal)
+      : qk_(params, name + ".qk"),
+        concat_(params, name + ".concat"),
+        proj_(params, name + ".proj"),
         we_(params.gemm_value<T>(name + ".we")),
         wr_(params.gemm_value<T>(name + ".wr")),
         we_f_(params.value(name + ".we")),
@@ -206,12 +229,13 @@ class DevicePrimalAttention : public DeviceAttention<T> {
         dwe_(params.grad(name + ".we")),
         dwr_(params.grad(name + ".wr")),
         dlambda_(params.grad(name + ".lambda")),
-        H_(heads),
-        d_(width / heads),
+        H_(qk_.out / (2 * d)),
+        d_(d),
         s_(low_rank),
         L_(sampled_len),
+        c0_(first_head * d),
         causal_(causal) {
-    check(params.layout().at(name + ".we").numel == int64_t(heads) * (causal ? d_ : L_) * s_,
+    check(params.layout().at(name + ".we").numel == weight_numel(),
           "cuda::DevicePrimalAttention: " + name + ".we has another shape");
   }
 
@@ -235,7 +259,7 @@ class DevicePrimalAttention : public DeviceAttention<T> {
       sampled_ = c.sampled;
       renew(xs_, c, int64_t(B) * L_ * C);
       renew(w_eff_, c, 2 * int64_t(B) * H_ * d_ * s_);
-      gather_rows<T>(c.ex, x, sampled_, xs_.data(), B, N, L_, C);
+      gather_rows<T>(c.ex, x, sampled_, xs_.data(), B, N, L_, C, qk_.in, c0_);
     }
     {
       DeviceBuffer<T> qk = scratch<T>(c, R * 2 * C);  // dead once u is formed
@@ -281,7 +305,7 @@ class DevicePrimalAttention : public DeviceAttention<T> {
                                  we_, wr_, der.data(), B, N, L_, H_, d_, s_, dqk.data(), dxs.data(),
                                  dwe_, dwr_);
       qk_.backward(c, x_, dqk.data(), dx, R);
-      scatter_add_rows<T>(c.ex, dxs.data(), sampled_, dx, B, N, L_, C);
+      scatter_add_rows<T>(c.ex, dxs.data(), sampled_, dx, B, N, L_, C, qk_.in, c0_);
     }
   }
 
@@ -298,6 +322,7 @@ class DevicePrimalAttention : public DeviceAttention<T> {
   float* dwr_;
   float* dlambda_;
   int H_, d_, s_, L_;
+  int c0_;  // the first input channel of this rank's heads
   bool causal_;
   Sequence seq_;
   const T* x_ = nullptr;
@@ -310,23 +335,25 @@ class DevicePrimalAttention : public DeviceAttention<T> {
 
 template <typename T>
 DeviceTransformerLayer<T>::DeviceTransformerLayer(const DeviceParameters& params,
-                                                  const ModelConfig& config, int index)
+                                                  const ModelConfig& config, int index,
+                                                  TensorParallelRank tp)
     : index_(index),
       C_(config.width),
-      F_(config.mlp_width),
       kind_(config.layers[index]),
       dropout_(config.dropout),
       ln1_(params, layer_name(index) + ".ln1", config.width, config.ln_eps),
       ln2_(params, layer_name(index) + ".ln2", config.width, config.ln_eps),
-      fc1_(params, layer_name(index) + ".mlp.fc1", config.width, config.mlp_width),
-      fc2_(params, layer_name(index) + ".mlp.fc2", config.mlp_width, config.width) {
+      fc1_(params, layer_name(index) + ".mlp.fc1"),
+      fc2_(params, layer_name(index) + ".mlp.fc2") {
+  F_ = fc1_.out;
   const std::string name = layer_name(index) + ".attn";
+  const int d = config.width / config.heads;
   if (kind_ == AttentionKind::kSoftmax) {
-    attn_ = std::make_unique<DeviceSoftmaxAttention<T>>(params, name, config.width, config.heads);
+    attn_ = std::make_unique<DeviceSoftmaxAttention<T>>(params, name, d);
   } else {
-    attn_ = std::make_unique<DevicePrimalAttention<T>>(params, name, config.width, config.heads,
-                                                       config.low_rank, config.sampled_len(),
-                                                       config.causal());
+    const int first_head = tp.rank * (config.heads / tp.size);
+    attn_ = std::make_unique<DevicePrimalAttention<T>>(params, name, d, first_head, config.low_rank,
+                                                       config.sampled_len(), config.causal());
   }
 }
 
@@ -381,6 +408,7 @@ void DeviceTransformerLayer<T>::backward(Context& c, const T* dout, T* dx, const
     gelu_backward<T>(c.ex, h_.data(), dh.data(), dh.data(), R * F_);
     fc1_.backward(c, ln2_out_.data(), dh.data(), dln.data(), R);
   }
+  tp_sum(c, dln.data(), n);  // each rank's slice of the MLP gave a part
   ln2_.backward(c, x2_.data(), dln.data(), dx2.data(), R);
 
   copy_device(dx, dx2.data(), n, c.ex.stream);
@@ -388,6 +416,7 @@ void DeviceTransformerLayer<T>::backward(Context& c, const T* dout, T* dx, const
   dropout<T>(c.ex, dx2.data(), dbranch.data(), n, d.stream, d.first, d.p, d.scale);
   zero_padded_rows<T>(c.ex, dbranch.data(), seq_.lengths, seq_.B, seq_.N, C_);
   attn_->backward(c, dbranch.data(), dln.data(), ksvd);
+  tp_sum(c, dln.data(), n);  // each rank's heads gave a part
   ln1_.backward(c, x_, dln.data(), dx, R);
 }
 
@@ -405,9 +434,11 @@ const ModelConfig& checked(const ModelConfig& config) {
 }  // namespace
 
 template <typename T>
-DeviceTransformer<T>::DeviceTransformer(const ModelConfig& config)
+DeviceTransformer<T>::DeviceTransformer(const ModelConfig& config, DeviceTensorParallelGroup* tp)
     : config_(checked(config)),
-      host_(config_),
+      tp_(tp),
+      shard_layout_(tp ? tp->rank() : 0, tp ? tp->size() : 1),
+      host_(config_, &shard_layout_),
       allocator_(),
       blas_(stream_.get()),
       params_(std::make_unique<DeviceParameters>(host_.params(), allocator_, stream_.get(),
@@ -415,20 +446,37 @@ DeviceTransformer<T>::DeviceTransformer(const ModelConfig& config)
       norm_(*params_, "norm", config_.width, config_.ln_eps),
       adam_m_(allocator_, params_->numel(), stream_.get()),
       adam_v_(allocator_, params_->numel(), stream_.get()) {
+  const TensorParallelRank place{shard_layout_.rank(), shard_layout_.size()};
   layers_.reserve(config_.layers.size());
-  for (int i = 0; i < int(config_.layers.size()); ++i) layers_.emplace_back(*params_, config_, i);
+  for (int i = 0; i < int(config_.layers.size()); ++i) {
+    layers_.emplace_back(*params_, config_, i, place);
+  }
   if (config_.input == InputKind::kPatches) {
-    patch_ = std::make_unique<DeviceLinear<T>>(*params_, "embed.patch", config_.patch_dim,
-                                               config_.width);
+    patch_ = std::make_unique<DeviceLinear<T>>(*params_, "embed.patch");
   }
   if (config_.head == HeadKind::kClassifier) {
-    head_ = std::make_unique<Head>(
-        Head{DeviceLinear<T>(*params_, "head.fc1", config_.width, config_.head_width),
-             DeviceLinear<T>(*params_, "head.fc2", config_.head_width, config_.num_classes),
-             {},
-             {},
-             {}});
+    head_ = std::make_unique<Head>(Head{
+        DeviceLinear<T>(*params_, "head.fc1"), DeviceLinear<T>(*params_, "head.fc2"), {}, {}, {}});
   }
+  // The order the gradients become final: a slot per parameter, spanning the alignment gap up
+  // to the next one (zeros, and they stay zeros: averaging them is harmless and makes a
+  // layer's gradients one range). And the ranges of the gradients this rank counts in the
+  // global norm, adjacent ones merged.
+  const std::vector<ParameterLayout::Entry>& entries = params_->layout().entries();
+  std::vector<GradSlot> slots;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const ParameterLayout::Entry& e = entries[i];
+    const int64_t next = i + 1 < entries.size() ? entries[i + 1].offset : params_->numel();
+    slots.push_back({{e.offset, next - e.offset}, e.layer, e.sharding.sum_grad_over_tp});
+    if (!counts_in_global_norm(e.sharding, place.rank)) continue;
+    if (!norm_ranges_.empty() &&
+        norm_ranges_.back().offset + norm_ranges_.back().count == e.offset) {
+      norm_ranges_.back().count += next - e.offset;
+    } else {
+      norm_ranges_.push_back({e.offset, next - e.offset});
+    }
+  }
+  ready_ = primal::ready_order(slots, int(config_.layers.size()));
   zero_device(adam_m_.data(), adam_m_.size(), stream_.get());
   zero_device(adam_v_.data(), adam_v_.size(), stream_.get());
   sums_ =
@@ -564,7 +612,7 @@ LossTerms DeviceTransformer<T>::forward(const Batch& batch, int64_t step, bool t
   const bool lm = config_.head == HeadKind::kLm;
   const int64_t targets = lm ? int64_t(B) * N : B;
   check_targets(batch.targets, targets, lm ? config_.vocab : config_.num_classes);
-  Context c{blas_, {stream_.get(), &allocator_}, *params_};
+  Context c{blas_, {stream_.get(), &allocator_}, *params_, nullptr, tp_};
   cudaStream_t s = stream_.get();
 
   seq_ =
@@ -616,6 +664,8 @@ LossTerms DeviceTransformer<T>::forward(const Batch& batch, int64_t step, bool t
   }
   predictions_ = targets;
 
+  // Each rank's heads gave a part of the KSVD sums (the CE sum is the same on every rank).
+  if (tp_ && tp_->size() > 1 && primal > 0) tp_->all_reduce_sum(sums_.data(), 3 * primal, s);
   // One synchronisation: the KSVD partials and the CE sum come back together.
   host_sums_.resize(size_t(sums_.size()));
   copy_to_host(host_sums_.data(), sums_.data(), sums_.bytes(), s);
@@ -645,7 +695,7 @@ void DeviceTransformer<T>::backward() {
   const int B = seq_.B, S = seq_.N, C = config_.width;
   const int64_t R = seq_.rows();
   const int K = config_.head == HeadKind::kLm ? config_.vocab : config_.num_classes;
-  Context c{blas_, {stream_.get(), &allocator_}, *params_};  // the layers kept their samples
+  Context c{blas_, {stream_.get(), &allocator_}, *params_, nullptr, tp_};  // layers kept samples
   cudaStream_t s = stream_.get();
   const float scale = float(1.0 / double(predictions_));
   cross_entropy_backward<float>(c.ex, logits_.data(), targets_.data(), scale, logits_.data(),
@@ -697,14 +747,26 @@ LossTerms DeviceTransformer<T>::forward_backward(const Batch& batch, int64_t ste
   return out;
 }
 
-// norm = sqrt(sum g^2);  g *= max_norm / (norm + 1e-6) where that is below 1
+template <typename T>
+void DeviceTransformer<T>::sum_grads_over_tp(int layer) {
+  if (!tp_ || tp_->size() == 1) return;
+  for (const GradRange& r : ready_.tp_summed_of_layer[layer + 1]) {
+    tp_->all_reduce_sum(params_->grads() + r.offset, r.count, stream_.get());
+  }
+}
+
+// norm = sqrt(sum g^2) (sum_tp of this rank's counted gradients);
+// g *= max_norm / (norm + 1e-6) where that is below 1
 template <typename T>
 double DeviceTransformer<T>::clip_grad_norm(double max_norm) {
   em::check_max_norm(max_norm);
   const Exec ex{stream_.get(), &allocator_};
   DeviceBuffer<double> sum(allocator_, 1, ex.stream);
   zero_device(sum.data(), 1, ex.stream);
-  sum_of_squares(ex, params_->grads(), params_->numel(), sum.data());
+  for (const GradRange& r : norm_ranges_) {
+    sum_of_squares(ex, params_->grads() + r.offset, r.count, sum.data());
+  }
+  if (tp_ && tp_->size() > 1) tp_->all_reduce_sum(sum.data(), 1, ex.stream);
   double host = 0;
   copy_to_host(&host, sum.data(), sizeof host, ex.stream);
   wait("the gradient norm");
@@ -758,19 +820,6 @@ void DeviceTransformer<T>::upload_adamw(const float* exp_avg, const float* exp_a
   }
   wait("the AdamW state's upload");
   adamw_steps_ = steps;
-}
-
-template <typename T>
-ReadyOrder DeviceTransformer<T>::ready_order() const {
-  const std::vector<ParameterLayout::Entry>& entries = params_->layout().entries();
-  std::vector<GradSlot> slots;
-  slots.reserve(entries.size());
-  for (size_t i = 0; i < entries.size(); ++i) {
-    const ParameterLayout::Entry& e = entries[i];
-    const int64_t next = i + 1 < entries.size() ? entries[i + 1].offset : params_->numel();
-    slots.push_back({{e.offset, next - e.offset}, e.layer});
-  }
-  return primal::ready_order(slots, int(config_.layers.size()));
 }
 
 template struct DeviceLinear<float>;

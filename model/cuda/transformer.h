@@ -14,7 +14,18 @@
 // Both forms run on the device: the LM (token inputs, causal, tied head) and the classifier
 // (token or patch inputs, optional CLS slot, padding, MEAN/CLS pooling, ReLU head), with
 // SOFTMAX and PRIMAL layers (causal form for the LM, encoder form for the classifier) and
-// dropout. One process (tensor parallelism 1).
+// dropout.
+//
+// Tensor parallelism (SPEC §5): built with a DeviceTensorParallelGroup of size T, the model
+// holds this rank's shard of every parameter (H/T heads of each attention layer, `we`, `wr`,
+// `lambda` included; F/T of each MLP; the rest replicated), the layers' sizes read off the
+// parameter registry. The sums over the group are where the CPU model has them, enqueued on
+// the model's stream: each row-parallel output (attn.proj, mlp.fc2) before its bias, each
+// LayerNorm's input gradient in backward, the KSVD partial sums before the loss is read back,
+// the clip's sum of squares (replicated gradients counted on TP rank 0 alone), and, through
+// sum_grads_over_tp, the gradients of replicated parameters that every rank's heads use
+// (attn.concat). The encoder form samples rows of the full-width input and takes this rank's
+// channels of them.
 //
 // Memory: every saved activation is a DeviceBuffer from the model's caching allocator, held
 // from forward to the next forward; temporaries return to the cache when a layer is done.
@@ -34,6 +45,7 @@
 #include "model/batch.h"
 #include "model/config.h"
 #include "model/cuda/parameters.h"
+#include "model/cuda/tensor_parallel.h"
 #include "model/dropout.h"
 #include "model/ksvd_loss.h"
 #include "model/ready_order.h"
@@ -45,23 +57,30 @@ namespace primal::cuda {
 // (seed ^ 0xD0D0D0D0, (step << 24) ^ (layer << 4) ^ site).
 PhiloxStream dropout_stream(uint64_t seed, int64_t step, int layer, DropoutSite site);
 
-// What each layer runs with: the stream and its allocator, cuBLAS, the parameters, and the
-// positions the encoder form of PRIMAL samples ([B, L], device; null for the LM).
+// What each layer runs with: the stream and its allocator, cuBLAS, the parameters, the
+// positions the encoder form of PRIMAL samples ([B, L], device; null for the LM), and the
+// tensor-parallel group (null: one rank).
 struct Context {
   Blas& blas;
   Exec ex;
   const DeviceParameters& params;
   const int32_t* sampled = nullptr;
+  DeviceTensorParallelGroup* tp = nullptr;
 };
 
-// A Linear layer's parameters (PyTorch convention, W [out, in]).
+// A Linear layer's parameters (PyTorch convention, W [out, in]: this rank's shard, its sizes
+// from the registry).
 //   y = x W^T + b        cuBLASLt with the bias in its epilogue where in and out are multiples
 //                        of 8; otherwise (the small concat and head layers) a cuBLAS GEMM and
 //                        the bias kernel (fp32 bias), which take any shape
-//   dx = dy W;  dW += dy^T x;  db += sum_rows dy
+//   row-parallel (W cut by input columns, model/linear.h): y = sum_tp(x W^T) + b
+//   dx = dy W (column-parallel: this rank's part of the sum, which the caller completes);
+//   dW += dy^T x;  db += sum_rows dy
 template <typename T>
 struct DeviceLinear {
-  DeviceLinear(const DeviceParameters& params, const std::string& name, int in, int out);
+  DeviceLinear(const DeviceParameters& params, const std::string& name);
+  DeviceLinear(const DeviceParameters& params, const std::string& name,
+               const ParameterLayout::Entry& weight);
   // TY: T, or float for fp32 outputs (the classifier's logits).
   template <typename TY = T>
   void forward(Context& c, const T* x, TY* y, int64_t rows) const;
@@ -69,6 +88,7 @@ struct DeviceLinear {
   void backward(Context& c, const T* x, const T* dy, T* dx, int64_t rows) const;
 
   int in, out;
+  bool row_parallel;  // a kRow shard of a wider W: the output is summed over TP
   const T* w;
   const T* b;
   const float* b_f;  // the fp32 bias
@@ -112,7 +132,9 @@ class DeviceAttention {
 template <typename T>
 class DeviceTransformerLayer {
  public:
-  DeviceTransformerLayer(const DeviceParameters& params, const ModelConfig& config, int index);
+  // tp: this rank's place in the tensor-parallel group (which heads it holds).
+  DeviceTransformerLayer(const DeviceParameters& params, const ModelConfig& config, int index,
+                         TensorParallelRank tp);
   // x: the layer input, kept by the caller until backward. Returns the output (owned).
   // seq.lengths, where not null, is a device pointer.
   const T* forward(Context& c, const T* x, const Sequence& seq, double* ksvd);
@@ -121,7 +143,7 @@ class DeviceTransformerLayer {
   AttentionKind kind() const { return kind_; }
 
  private:
-  int index_, C_, F_;
+  int index_, C_, F_;  // F_: this rank's slice of the MLP width
   AttentionKind kind_;
   double dropout_;
   DeviceLayerNorm<T> ln1_, ln2_;
@@ -137,8 +159,9 @@ template <typename T>
 class DeviceTransformer {
  public:
   // Builds the CPU Transformer<float> of the config (its parameters' names, shapes, order and
-  // initial values), then the device model on the current device with those weights.
-  explicit DeviceTransformer(const ModelConfig& config);
+  // initial values; this rank's shards under tp), then the device model on the current device
+  // with those weights. tp (null: one rank) must outlive the model.
+  explicit DeviceTransformer(const ModelConfig& config, DeviceTensorParallelGroup* tp = nullptr);
   ~DeviceTransformer();
   DeviceTransformer(const DeviceTransformer&) = delete;
   DeviceTransformer& operator=(const DeviceTransformer&) = delete;
@@ -152,7 +175,12 @@ class DeviceTransformer {
   void backward();
   // zero grads, forward, backward
   LossTerms forward_backward(const Batch& batch, int64_t step);
-  // Global-norm clip (trainer/grad_clip.h): returns the norm before clipping.
+  // Sums the gradients of layer's replicated parameters that every rank's heads use
+  // (ReadyOrder::tp_summed_of_layer) over the tensor-parallel group, on the stream; nothing to
+  // do on one rank. Called once per optimizer step, as the layer's gradients become final.
+  void sum_grads_over_tp(int layer);
+  // Global-norm clip (trainer/grad_clip.h): returns the norm before clipping (over the whole
+  // model under tensor parallelism).
   double clip_grad_norm(double max_norm);
   // One AdamW step over every parameter (trainer/adamw.cc's arithmetic, bit for bit given the
   // same gradients), then the bf16 copy is refreshed.
@@ -184,15 +212,16 @@ class DeviceTransformer {
   std::function<void(int layer)> on_grads_final;
   // How the host waits for the compute stream (forward's one readback, the clip's norm, the
   // AdamW state's host copies, synchronize()); `what` names the wait. Unset: a plain
-  // cudaStreamSynchronize. With data parallelism the stream waits on NCCL buckets that a dead
-  // or hung peer never completes, so the DP wiring sets a watched wait instead (past
-  // parallel.watchdog_s the job ends naming it).
+  // cudaStreamSynchronize, or under tensor parallelism the group's watched wait. With data
+  // parallelism the stream waits on NCCL buckets that a dead or hung peer never completes, so
+  // the DP wiring sets a watched wait instead (past parallel.watchdog_s the job ends naming
+  // it).
   std::function<void(const char* what)> wait_host;
   // The order the gradients in params().grads() become final (model/ready_order.h), a slot per
   // parameter in the layout's (the CPU store's) order. A slot spans the parameter and the
   // alignment gap up to the next one (zeros, and they stay zeros: averaging them is harmless
   // and makes a layer's gradients one range).
-  ReadyOrder ready_order() const;
+  const ReadyOrder& ready_order() const { return ready_; }
 
   // The last forward's probabilities, fp32 on the device: [B, K] (classifier) or [B N, V] (LM).
   const float* probabilities() const { return logits_.data(); }
@@ -207,11 +236,15 @@ class DeviceTransformer {
   void wait(const char* what) const {
     if (wait_host)
       wait_host(what);
+    else if (tp_ && tp_->size() > 1)
+      tp_->wait(stream_.get(), what);
     else
       stream_.synchronize();
   }
 
   ModelConfig config_;
+  DeviceTensorParallelGroup* tp_;
+  ShardLayout shard_layout_;  // the host twin's place in the TP group
   Transformer<float> host_;
   Stream stream_;
   CachingAllocator allocator_;
@@ -219,6 +252,8 @@ class DeviceTransformer {
   std::unique_ptr<DeviceParameters> params_;
   DeviceLayerNorm<T> norm_;
   std::vector<DeviceTransformerLayer<T>> layers_;
+  ReadyOrder ready_;
+  std::vector<GradRange> norm_ranges_;  // the gradients this rank counts in the global norm
   DeviceBuffer<float> adam_m_, adam_v_;
   int64_t adamw_steps_ = 0;
   // The classifier head: pooled = pool(x);  logits = fc2(ReLU(fc1(pooled))) (fp32 logits).

@@ -99,6 +99,32 @@ TEST(ParameterLayout, EqualsTheCpuParameterStore) {
   }
 }
 
+// Under tensor parallelism the layout holds this rank's shards (SPEC §5): each entry has the
+// store's local shape, full shape and sharding, and the buffers the local sizes.
+TEST(ParameterLayout, HoldsThisRanksShardsUnderTensorParallelism) {
+  ModelConfig config;
+  config.layers = {AttentionKind::kPrimal, AttentionKind::kSoftmax};
+  ShardLayout tp(1, 2);
+  Transformer<float> model(config, &tp);
+  const ParameterStore<float>& store = model.params();
+  const ParameterLayout layout(store);
+  ASSERT_EQ(layout.entries().size(), store.all().size());
+  size_t i = 0, sharded = 0;
+  for (const auto& p : store.all()) {
+    const ParameterLayout::Entry& e = layout.entries()[i++];
+    EXPECT_EQ(e.name, p.name);
+    EXPECT_EQ(e.shape, p.shape);
+    EXPECT_EQ(e.local_shape, p.local_shape);
+    EXPECT_EQ(e.sharding.split, p.sharding.split);
+    EXPECT_EQ(e.sharding.sum_grad_over_tp, p.sharding.sum_grad_over_tp);
+    EXPECT_EQ(e.numel, p.local_shape.numel());
+    if (!(e.local_shape == e.shape)) ++sharded;
+  }
+  EXPECT_GT(sharded, 0u);
+  EXPECT_EQ(layout.host_numel(), store.numel());
+  EXPECT_EQ(layout.at("layers.0.attn.we").local_shape[0], config.heads / 2);
+}
+
 TEST(TokenRows, StableCountingSort) {
   const int V = 11;
   std::mt19937 rng(3);

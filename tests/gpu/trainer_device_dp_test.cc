@@ -53,22 +53,11 @@ class TrainerDataParallelOnDevice : public testing::NcclFixture {
     if (w.size() < 2) GTEST_SKIP() << "data parallelism needs at least 2 ranks (run under np 2)";
     NcclFixture::SetUp();
     if (IsSkipped()) return;
-    if (w.rank() == 0) {
-      dir_ = testing::fresh_test_dir("primal_trainer_device_dp_");
-      testing::write_prose_corpus(dir_ / "corpus.txt");
-    }
-    w.barrier();
-    if (w.rank() != 0) {
-      dir_ = fs::temp_directory_path() /
-             ("primal_trainer_device_dp_" +
-              std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
-    }
+    dir_ = testing::shared_test_dir("primal_trainer_device_dp_", "corpus.txt");
   }
   void TearDown() override {
     NcclFixture::TearDown();
-    if (dir_.empty()) return;
-    testing::world().barrier();
-    if (testing::world().rank() == 0) fs::remove_all(dir_);
+    if (!dir_.empty()) testing::remove_shared_test_dir(dir_);
   }
 
   std::string config_text() const { return testing::tiny_lm_config(dir_ / "corpus.txt", kSteps); }

@@ -39,6 +39,31 @@ TEST(ReadyOrder, LastLayerFirstThenTheRestEachParameterOnce) {
   for (size_t i = 0; i < seen.size(); ++i) EXPECT_EQ(seen[i], 1) << params.all()[i].name;
 }
 
+// Under tensor parallelism each layer's attn.concat (replicated, used by every rank's heads) is
+// summed over TP once final, and nothing else is.
+TEST(ReadyOrder, ListsTheGradientsSummedOverTensorParallelismPerLayer) {
+  ShardLayout tp(1, 2);
+  Transformer<float> model(testing::lm_config({kSoftmax, kPrimal, kPrimal}, 8), &tp);
+  ParameterStore<float>& params = model.params();
+  const ReadyOrder order = ready_order(params, 3);
+  ASSERT_EQ(order.tp_summed_of_layer.size(), 4u);
+  const float* base = params.grads().data();
+  for (int layer : {-1, 0, 1, 2}) {
+    std::vector<std::string> names;
+    for (const GradRange& r : order.tp_summed_of_layer[layer + 1]) {
+      for (const auto& p : params.all()) {
+        if (p.grad.data() - base == r.offset && p.grad.numel() == r.count) names.push_back(p.name);
+      }
+    }
+    const std::string prefix = "layers." + std::to_string(layer) + ".attn.concat.";
+    if (layer >= 1) {
+      EXPECT_EQ(names, (std::vector<std::string>{prefix + "weight", prefix + "bias"}));
+    } else {
+      EXPECT_TRUE(names.empty()) << "layer " << layer;
+    }
+  }
+}
+
 TEST(ReadyOrder, ALayerOutsideTheModelIsAnError) {
   const GradSlot slots[] = {{{0, 4}, 0}, {{4, 4}, 2}};
   EXPECT_THROW(ready_order(slots, 2), Error);

@@ -11,6 +11,7 @@ CHECK is one of:
   buckets   DP=2 with many small buckets is bitwise equal to one bucket at the end, and the
             recorded events show buckets issued while backward is still producing gradients
   kill      a rank SIGKILLed mid-run ends the job quickly, naming the rank; no process stays
+            (with --set train.device=CUDA ...: the same for a device job)
 Exit 0 on success, 1 on failure.
 """
 import argparse
@@ -191,11 +192,20 @@ def check_kill(args):
     cmd = [args.mpirun, "-np", "2", "--oversubscribe", args.primal, "train", "--config", config,
            "--set", "logging.dir=" + run_dir, "--set", "train.steps=100000",
            "--set", "parallel.watchdog_s=5"]
+    for s in args.set:
+        cmd += ["--set", s]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     # Wait until training runs (the metrics file has steps), then kill rank 1.
     deadline = time.time() + 60
     metrics = os.path.join(run_dir, "metrics.jsonl")
     while time.time() < deadline and not (os.path.exists(metrics) and os.path.getsize(metrics) > 200):
+        if proc.poll() is not None:
+            out = proc.stdout.read()
+            if args.skip_without_gpu and "CUDA:" in out:
+                # The job refused to start for want of a GPU: skipped, with its reason.
+                print("SKIPPED: " + next(l for l in out.splitlines() if "CUDA:" in l))
+                sys.exit(77)
+            return ["the job ended before training (exit %d):\n%s" % (proc.returncode, out[-2000:])]
         time.sleep(0.2)
     pid = rank_pid(run_dir, 1)
     if pid is None:
@@ -233,6 +243,10 @@ def main():
     parser.add_argument("--primal", required=True)
     parser.add_argument("--mpirun", required=True)
     parser.add_argument("--workdir", required=True)
+    parser.add_argument("--set", action="append", default=[],
+                        help="kill: a config override for the killed job (repeatable)")
+    parser.add_argument("--skip-without-gpu", action="store_true",
+                        help="kill: exit 77 where the job refuses to start for want of a GPU")
     parser.add_argument("check", choices=["layout", "buckets", "kill"])
     args = parser.parse_args()
     os.makedirs(args.workdir, exist_ok=True)

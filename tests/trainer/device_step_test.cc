@@ -1,7 +1,6 @@
-// The trainer's device path (train.device CUDA, trainer/device_step.h) without a GPU: a
-// stand-in TrainingStep that keeps its own CPU model and optimizer as "the device" and does
-// exactly the CPU step's arithmetic. With it the device path must give the CPU path's run bit
-// for bit: that proves the plumbing around the GPU (micro-batches and their average, clip,
+// The trainer's device path (train.device CUDA, trainer/device_step.h) without a GPU, on one
+// process: on the stand-in of host_stand_in.h the device path must give the CPU path's run bit
+// for bit. That proves the plumbing around the GPU (micro-batches and their average, clip,
 // schedule, evaluation through the device's own parameters, the host copies before
 // checkpoints, the upload on resume, the AdamW moments and step count in the checkpoint), which
 // tests/gpu/trainer_device_test.cc then runs with the real device.
@@ -18,84 +17,13 @@
 #include "configs/config.h"
 #include "core/arena.h"
 #include "tests/common/scratch_dir.h"
-#include "trainer/device_step.h"
-#include "trainer/grad_clip.h"
+#include "tests/trainer/host_stand_in.h"
 #include "trainer/trainer.h"
 
 namespace primal {
 namespace {
 
 namespace fs = std::filesystem;
-
-void copy(const Tensor<float>& from, Tensor<float> to) {
-  std::copy_n(from.data(), from.numel(), to.data());
-}
-
-class HostStandIn final : public TrainingStep {
- public:
-  HostStandIn(const LoadedConfig& config, int* uploads, int* grad_downloads)
-      : model_(config.model()),
-        optimizer_(model_.params(), config.adamw()),
-        uploads_(uploads),
-        grad_downloads_(grad_downloads) {}
-
-  std::string describe() const override { return "a host stand-in"; }
-  void zero_grads() override { model_.params().zero_grads(); }
-  LossTerms forward_backward(const Batch& batch, int64_t step, bool) override {
-    arena_.reset();
-    const LossTerms t = model_.forward(arena_, batch, step);
-    model_.backward(arena_);
-    return t;
-  }
-  void scale_grads(float scale) override {
-    Tensor<float> g = model_.params().grads();
-    for (int64_t i = 0; i < g.numel(); ++i) g[i] *= scale;
-  }
-  double clip(double max_norm) override {
-    double sum = 0;  // per parameter, in order, as the trainer sums it
-    for (const auto& p : model_.params().all())
-      sum += sum_of_squares(p.grad.data(), p.grad.numel());
-    const double norm = std::sqrt(sum);
-    if (max_norm > 0) clip_grads_to_norm(model_.params(), norm, max_norm);
-    return norm;
-  }
-  void adamw_step(double lr) override { optimizer_.step(lr); }
-  EvalBatch evaluate_batch(const Batch& batch) override {
-    arena_.reset();
-    EvalBatch out{model_.forward(arena_, batch, 0, /*training=*/false)};
-    if (model_.config().head == HeadKind::kClassifier) {
-      const Tensor<float>& p = model_.probabilities();
-      out.correct = count_correct(p.data(), batch.B, int(p.dim(1)), batch.targets);
-    }
-    return out;
-  }
-  void download(ParameterStore<float>& params, AdamW<float>* optimizer, bool grads) override {
-    copy(model_.params().values(), params.values());
-    if (grads) {
-      ++*grad_downloads_;
-      copy(model_.params().grads(), params.grads());
-    }
-    if (optimizer) {
-      copy(optimizer_.exp_avg(), optimizer->exp_avg());
-      copy(optimizer_.exp_avg_sq(), optimizer->exp_avg_sq());
-      optimizer->set_steps(optimizer_.steps());
-    }
-  }
-  void upload(const ParameterStore<float>& params, AdamW<float>& optimizer) override {
-    ++*uploads_;
-    std::copy_n(params.all().front().value.data(), params.numel(), model_.params().values().data());
-    copy(optimizer.exp_avg(), optimizer_.exp_avg());
-    copy(optimizer.exp_avg_sq(), optimizer_.exp_avg_sq());
-    optimizer_.set_steps(optimizer.steps());
-  }
-
- private:
-  Transformer<float> model_;
-  AdamW<float> optimizer_;
-  Arena arena_;
-  int* uploads_;
-  int* grad_downloads_;
-};
 
 class TrainerOnAStandInDevice : public ::testing::Test {
  protected:
@@ -130,7 +58,8 @@ class TrainerOnAStandInDevice : public ::testing::Test {
     Trainer trainer(config, nullptr,
                     [this](const LoadedConfig& c, const ParameterStore<float>& params,
                            AdamW<float>& optimizer, ProcessGroups*) {
-                      auto step = std::make_unique<HostStandIn>(c, &uploads_, &grad_downloads_);
+                      auto step = std::make_unique<testing::HostStandIn>(c, nullptr, &uploads_,
+                                                                         &grad_downloads_);
                       step->upload(params, optimizer);
                       return step;
                     });
