@@ -34,14 +34,17 @@ template <typename TO, typename TI>
 void convert(const Exec& ex, const TI* in, TO* out, int64_t n);
 
 // ---- LayerNorm (rows of C) ------------------------------------------------------------------
-// y = (x - mean) rstd w + b;  mean, rstd [rows] saved for the backward.
-template <typename T>
-void layernorm_forward(const Exec& ex, const T* x, const float* w, const float* b, T* y,
+// y = (x - mean) rstd w + b;  mean, rstd [rows] saved for the backward. TX: the input's type
+// (the model's fp32 residual stream), TY: the output's (T or float).
+template <typename TX, typename TY = TX>
+void layernorm_forward(const Exec& ex, const TX* x, const float* w, const float* b, TY* y,
                        float* mean, float* rstd, int64_t rows, int C, float eps);
 // dx += rstd (dy w - mean(dy w) - xhat mean(dy w xhat));  dw += sum_r dy xhat;  db += sum_r dy.
-template <typename T>
-void layernorm_backward(const Exec& ex, const T* x, const T* dy, const float* w, const float* mean,
-                        const float* rstd, T* dx, float* dw, float* db, int64_t rows, int C);
+// dx has x's type.
+template <typename TX, typename TDY = TX>
+void layernorm_backward(const Exec& ex, const TX* x, const TDY* dy, const float* w,
+                        const float* mean, const float* rstd, TX* dx, float* dw, float* db,
+                        int64_t rows, int C);
 
 // ---- GELU (exact erf form) -------------------------------------------------------------------
 template <typename T>
@@ -103,9 +106,10 @@ void ksvd_partial_sums(const Exec& ex, const T* er, const float* lambda, const i
 void ksvd_trace(const Exec& ex, const float* we, const float* wr, int64_t n, double* t);
 // With gk = dLoss/d(e-sum) (= dLoss/d(r-sum)), over real tokens:
 //   der += gk lambda^2 e (and r);   dlambda += gk sum_tokens (e^2 + r^2) lambda.
-template <typename T>
+// der may be fp32 (TD = float) while er is T: the KSVD term is then added without a rounding to T.
+template <typename T, typename TD = T>
 void ksvd_backward(const Exec& ex, const T* er, const float* lambda, const int32_t* lengths, int B,
-                   int N, int H, int s, float gk, T* der, float* dlambda);
+                   int N, int H, int s, float gk, TD* der, float* dlambda);
 // dwe += gt wr;  dwr += gt we.
 void ksvd_trace_backward(const Exec& ex, const float* we, const float* wr, float gt, float* dwe,
                          float* dwr, int64_t n);

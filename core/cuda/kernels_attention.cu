@@ -185,9 +185,9 @@ struct Dot {
   __device__ double2 operator()(int64_t i) const { return make_double2(double(a[i]) * b[i], 0.0); }
 };
 
-template <typename T>
+template <typename T, typename TD>
 __global__ void ksvd_der_kernel(const T* er, const float* lambda, const int32_t* lengths, int N,
-                                int H, int s, float gk, T* der, int64_t n) {
+                                int H, int s, float gk, TD* der, int64_t n) {
   for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n;
        k += int64_t(gridDim.x) * blockDim.x) {
     const int64_t hs = int64_t(H) * s, row = k / hs;
@@ -195,8 +195,8 @@ __global__ void ksvd_der_kernel(const T* er, const float* lambda, const int32_t*
     const int hi = int(k % hs), h = hi / s, i = hi % s;
     const int64_t at = row * 2 * hs + int64_t(h) * 2 * s + i;
     const float l2 = lambda[hi] * lambda[hi];
-    der[at] = from_f<T>(to_f(der[at]) + gk * l2 * to_f(er[at]));
-    der[at + s] = from_f<T>(to_f(der[at + s]) + gk * l2 * to_f(er[at + s]));
+    der[at] = from_f<TD>(to_f(der[at]) + gk * l2 * to_f(er[at]));
+    der[at + s] = from_f<TD>(to_f(der[at + s]) + gk * l2 * to_f(er[at + s]));
   }
 }
 
@@ -296,9 +296,9 @@ void ksvd_trace(const Exec& ex, const float* we, const float* wr, int64_t n, dou
   detail::scalar_reduce(ex, Dot{we, wr}, n, t, 1);
 }
 
-template <typename T>
+template <typename T, typename TD>
 void ksvd_backward(const Exec& ex, const T* er, const float* lambda, const int32_t* lengths, int B,
-                   int N, int H, int s, float gk, T* der, float* dlambda) {
+                   int N, int H, int s, float gk, TD* der, float* dlambda) {
   const int64_t rows = int64_t(B) * N, n = rows * H * s;
   if (n == 0) return;
   detail::column_reduce(ex, KsvdLambdaGrad<T>{er, lambda, lengths, N, H, s, gk}, rows, H * s,
@@ -316,24 +316,27 @@ void ksvd_trace_backward(const Exec& ex, const float* we, const float* wr, float
   PRIMAL_CUDA_CHECK_LAUNCH("ksvd_trace_backward_kernel");
 }
 
-#define PRIMAL_INSTANTIATE(T)                                                                     \
-  template void phi_forward<T>(const Exec&, const T*, int64_t, T*, int64_t, float*, int64_t, int, \
-                               int);                                                              \
-  template void phi_backward<T>(const Exec&, const T*, int64_t, const float*, const T*, int64_t,  \
-                                T*, int64_t, int64_t, int, int);                                  \
-  template void prefix_mean_forward<T>(const Exec&, const T*, int64_t, T*, int64_t, int, int,     \
-                                       int);                                                      \
-  template void prefix_mean_backward<T>(const Exec&, const T*, int64_t, T*, int64_t, int, int,    \
-                                        int);                                                     \
-  template void masked_softmax_forward<T>(const Exec&, const float*, T*, const int32_t*, bool,    \
-                                          int, int, int);                                         \
-  template void softmax_backward<T>(const Exec&, const T*, const float*, T*, int64_t, int);       \
-  template void ksvd_partial_sums<T>(const Exec&, const T*, const float*, const int32_t*, int,    \
-                                     int, int, int, double*);                                     \
-  template void ksvd_backward<T>(const Exec&, const T*, const float*, const int32_t*, int, int,   \
-                                 int, int, float, T*, float*);
+#define PRIMAL_INSTANTIATE(T)                                                                      \
+  template void phi_forward<T>(const Exec&, const T*, int64_t, T*, int64_t, float*, int64_t, int,  \
+                               int);                                                               \
+  template void phi_backward<T>(const Exec&, const T*, int64_t, const float*, const T*, int64_t,   \
+                                T*, int64_t, int64_t, int, int);                                   \
+  template void prefix_mean_forward<T>(const Exec&, const T*, int64_t, T*, int64_t, int, int,      \
+                                       int);                                                       \
+  template void prefix_mean_backward<T>(const Exec&, const T*, int64_t, T*, int64_t, int, int,     \
+                                        int);                                                      \
+  template void masked_softmax_forward<T>(const Exec&, const float*, T*, const int32_t*, bool,     \
+                                          int, int, int);                                          \
+  template void softmax_backward<T>(const Exec&, const T*, const float*, T*, int64_t, int);        \
+  template void ksvd_partial_sums<T>(const Exec&, const T*, const float*, const int32_t*, int,     \
+                                     int, int, int, double*);                                      \
+  template void ksvd_backward<T, T>(const Exec&, const T*, const float*, const int32_t*, int, int, \
+                                    int, int, float, T*, float*);
 PRIMAL_INSTANTIATE(float)
 PRIMAL_INSTANTIATE(bf16)
 #undef PRIMAL_INSTANTIATE
+// bf16 activations, the score gradient accumulated in fp32 (the device model's backward).
+template void ksvd_backward<bf16, float>(const Exec&, const bf16*, const float*, const int32_t*,
+                                         int, int, int, int, float, float*, float*);
 
 }  // namespace primal::cuda

@@ -22,13 +22,13 @@ __global__ void convert_kernel(const TI* in, TO* out, int64_t n) {
 
 // ---- LayerNorm: one block per row; two passes (mean, then variance) as the CPU does ----------
 
-template <typename T>
-__global__ void layernorm_forward_kernel(const T* x, const float* w, const float* b, T* y,
+template <typename TX, typename TY>
+__global__ void layernorm_forward_kernel(const TX* x, const float* w, const float* b, TY* y,
                                          float* mean_out, float* rstd_out, int C, float eps) {
   __shared__ float shared[32];
   const int64_t r = blockIdx.x;
-  const T* xr = x + r * C;
-  T* yr = y + r * C;
+  const TX* xr = x + r * C;
+  TY* yr = y + r * C;
   float sum = 0;
   for (int j = threadIdx.x; j < C; j += blockDim.x) sum += to_f(xr[j]);
   const float mean = block_sum(sum, shared) / float(C);
@@ -40,21 +40,21 @@ __global__ void layernorm_forward_kernel(const T* x, const float* w, const float
   const float var = block_sum(sq, shared) / float(C);
   const float rstd = em::layernorm_rstd(var, eps);
   for (int j = threadIdx.x; j < C; j += blockDim.x)
-    yr[j] = from_f<T>(em::layernorm_normalise(to_f(xr[j]), mean, rstd, w[j], b[j]));
+    yr[j] = from_f<TY>(em::layernorm_normalise(to_f(xr[j]), mean, rstd, w[j], b[j]));
   if (threadIdx.x == 0) {
     mean_out[r] = mean;
     rstd_out[r] = rstd;
   }
 }
 
-template <typename T>
-__global__ void layernorm_dx_kernel(const T* x, const T* dy, const float* w, const float* mean,
-                                    const float* rstd, T* dx, int C) {
+template <typename TX, typename TDY>
+__global__ void layernorm_dx_kernel(const TX* x, const TDY* dy, const float* w, const float* mean,
+                                    const float* rstd, TX* dx, int C) {
   __shared__ float shared[32];
   const int64_t r = blockIdx.x;
-  const T* xr = x + r * C;
-  const T* dyr = dy + r * C;
-  T* dxr = dx + r * C;
+  const TX* xr = x + r * C;
+  const TDY* dyr = dy + r * C;
+  TX* dxr = dx + r * C;
   const float mu = mean[r], rs = rstd[r];
   float s1 = 0, s2 = 0;
   for (int j = threadIdx.x; j < C; j += blockDim.x) {
@@ -67,15 +67,15 @@ __global__ void layernorm_dx_kernel(const T* x, const T* dy, const float* w, con
   for (int j = threadIdx.x; j < C; j += blockDim.x) {
     const float xhat = (to_f(xr[j]) - mu) * rs;
     const float g = em::layernorm_dx(to_f(dyr[j]) * w[j], xhat, mean_dyw, mean_dyw_xhat, rs);
-    dxr[j] = from_f<T>(to_f(dxr[j]) + g);
+    dxr[j] = from_f<TX>(to_f(dxr[j]) + g);
   }
 }
 
 // (dy xhat, dy) at (r, j): the column sums are dw and db.
-template <typename T>
+template <typename TX, typename TDY>
 struct LayerNormParamGrad {
-  const T* x;
-  const T* dy;
+  const TX* x;
+  const TDY* dy;
   const float* mean;
   const float* rstd;
   int C;
@@ -189,8 +189,8 @@ void convert(const Exec& ex, const TI* in, TO* out, int64_t n) {
   PRIMAL_CUDA_CHECK_LAUNCH("convert_kernel");
 }
 
-template <typename T>
-void layernorm_forward(const Exec& ex, const T* x, const float* w, const float* b, T* y,
+template <typename TX, typename TY>
+void layernorm_forward(const Exec& ex, const TX* x, const float* w, const float* b, TY* y,
                        float* mean, float* rstd, int64_t rows, int C, float eps) {
   if (rows == 0) return;
   check(rows <= INT32_MAX, "layernorm_forward: more than 2^31 rows");
@@ -199,14 +199,15 @@ void layernorm_forward(const Exec& ex, const T* x, const float* w, const float* 
   PRIMAL_CUDA_CHECK_LAUNCH("layernorm_forward_kernel");
 }
 
-template <typename T>
-void layernorm_backward(const Exec& ex, const T* x, const T* dy, const float* w, const float* mean,
-                        const float* rstd, T* dx, float* dw, float* db, int64_t rows, int C) {
+template <typename TX, typename TDY>
+void layernorm_backward(const Exec& ex, const TX* x, const TDY* dy, const float* w,
+                        const float* mean, const float* rstd, TX* dx, float* dw, float* db,
+                        int64_t rows, int C) {
   if (rows == 0) return;
   check(rows <= INT32_MAX, "layernorm_backward: more than 2^31 rows");
   layernorm_dx_kernel<<<unsigned(rows), kThreads, 0, ex.stream>>>(x, dy, w, mean, rstd, dx, C);
   PRIMAL_CUDA_CHECK_LAUNCH("layernorm_dx_kernel");
-  detail::column_reduce(ex, LayerNormParamGrad<T>{x, dy, mean, rstd, C}, rows, C, dw, db);
+  detail::column_reduce(ex, LayerNormParamGrad<TX, TDY>{x, dy, mean, rstd, C}, rows, C, dw, db);
 }
 
 template <typename T>
@@ -271,18 +272,25 @@ void adamw_step(const Exec& ex, float* p, const float* g, float* m, float* v, in
 template void convert<bf16, float>(const Exec&, const float*, bf16*, int64_t);
 template void convert<float, bf16>(const Exec&, const bf16*, float*, int64_t);
 
-#define PRIMAL_INSTANTIATE(T)                                                                      \
-  template void layernorm_forward<T>(const Exec&, const T*, const float*, const float*, T*,        \
-                                     float*, float*, int64_t, int, float);                         \
-  template void layernorm_backward<T>(const Exec&, const T*, const T*, const float*, const float*, \
-                                      const float*, T*, float*, float*, int64_t, int);             \
-  template void gelu_forward<T>(const Exec&, const T*, T*, int64_t);                               \
-  template void gelu_backward<T>(const Exec&, const T*, const T*, T*, int64_t);                    \
-  template void bias_residual_forward<T>(const Exec&, const T*, const float*, const T*, T*,        \
-                                         int64_t, int);                                            \
-  template void bias_backward<T>(const Exec&, const T*, float*, int64_t, int);                     \
-  template void cross_entropy_forward<T>(const Exec&, T*, const int32_t*, int64_t, int, double*);  \
-  template void cross_entropy_backward<T>(const Exec&, const T*, const int32_t*, float, T*,        \
+#define PRIMAL_INSTANTIATE_LAYERNORM(TX, TY)                                                       \
+  template void layernorm_forward<TX, TY>(const Exec&, const TX*, const float*, const float*, TY*, \
+                                          float*, float*, int64_t, int, float);                    \
+  template void layernorm_backward<TX, TY>(const Exec&, const TX*, const TY*, const float*,        \
+                                           const float*, const float*, TX*, float*, float*,        \
+                                           int64_t, int);
+PRIMAL_INSTANTIATE_LAYERNORM(float, float)
+PRIMAL_INSTANTIATE_LAYERNORM(bf16, bf16)
+PRIMAL_INSTANTIATE_LAYERNORM(float, bf16)  // the fp32 residual stream into bf16 activations
+#undef PRIMAL_INSTANTIATE_LAYERNORM
+
+#define PRIMAL_INSTANTIATE(T)                                                                     \
+  template void gelu_forward<T>(const Exec&, const T*, T*, int64_t);                              \
+  template void gelu_backward<T>(const Exec&, const T*, const T*, T*, int64_t);                   \
+  template void bias_residual_forward<T>(const Exec&, const T*, const float*, const T*, T*,       \
+                                         int64_t, int);                                           \
+  template void bias_backward<T>(const Exec&, const T*, float*, int64_t, int);                    \
+  template void cross_entropy_forward<T>(const Exec&, T*, const int32_t*, int64_t, int, double*); \
+  template void cross_entropy_backward<T>(const Exec&, const T*, const int32_t*, float, T*,       \
                                           int64_t, int);
 PRIMAL_INSTANTIATE(float)
 PRIMAL_INSTANTIATE(bf16)

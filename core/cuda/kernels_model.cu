@@ -16,10 +16,10 @@ constexpr int kThreads = 256;
 
 // ---- embedding ----------------------------------------------------------------------------------
 
-template <typename T>
+template <typename T, typename TX>
 __global__ void embedding_forward_kernel(const int32_t* tokens, const float* tok, const T* in,
-                                         const float* cls, const float* pos, T* x, int64_t n, int N,
-                                         int first, int C) {
+                                         const float* cls, const float* pos, TX* x, int64_t n,
+                                         int N, int first, int C) {
   const int S = N + first;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
@@ -33,7 +33,7 @@ __global__ void embedding_forward_kernel(const int32_t* tokens, const float* tok
       v = tok[int64_t(tokens[input_row]) * C + c];
     else
       v = to_f(in[input_row * C + c]);
-    x[i] = from_f<T>(v + pos[int64_t(s) * C + c]);
+    x[i] = from_f<TX>(v + pos[int64_t(s) * C + c]);
   }
 }
 
@@ -167,22 +167,22 @@ __device__ __forceinline__ float dropped(float x, PhiloxStream stream, uint64_t 
   return philox_uniform_f32(stream, index) >= p ? em::mul_rn(x, scale) : 0.f;
 }
 
-template <typename T>
-__global__ void dropout_kernel(const T* in, T* out, int64_t n, PhiloxStream stream, uint64_t first,
-                               float p, float scale) {
+template <typename TI, typename TO>
+__global__ void dropout_kernel(const TI* in, TO* out, int64_t n, PhiloxStream stream,
+                               uint64_t first, float p, float scale) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x)
-    out[i] = from_f<T>(dropped(to_f(in[i]), stream, first + uint64_t(i), p, scale));
+    out[i] = from_f<TO>(dropped(to_f(in[i]), stream, first + uint64_t(i), p, scale));
 }
 
-template <typename T>
-__global__ void dropout_residual_kernel(const T* a, const T* residual, T* y, int64_t n,
+template <typename T, typename TR>
+__global__ void dropout_residual_kernel(const T* a, const TR* residual, TR* y, int64_t n,
                                         PhiloxStream stream, uint64_t first, float p, float scale) {
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
        i += int64_t(gridDim.x) * blockDim.x) {
     // The CPU rounds the dropped value first (x * scale in T), then adds the residual.
     const float d = to_f(from_f<T>(dropped(to_f(a[i]), stream, first + uint64_t(i), p, scale)));
-    y[i] = from_f<T>(d + to_f(residual[i]));
+    y[i] = from_f<TR>(d + to_f(residual[i]));
   }
 }
 
@@ -204,9 +204,9 @@ __global__ void scale_kernel(float* x, int64_t n, float s) {
 
 }  // namespace
 
-template <typename T>
+template <typename T, typename TX>
 void embedding_forward(const Exec& ex, const int32_t* tokens, const float* tok, const T* in,
-                       const float* cls, const float* pos, T* x, int B, int N, int first, int C) {
+                       const float* cls, const float* pos, TX* x, int B, int N, int first, int C) {
   const int64_t n = int64_t(B) * (N + first) * C;
   if (n == 0) return;
   check(first == 0 || cls, "embedding_forward: a CLS slot needs the cls vector");
@@ -334,8 +334,8 @@ void sampled_positions(const int32_t* lengths, int B, int N, int L, std::vector<
   }
 }
 
-template <typename T>
-void dropout(const Exec& ex, const T* in, T* out, int64_t n, PhiloxStream stream, uint64_t first,
+template <typename TI, typename TO>
+void dropout(const Exec& ex, const TI* in, TO* out, int64_t n, PhiloxStream stream, uint64_t first,
              float p, float scale) {
   if (n == 0) return;
   dropout_kernel<<<blocks_for(n, kThreads), kThreads, 0, ex.stream>>>(in, out, n, stream, first, p,
@@ -343,8 +343,8 @@ void dropout(const Exec& ex, const T* in, T* out, int64_t n, PhiloxStream stream
   PRIMAL_CUDA_CHECK_LAUNCH("dropout_kernel");
 }
 
-template <typename T>
-void dropout_residual(const Exec& ex, const T* a, const T* residual, T* y, int64_t n,
+template <typename T, typename TR>
+void dropout_residual(const Exec& ex, const T* a, const TR* residual, TR* y, int64_t n,
                       PhiloxStream stream, uint64_t first, float p, float scale) {
   if (n == 0) return;
   dropout_residual_kernel<<<blocks_for(n, kThreads), kThreads, 0, ex.stream>>>(
@@ -363,8 +363,8 @@ void scale_inplace(const Exec& ex, float* x, int64_t n, float s) {
 }
 
 #define PRIMAL_INSTANTIATE(T)                                                                      \
-  template void embedding_forward<T>(const Exec&, const int32_t*, const float*, const T*,          \
-                                     const float*, const float*, T*, int, int, int, int);          \
+  template void embedding_forward<T, T>(const Exec&, const int32_t*, const float*, const T*,       \
+                                        const float*, const float*, T*, int, int, int, int);       \
   template void position_backward<T>(const Exec&, const T*, float*, int, int, int);                \
   template void cls_backward<T>(const Exec&, const T*, float*, int, int, int);                     \
   template void token_backward<T>(const Exec&, const T*, const int32_t*, const int32_t*, float*,   \
@@ -378,12 +378,21 @@ void scale_inplace(const Exec& ex, float* x, int64_t n, float s) {
                                int);                                                               \
   template void scatter_add_rows<T>(const Exec&, const T*, const int32_t*, T*, int, int, int, int, \
                                     int, int);                                                     \
-  template void dropout<T>(const Exec&, const T*, T*, int64_t, PhiloxStream, uint64_t, float,      \
-                           float);                                                                 \
-  template void dropout_residual<T>(const Exec&, const T*, const T*, T*, int64_t, PhiloxStream,    \
-                                    uint64_t, float, float);
+  template void dropout<T, T>(const Exec&, const T*, T*, int64_t, PhiloxStream, uint64_t, float,   \
+                              float);                                                              \
+  template void dropout_residual<T, T>(const Exec&, const T*, const T*, T*, int64_t, PhiloxStream, \
+                                       uint64_t, float, float);
 PRIMAL_INSTANTIATE(float)
 PRIMAL_INSTANTIATE(bf16)
 #undef PRIMAL_INSTANTIATE
+// The fp32 residual stream of the bf16 model: the embedding written to it, a bf16 branch added
+// into it, its gradient dropped into a bf16 branch gradient.
+template void embedding_forward<bf16, float>(const Exec&, const int32_t*, const float*, const bf16*,
+                                             const float*, const float*, float*, int, int, int,
+                                             int);
+template void dropout<float, bf16>(const Exec&, const float*, bf16*, int64_t, PhiloxStream,
+                                   uint64_t, float, float);
+template void dropout_residual<bf16, float>(const Exec&, const bf16*, const float*, float*, int64_t,
+                                            PhiloxStream, uint64_t, float, float);
 
 }  // namespace primal::cuda

@@ -19,10 +19,10 @@ namespace primal::cuda {
 //   x[b, s] = tok[tokens[b N + s - first]] + pos[s]         (token inputs: tokens not null)
 //   x[b, s] = in[b N + s - first] + pos[s]                  (patch inputs: the patch Linear's
 //   output)
-// fp32 parameters; the sum rounded to T.
-template <typename T>
+// fp32 parameters; the sum rounded to TX (the residual stream's type: fp32 in the model).
+template <typename T, typename TX = T>
 void embedding_forward(const Exec& ex, const int32_t* tokens, const float* tok, const T* in,
-                       const float* cls, const float* pos, T* x, int B, int N, int first, int C);
+                       const float* cls, const float* pos, TX* x, int B, int N, int first, int C);
 // dpos[s, :] += sum_b dx[b, s, :], b in order (one thread per (s, c)); dx [B, S, C].
 template <typename T>
 void position_backward(const Exec& ex, const T* dx, float* dpos, int B, int S, int C);
@@ -41,17 +41,20 @@ void token_backward(const Exec& ex, const T* dx, const int32_t* offsets, const i
 void token_rows(const int32_t* tokens, int64_t n, int V, std::vector<int32_t>& offsets,
                 std::vector<int32_t>& rows);
 
-// ---- dropout (SPEC §3.5, model/dropout.cc)
-// ------------------------------------------------------- Element i keeps its value, times scale,
-// where philox_uniform_f32(stream, first + i) >= p, and is 0 elsewhere: the CPU's mask bit for bit
-// (the caller keys `stream` as model/dropout.cc does, and passes p = float(p), scale = float(1 / (1
-// - p))). p <= 0 keeps everything as it is. out = dropout(in); out may be in.
-template <typename T>
-void dropout(const Exec& ex, const T* in, T* out, int64_t n, PhiloxStream stream, uint64_t first,
+// ---- dropout (SPEC §3.5, model/dropout.cc) -----------------------------------------------------
+
+// Element i keeps its value, times scale, where philox_uniform_f32(stream, first + i) >= p, and
+// is 0 elsewhere: the CPU's mask bit for bit (the caller keys `stream` as model/dropout.cc does,
+// and passes p = float(p), scale = float(1 / (1 - p))). p <= 0 keeps everything as it is.
+// out = dropout(in), rounded to TO; out may be in (TO = TI).
+template <typename TI, typename TO = TI>
+void dropout(const Exec& ex, const TI* in, TO* out, int64_t n, PhiloxStream stream, uint64_t first,
              float p, float scale);
-// y = residual + dropout(a): the residual connection of a dropped branch. y may be residual.
-template <typename T>
-void dropout_residual(const Exec& ex, const T* a, const T* residual, T* y, int64_t n,
+// y = residual + dropout(a): the residual connection of a dropped branch (the dropped value
+// rounded to T first, as the CPU does, the sum to TR: the fp32 residual stream). y may be
+// residual.
+template <typename T, typename TR = T>
+void dropout_residual(const Exec& ex, const T* a, const TR* residual, TR* y, int64_t n,
                       PhiloxStream stream, uint64_t first, float p, float scale);
 
 // ---- padding, pooling, ReLU (the classifier) ----------------------------------------------------

@@ -123,9 +123,11 @@ void DeviceLinear<T>::forward(Context& c, const T* x, TY* y, int64_t rows) const
 
 // dx = dy W;  dW += dy^T x;  db += sum_rows dy
 template <typename T>
-void DeviceLinear<T>::backward(Context& c, const T* x, const T* dy, T* dx, int64_t rows) const {
+template <typename TDX>
+void DeviceLinear<T>::backward(Context& c, const T* x, const T* dy, TDX* dx, int64_t rows) const {
   if (dx) {
-    c.blas.gemm<T, T>(Trans::kNo, Trans::kNo, int(rows), in, out, 1.f, dy, out, w, in, 0.f, dx, in);
+    c.blas.gemm<T, TDX>(Trans::kNo, Trans::kNo, int(rows), in, out, 1.f, dy, out, w, in, 0.f, dx,
+                        in);
   }
   c.blas.gemm<T, float>(Trans::kYes, Trans::kNo, out, in, int(rows), 1.f, dy, out, x, in, 1.f, dw,
                         in);
@@ -135,9 +137,9 @@ void DeviceLinear<T>::backward(Context& c, const T* x, const T* dy, T* dx, int64
 // ---- LayerNorm ----------------------------------------------------------------------------------
 
 template <typename T>
-DeviceLayerNorm<T>::DeviceLayerNorm(const DeviceParameters& params, const std::string& name, int C_,
+DeviceLayerNorm<T>::DeviceLayerNorm(const DeviceParameters& params, const std::string& name,
                                     double eps_)
-    : C(C_),
+    : C(int(params.layout().at(name + ".weight").numel)),
       eps(float(eps_)),
       w(params.value(name + ".weight")),
       b(params.value(name + ".bias")),
@@ -146,16 +148,17 @@ DeviceLayerNorm<T>::DeviceLayerNorm(const DeviceParameters& params, const std::s
 
 // y = (x - mean) rstd w + b
 template <typename T>
-void DeviceLayerNorm<T>::forward(Context& c, const T* x, T* y, int64_t rows) {
+void DeviceLayerNorm<T>::forward(Context& c, const float* x, T* y, int64_t rows) {
   renew(mean, c, rows);
   renew(rstd, c, rows);
-  layernorm_forward<T>(c.ex, x, w, b, y, mean.data(), rstd.data(), rows, C, eps);
+  layernorm_forward<float, T>(c.ex, x, w, b, y, mean.data(), rstd.data(), rows, C, eps);
 }
 
 // dx += rstd (dy w - mean(dy w) - xhat mean(dy w xhat));  dw += sum dy xhat;  db += sum dy
 template <typename T>
-void DeviceLayerNorm<T>::backward(Context& c, const T* x, const T* dy, T* dx, int64_t rows) const {
-  layernorm_backward<T>(c.ex, x, dy, w, mean.data(), rstd.data(), dx, dw, db, rows, C);
+void DeviceLayerNorm<T>::backward(Context& c, const float* x, const T* dy, float* dx,
+                                  int64_t rows) const {
+  layernorm_backward<float, T>(c.ex, x, dy, w, mean.data(), rstd.data(), dx, dw, db, rows, C);
 }
 
 // ---- softmax attention (SPEC §3.1, model/softmax_attention.cc) ----------------------------------
@@ -288,10 +291,21 @@ class DevicePrimalAttention : public DeviceAttention<T> {
     const int64_t R = seq_.rows();
     DeviceBuffer<T> dout_o = scratch<T>(c, R * C);
     proj_.backward(c, o_.data(), dout, dout_o.data(), R);
-    DeviceBuffer<T> der = scratch<T>(c, R * H_ * 2 * s_);
-    concat_.backward(c, er_.data(), dout_o.data(), der.data(), R * H_);
-    ksvd_backward<T>(c.ex, er_.data(), lambda_, seq_.lengths, B, N, H_, s_, float(ksvd.de),
-                     der.data(), dlambda_);
+    // d[e r] in fp32 (the concat's gradient, then the KSVD term added), rounded once to T.
+    const int64_t n_er = R * H_ * 2 * s_;
+    DeviceBuffer<T> der = scratch<T>(c, n_er);
+    DeviceBuffer<float> der_wide;
+    float* der_f;
+    if constexpr (std::is_same_v<T, float>) {
+      der_f = der.data();
+    } else {
+      der_wide = scratch<float>(c, n_er);
+      der_f = der_wide.data();
+    }
+    concat_.template backward<float>(c, er_.data(), dout_o.data(), der_f, R * H_);
+    ksvd_backward<T, float>(c.ex, er_.data(), lambda_, seq_.lengths, B, N, H_, s_, float(ksvd.de),
+                            der_f, dlambda_);
+    if constexpr (!std::is_same_v<T, float>) convert<T, float>(c.ex, der_f, der.data(), n_er);
     ksvd_trace_backward(c.ex, we_f_, wr_f_, float(ksvd.dt), dwe_, dwr_, weight_numel());
     DeviceBuffer<T> dqk = scratch<T>(c, R * 2 * C);
     if (causal_) {
@@ -341,8 +355,8 @@ DeviceTransformerLayer<T>::DeviceTransformerLayer(const DeviceParameters& params
       C_(config.width),
       kind_(config.layers[index]),
       dropout_(config.dropout),
-      ln1_(params, layer_name(index) + ".ln1", config.width, config.ln_eps),
-      ln2_(params, layer_name(index) + ".ln2", config.width, config.ln_eps),
+      ln1_(params, layer_name(index) + ".ln1", config.ln_eps),
+      ln2_(params, layer_name(index) + ".ln2", config.ln_eps),
       fc1_(params, layer_name(index) + ".mlp.fc1"),
       fc2_(params, layer_name(index) + ".mlp.fc2") {
   F_ = fc1_.out;
@@ -360,8 +374,8 @@ DeviceTransformerLayer<T>::DeviceTransformerLayer(const DeviceParameters& params
 // a = Attn(LN1(x)) (0 on padded rows);  x2 = x + Dropout(a);  m = MLP(LN2(x2)) = fc2(GELU(fc1(.)));
 // out = x2 + Dropout(m)
 template <typename T>
-const T* DeviceTransformerLayer<T>::forward(Context& c, const T* x, const Sequence& seq,
-                                            double* ksvd) {
+const float* DeviceTransformerLayer<T>::forward(Context& c, const float* x, const Sequence& seq,
+                                                double* ksvd) {
   const int64_t R = seq.rows(), n = R * C_;
   seq_ = seq;
   x_ = x;
@@ -378,7 +392,7 @@ const T* DeviceTransformerLayer<T>::forward(Context& c, const T* x, const Sequen
     attn_->forward(c, ln1_out_.data(), a.data(), seq, ksvd);
     zero_padded_rows<T>(c.ex, a.data(), seq.lengths, seq.B, seq.N, C_);
     const DropoutArgs d = dropout_args(dropout_, seq, index_, DropoutSite::kAttention, C_);
-    dropout_residual<T>(c.ex, a.data(), x, x2_.data(), n, d.stream, d.first, d.p, d.scale);
+    dropout_residual<T, float>(c.ex, a.data(), x, x2_.data(), n, d.stream, d.first, d.p, d.scale);
   }
   ln2_.forward(c, x2_.data(), ln2_out_.data(), R);
   fc1_.forward(c, ln2_out_.data(), h_.data(), R);
@@ -387,8 +401,8 @@ const T* DeviceTransformerLayer<T>::forward(Context& c, const T* x, const Sequen
     DeviceBuffer<T> m = scratch<T>(c, n);
     fc2_.forward(c, gelu_out_.data(), m.data(), R);
     const DropoutArgs d = dropout_args(dropout_, seq, index_, DropoutSite::kMlp, C_);
-    dropout_residual<T>(c.ex, m.data(), x2_.data(), out_.data(), n, d.stream, d.first, d.p,
-                        d.scale);
+    dropout_residual<T, float>(c.ex, m.data(), x2_.data(), out_.data(), n, d.stream, d.first, d.p,
+                               d.scale);
   }
   return out_.data();
 }
@@ -396,12 +410,14 @@ const T* DeviceTransformerLayer<T>::forward(Context& c, const T* x, const Sequen
 // MLP branch:       dx2 = dout + LN2'(MLP'(Dropout'(dout)))
 // attention branch: dx = dx2 + LN1'(Attn'(mask Dropout'(dx2)))
 template <typename T>
-void DeviceTransformerLayer<T>::backward(Context& c, const T* dout, T* dx, const KsvdGrad& ksvd) {
+void DeviceTransformerLayer<T>::backward(Context& c, const float* dout, float* dx,
+                                         const KsvdGrad& ksvd) {
   const int64_t R = seq_.rows(), n = R * C_;
-  DeviceBuffer<T> dx2 = scratch<T>(c, n), dbranch = scratch<T>(c, n), dln = scratch<T>(c, n);
+  DeviceBuffer<float> dx2 = scratch<float>(c, n);
+  DeviceBuffer<T> dbranch = scratch<T>(c, n), dln = scratch<T>(c, n);
   copy_device(dx2.data(), dout, n, c.ex.stream);
   DropoutArgs d = dropout_args(dropout_, seq_, index_, DropoutSite::kMlp, C_);
-  dropout<T>(c.ex, dout, dbranch.data(), n, d.stream, d.first, d.p, d.scale);
+  dropout<float, T>(c.ex, dout, dbranch.data(), n, d.stream, d.first, d.p, d.scale);
   {
     DeviceBuffer<T> dh = scratch<T>(c, R * F_);
     fc2_.backward(c, gelu_out_.data(), dbranch.data(), dh.data(), R);
@@ -413,7 +429,7 @@ void DeviceTransformerLayer<T>::backward(Context& c, const T* dout, T* dx, const
 
   copy_device(dx, dx2.data(), n, c.ex.stream);
   d = dropout_args(dropout_, seq_, index_, DropoutSite::kAttention, C_);
-  dropout<T>(c.ex, dx2.data(), dbranch.data(), n, d.stream, d.first, d.p, d.scale);
+  dropout<float, T>(c.ex, dx2.data(), dbranch.data(), n, d.stream, d.first, d.p, d.scale);
   zero_padded_rows<T>(c.ex, dbranch.data(), seq_.lengths, seq_.B, seq_.N, C_);
   attn_->backward(c, dbranch.data(), dln.data(), ksvd);
   tp_sum(c, dln.data(), n);  // each rank's heads gave a part
@@ -443,7 +459,7 @@ DeviceTransformer<T>::DeviceTransformer(const ModelConfig& config, DeviceTensorP
       blas_(stream_.get()),
       params_(std::make_unique<DeviceParameters>(host_.params(), allocator_, stream_.get(),
                                                  std::is_same_v<T, bf16>)),
-      norm_(*params_, "norm", config_.width, config_.ln_eps),
+      norm_(*params_, "norm", config_.ln_eps),
       adam_m_(allocator_, params_->numel(), stream_.get()),
       adam_v_(allocator_, params_->numel(), stream_.get()) {
   const TensorParallelRank place{shard_layout_.rank(), shard_layout_.size()};
@@ -527,35 +543,45 @@ void DeviceTransformer<T>::embed_forward(Context& c, const Batch& batch) {
     copy_to_device(rows_d_.data(), token_rows_.data(), rows_d_.bytes(), s);
   }
   renew(embedded_, c, int64_t(B) * S * C);
-  embedding_forward<T>(c.ex, patch_ ? nullptr : tokens_.data(),
-                       patch_ ? nullptr : params_->value("embed.tok.weight"), in,
-                       first_ ? params_->value("embed.cls") : nullptr,
-                       params_->value("embed.pos.weight"), embedded_.data(), B, N, first_, C);
+  embedding_forward<T, float>(c.ex, patch_ ? nullptr : tokens_.data(),
+                              patch_ ? nullptr : params_->value("embed.tok.weight"), in,
+                              first_ ? params_->value("embed.cls") : nullptr,
+                              params_->value("embed.pos.weight"), embedded_.data(), B, N, first_,
+                              C);
 }
 
 // dpos[s] += sum_b dx[b, s];  dcls += sum_b dx[b, 0];  dtok[t] += dx at t's rows;
 // patches: through the patch Linear (no input gradient)
 template <typename T>
-void DeviceTransformer<T>::embed_backward(Context& c, const T* dx) {
+void DeviceTransformer<T>::embed_backward(Context& c, const float* dx) {
   const int B = seq_.B, S = seq_.N, N = batch_N_, C = config_.width;
-  position_backward<T>(c.ex, dx, params_->grad("embed.pos.weight"), B, S, C);
-  if (first_) cls_backward<T>(c.ex, dx, params_->grad("embed.cls"), B, S, C);
+  position_backward<float>(c.ex, dx, params_->grad("embed.pos.weight"), B, S, C);
+  if (first_) cls_backward<float>(c.ex, dx, params_->grad("embed.cls"), B, S, C);
   if (!patch_) {
-    token_backward<T>(c.ex, dx, offsets_d_.data(), rows_d_.data(),
-                      params_->grad("embed.tok.weight"), config_.vocab, N, first_, C);
+    token_backward<float>(c.ex, dx, offsets_d_.data(), rows_d_.data(),
+                          params_->grad("embed.tok.weight"), config_.vocab, N, first_, C);
     return;
   }
-  // The input rows of dx (without the CLS slot), then the patch Linear's backward.
-  DeviceBuffer<T> din = scratch<T>(c, int64_t(B) * N * C);
-  PRIMAL_CUDA_CHECK(cudaMemcpy2DAsync(
-      din.data(), sizeof(T) * size_t(N) * C, dx + int64_t(first_) * C, sizeof(T) * size_t(S) * C,
-      sizeof(T) * size_t(N) * C, size_t(B), cudaMemcpyDeviceToDevice, c.ex.stream));
+  // The input rows of dx (without the CLS slot), as T, then the patch Linear's backward.
+  const int64_t n = int64_t(B) * N * C;
+  DeviceBuffer<float> rows = scratch<float>(c, n);
+  PRIMAL_CUDA_CHECK(cudaMemcpy2DAsync(rows.data(), sizeof(float) * size_t(N) * C,
+                                      dx + int64_t(first_) * C, sizeof(float) * size_t(S) * C,
+                                      sizeof(float) * size_t(N) * C, size_t(B),
+                                      cudaMemcpyDeviceToDevice, c.ex.stream));
+  const T* din;
   const T* patches;
-  if constexpr (std::is_same_v<T, float>)
+  DeviceBuffer<T> din_low;
+  if constexpr (std::is_same_v<T, float>) {
+    din = rows.data();
     patches = patches_f_.data();
-  else
+  } else {
+    din_low = scratch<T>(c, n);
+    convert<T, float>(c.ex, rows.data(), din_low.data(), n);
+    din = din_low.data();
     patches = patches_.data();
-  patch_->backward(c, patches, din.data(), nullptr, int64_t(B) * N);
+  }
+  patch_->backward(c, patches, din, static_cast<T*>(nullptr), int64_t(B) * N);
 }
 
 // pooled = x[:, 0] (CLS) or the mean over real rows (MEAN);  logits = fc2(ReLU(fc1(pooled)))
@@ -638,7 +664,7 @@ LossTerms DeviceTransformer<T>::forward(const Batch& batch, int64_t step, bool t
   zero_device(sums_.data(), sums_.size(), s);
 
   embed_forward(c, batch);
-  const T* x = embedded_.data();
+  const float* x = embedded_.data();
   int primal = 0;
   for (auto& layer : layers_) {
     double* ksvd = layer.kind() == AttentionKind::kPrimal ? sums_.data() + 3 * primal++ : nullptr;
@@ -709,7 +735,7 @@ void DeviceTransformer<T>::backward() {
     convert<T, float>(c.ex, logits_.data(), dlogits_low.data(), predictions_ * K);
     dlogits = dlogits_low.data();
   }
-  DeviceBuffer<T> dout = scratch<T>(c, R * C), din = scratch<T>(c, R * C);
+  DeviceBuffer<float> dout = scratch<float>(c, R * C), din = scratch<float>(c, R * C);
   {
     DeviceBuffer<T> dx = scratch<T>(c, R * C);
     if (config_.head == HeadKind::kLm) {
@@ -827,6 +853,12 @@ template struct DeviceLinear<bf16>;
 template void DeviceLinear<float>::forward<float>(Context&, const float*, float*, int64_t) const;
 template void DeviceLinear<bf16>::forward<bf16>(Context&, const bf16*, bf16*, int64_t) const;
 template void DeviceLinear<bf16>::forward<float>(Context&, const bf16*, float*, int64_t) const;
+template void DeviceLinear<float>::backward<float>(Context&, const float*, const float*, float*,
+                                                   int64_t) const;
+template void DeviceLinear<bf16>::backward<bf16>(Context&, const bf16*, const bf16*, bf16*,
+                                                 int64_t) const;
+template void DeviceLinear<bf16>::backward<float>(Context&, const bf16*, const bf16*, float*,
+                                                  int64_t) const;
 template struct DeviceLayerNorm<float>;
 template struct DeviceLayerNorm<bf16>;
 template class DeviceTransformerLayer<float>;

@@ -10,6 +10,9 @@
 // T is the activation type: float (fp32 mode: every value as the CPU Transformer<float>
 // computes it, to about 1e-5) or bf16 (mixed precision: bf16 activations and GEMM inputs, fp32
 // parameters, gradients, logits and softmax scores, statistics and reductions in fp32/double).
+// The residual stream (the embedding's output, each layer's x + branch sums, the final norm's
+// input) and its gradient are fp32 in both modes: each bf16 branch is added into it, and each
+// LayerNorm reads it and writes T.
 //
 // Both forms run on the device: the LM (token inputs, causal, tied head) and the classifier
 // (token or patch inputs, optional CLS slot, padding, MEAN/CLS pooling, ReLU head), with
@@ -84,8 +87,9 @@ struct DeviceLinear {
   // TY: T, or float for fp32 outputs (the classifier's logits).
   template <typename TY = T>
   void forward(Context& c, const T* x, TY* y, int64_t rows) const;
-  // dx is overwritten (skipped where null).
-  void backward(Context& c, const T* x, const T* dy, T* dx, int64_t rows) const;
+  // dx is overwritten (skipped where null); TDX: T, or float for an fp32 input gradient.
+  template <typename TDX = T>
+  void backward(Context& c, const T* x, const T* dy, TDX* dx, int64_t rows) const;
 
   int in, out;
   bool row_parallel;  // a kRow shard of a wider W: the output is summed over TP
@@ -96,14 +100,16 @@ struct DeviceLinear {
   float* db;
 };
 
-// LayerNorm over rows of C:  y = (x - mean) rstd w + b;  mean and rstd saved.
+// LayerNorm over rows of C:  y = (x - mean) rstd w + b;  mean and rstd saved. x is the fp32
+// residual stream, y an activation of T.
 //   dx += rstd (dy w - mean(dy w) - xhat mean(dy w xhat));  dw += sum dy xhat;  db += sum dy
 template <typename T>
 struct DeviceLayerNorm {
-  DeviceLayerNorm(const DeviceParameters& params, const std::string& name, int C, double eps);
-  void forward(Context& c, const T* x, T* y, int64_t rows);
-  // dx accumulates.
-  void backward(Context& c, const T* x, const T* dy, T* dx, int64_t rows) const;
+  // C: the registry's size of name.weight.
+  DeviceLayerNorm(const DeviceParameters& params, const std::string& name, double eps);
+  void forward(Context& c, const float* x, T* y, int64_t rows);
+  // dx (fp32) accumulates.
+  void backward(Context& c, const float* x, const T* dy, float* dx, int64_t rows) const;
 
   int C;
   float eps;
@@ -137,9 +143,10 @@ class DeviceTransformerLayer {
                          TensorParallelRank tp);
   // x: the layer input, kept by the caller until backward. Returns the output (owned).
   // seq.lengths, where not null, is a device pointer.
-  const T* forward(Context& c, const T* x, const Sequence& seq, double* ksvd);
-  // dout -> dx (overwritten).
-  void backward(Context& c, const T* dout, T* dx, const KsvdGrad& ksvd);
+  // x and the output are the fp32 residual stream.
+  const float* forward(Context& c, const float* x, const Sequence& seq, double* ksvd);
+  // dout -> dx (overwritten), fp32.
+  void backward(Context& c, const float* dout, float* dx, const KsvdGrad& ksvd);
   AttentionKind kind() const { return kind_; }
 
  private:
@@ -151,8 +158,9 @@ class DeviceTransformerLayer {
   DeviceLinear<T> fc1_, fc2_;
   // saved by forward
   Sequence seq_;
-  const T* x_ = nullptr;
-  DeviceBuffer<T> ln1_out_, x2_, ln2_out_, h_, gelu_out_, out_;
+  const float* x_ = nullptr;
+  DeviceBuffer<T> ln1_out_, ln2_out_, h_, gelu_out_;
+  DeviceBuffer<float> x2_, out_;  // the residual stream
 };
 
 template <typename T>
@@ -262,7 +270,7 @@ class DeviceTransformer {
     DeviceBuffer<T> pooled, hidden_pre, act;
   };
   void embed_forward(Context& c, const Batch& batch);
-  void embed_backward(Context& c, const T* dx);
+  void embed_backward(Context& c, const float* dx);
   void head_forward(Context& c);
   void head_backward(Context& c, const T* dlogits, T* dx);
 
@@ -278,10 +286,11 @@ class DeviceTransformer {
   std::vector<int32_t> token_offsets_, token_rows_, sampled_;  // host staging
   DeviceBuffer<int32_t> tokens_, targets_, offsets_d_, rows_d_, lengths_d_, sampled_d_;
   DeviceBuffer<float> patches_f_;
-  DeviceBuffer<T> patches_, patch_out_, embedded_, final_x_;
-  const T* last_x_ = nullptr;   // the last layer's output
-  DeviceBuffer<float> logits_;  // [rows, V or K]: probabilities after CE
-  DeviceBuffer<double> sums_;   // [e, r, t] per PRIMAL layer, CE sum
+  DeviceBuffer<T> patches_, patch_out_, final_x_;
+  DeviceBuffer<float> embedded_;   // the residual stream's start
+  const float* last_x_ = nullptr;  // the last layer's output
+  DeviceBuffer<float> logits_;     // [rows, V or K]: probabilities after CE
+  DeviceBuffer<double> sums_;      // [e, r, t] per PRIMAL layer, CE sum
   std::vector<double> host_sums_;
   std::vector<double> ksvd_sums_;  // [e, r, t] per PRIMAL layer, tokens: what reduce_ksvd sums
   std::vector<KsvdPartial> partials_;
