@@ -289,6 +289,23 @@ inline AdamWScalars<T> adamw_scalars(double lr, double beta1, double beta2, doub
           T(eps)};
 }
 
+// The scalars of one optimizer step for the parameters that decay and for those that do not,
+// after the step count has become `step`. Throws, naming AdamW::step, on a learning rate that
+// is not finite and >= 0. The host optimizer and the device model both start their step here.
+template <typename T>
+struct AdamWStepScalars {
+  AdamWScalars<T> with_decay, without_decay;
+  const AdamWScalars<T>& of(bool decay) const { return decay ? with_decay : without_decay; }
+};
+template <typename T>
+inline AdamWStepScalars<T> adamw_step_scalars(double lr, const AdamWOptions& o, long long step) {
+  if (!(lr >= 0 && std::isfinite(lr))) {
+    throw Error("AdamW::step", "learning rate must be finite and >= 0, got " + format_number(lr));
+  }
+  return {adamw_scalars<T>(lr, o.beta1, o.beta2, o.eps, o.weight_decay, true, step),
+          adamw_scalars<T>(lr, o.beta1, o.beta2, o.eps, o.weight_decay, false, step)};
+}
+
 // One element: updates p, m, v in place from g.
 template <typename T>
 PRIMAL_HD inline void adamw_update(T& p, T& m, T& v, T g, const AdamWScalars<T>& s) {

@@ -81,17 +81,10 @@ void AdamW<T>::set_steps(int64_t steps) {
 
 template <typename T>
 void AdamW<T>::step(double lr) {
-  if (!(lr >= 0 && std::isfinite(lr))) {
-    throw Error("AdamW::step", "learning rate must be finite and >= 0, got " + format_number(lr));
-  }
-  ++steps_;
-  const AdamWOptions& o = options_;
   // The per-step scalars with and without weight decay (core/element_math.h, shared with the
-  // GPU kernel).
-  const em::AdamWScalars<T> with_decay =
-      em::adamw_scalars<T>(lr, o.beta1, o.beta2, o.eps, o.weight_decay, true, steps_);
-  const em::AdamWScalars<T> without_decay =
-      em::adamw_scalars<T>(lr, o.beta1, o.beta2, o.eps, o.weight_decay, false, steps_);
+  // device model).
+  const em::AdamWStepScalars<T> scalars = em::adamw_step_scalars<T>(lr, options_, steps_ + 1);
+  ++steps_;
 
   T* p = store_.values().data();
   const T* g = store_.grads().data();
@@ -100,7 +93,7 @@ void AdamW<T>::step(double lr) {
   // Every element is independent: any split over threads gives the same result.
 #pragma omp parallel if (store_.numel() >= kParallelGrain)
   for (const Run& run : runs_) {
-    const em::AdamWScalars<T>& s = run.decay ? with_decay : without_decay;
+    const em::AdamWScalars<T>& s = scalars.of(run.decay);
 #pragma omp for schedule(static) nowait
     for (int64_t i = run.begin; i < run.end; ++i) {
       // This file is compiled with -ffp-contract=off: the fused multiply-adds are the

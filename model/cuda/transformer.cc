@@ -805,20 +805,14 @@ double DeviceTransformer<T>::clip_grad_norm(double max_norm) {
 // Per run of parameters sharing a decay flag: em::adamw_update on every element.
 template <typename T>
 void DeviceTransformer<T>::adamw_step(double lr, const em::AdamWOptions& o) {
-  if (!(lr >= 0 && std::isfinite(lr))) {
-    throw Error("AdamW::step", "learning rate must be finite and >= 0, got " + format_number(lr));
-  }
+  const em::AdamWStepScalars<float> scalars =
+      em::adamw_step_scalars<float>(lr, o, adamw_steps_ + 1);
   ++adamw_steps_;
   const Exec ex{stream_.get(), &allocator_};
-  for (const bool decay : {true, false}) {
-    const em::AdamWScalars<float> s =
-        em::adamw_scalars<float>(lr, o.beta1, o.beta2, o.eps, o.weight_decay, decay, adamw_steps_);
-    for (const ParameterLayout::Run& run : params_->layout().decay_runs()) {
-      if (run.decay != decay) continue;
-      cuda::adamw_step(ex, params_->values() + run.begin, params_->grads() + run.begin,
-                       adam_m_.data() + run.begin, adam_v_.data() + run.begin, run.end - run.begin,
-                       s);
-    }
+  for (const ParameterLayout::Run& run : params_->layout().decay_runs()) {
+    cuda::adamw_step(ex, params_->values() + run.begin, params_->grads() + run.begin,
+                     adam_m_.data() + run.begin, adam_v_.data() + run.begin, run.end - run.begin,
+                     scalars.of(run.decay));
   }
   params_->refresh_bf16();
 }

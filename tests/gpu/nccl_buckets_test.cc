@@ -217,7 +217,7 @@ double rel(double got, double want) {
 // The trainer's wiring (trainer/trainer.cc) for the device model: the ready order from the
 // layers' slots, mark_ready from on_grads_final, the KSVD sums over DP (ksvd_sync GLOBAL).
 struct DataParallel {
-  DataParallel(DeviceTransformer<float>& model, NcclCommunicator& dp, size_t bucket_bytes)
+  DataParallel(DeviceTransformer<float>& model, DeviceCommunicator& dp, size_t bucket_bytes)
       : ksvd(dp, model.stream()) {
     ReadyOrder order = model.ready_order();
     ready_of_layer = std::move(order.of_layer);
@@ -246,7 +246,7 @@ struct DataParallel {
   std::vector<Hook> hook_calls;
 };
 
-void expect_data_parallel_equals_one_process(NcclCommunicator& comm, bool lm, size_t bucket_bytes) {
+void expect_data_parallel_equals_one_process(DeviceCommunicator& comm, bool lm, size_t bucket_bytes) {
   const int n = comm.size(), r = comm.rank();
   if (kB % n != 0) GTEST_SKIP() << kB << " samples do not split over " << n << " ranks";
   const int local = kB / n;

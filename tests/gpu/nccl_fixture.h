@@ -1,8 +1,9 @@
-// The fixture of the NCCL tests under mpirun (labels gpu;mpi): one GPU per rank. Every rank
-// checks that it has a device of its own; where any rank has none, every rank reports SKIPPED
-// with the reason (the runtime's, or too few GPUs for the node's ranks). Otherwise it owns an
-// NCCL communicator over the world, a stream and an allocator, and copies to and from the
-// device on that stream.
+// The fixture of the device-communicator tests under mpirun (labels gpu;mpi). With NCCL: one
+// GPU per rank, every rank checks that it has a device of its own; with STAGED_MPI the ranks
+// may share one. Where any rank lacks what it needs, every rank reports SKIPPED with the reason
+// (the runtime's, or too few GPUs for the node's ranks). Otherwise it owns a device
+// communicator over the world, a stream and an allocator, and copies to and from the device on
+// that stream.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -11,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "comm/nccl/device_communicator.h"
 #include "comm/nccl/nccl_communicator.h"
 #include "core/cuda/allocator.h"
 #include "tests/mpi/mpi_test_env.h"
@@ -20,19 +22,21 @@ namespace primal::testing {
 class NcclFixture : public ::testing::Test {
  protected:
   // group: the name the communicator reports in errors and watchdog lines.
-  explicit NcclFixture(std::string group) : group_(std::move(group)) {}
+  explicit NcclFixture(std::string group, DeviceTransport transport = DeviceTransport::kNccl)
+      : group_(std::move(group)), transport_(transport) {}
 
   void SetUp() override {
     MpiCommunicator& w = world();
     const int devices = cuda::device_count();
-    const bool missing = node_local_rank(w) >= devices;
+    const bool shared = transport_ == DeviceTransport::kStagedMpi;
+    const bool missing = shared ? devices == 0 : node_local_rank(w) >= devices;
     if (any_rank(w, missing)) {
       GTEST_SKIP() << (devices == 0 ? cuda::no_device_reason()
                                     : "fewer GPUs than ranks on a node (" +
                                           std::to_string(devices) + " visible)");
     }
     select_local_device(w);
-    comm_ = std::make_unique<NcclCommunicator>(w, group_);
+    comm_ = make_device_communicator(w, group_, transport_);
     stream_ = std::make_unique<cuda::Stream>();
     allocator_ = std::make_unique<cuda::CachingAllocator>();
   }
@@ -58,7 +62,8 @@ class NcclFixture : public ::testing::Test {
   Place place() const { return {Device::kCuda, stream_->get()}; }
 
   std::string group_;
-  std::unique_ptr<NcclCommunicator> comm_;
+  DeviceTransport transport_;
+  std::unique_ptr<DeviceCommunicator> comm_;
   std::unique_ptr<cuda::Stream> stream_;
   std::unique_ptr<cuda::CachingAllocator> allocator_;
 };
