@@ -19,6 +19,9 @@ class ClassifierHead {
   // dpooled = fc1^T ...;  MEAN: dx[b, n] += dpooled / n_b on real rows;  CLS: dx[b, 0] += dpooled
   void backward(Arena& arena, const Tensor<T>& dlogits, const Tensor<T>& dx);
 
+  Linear<T>& fc1() { return fc1_; }
+  Linear<T>& fc2() { return fc2_; }
+
  private:
   Linear<T> fc1_, fc2_;
   Pooling pooling_;

@@ -23,8 +23,10 @@ class Embedding {
   // dcls += sum_b dx[b, 0];  patches: through the patch Linear.
   void backward(Arena& arena, const Tensor<T>& dx);
 
-  Parameter<T>* tokens() const { return tok_; }
+  Parameter<T>* tokens() const { return tok_; }  // null with patch inputs
   Parameter<T>* positions() const { return pos_; }
+  Parameter<T>* cls() const { return cls_; }         // null without a CLS slot
+  Linear<T>* patch() const { return patch_.get(); }  // null with token inputs
 
  private:
   const ModelConfig& config_;

@@ -31,6 +31,7 @@ class LayerNorm {
   Parameter<T>* weight() const { return weight_; }
   Parameter<T>* bias() const { return bias_; }
   int width() const { return width_; }
+  double eps() const { return eps_; }
 
  private:
   Parameter<T>* weight_;

@@ -46,6 +46,9 @@ class Mlp {
   // sum (the caller sums it).
   void backward(Arena& arena, const Tensor<T>& dy, const Tensor<T>& dx);
 
+  Linear<T>& fc1() { return fc1_; }
+  Linear<T>& fc2() { return fc2_; }
+
  private:
   Linear<T> fc1_, fc2_;
   TensorParallelGroup* tp_;

@@ -63,6 +63,7 @@ class PrimalAttention : public Attention<T> {
   const T* saved_wr(int b, int h) const { return projection(k_, b, h); }
   int local_heads() const { return heads_; }
   int head_dim() const { return head_dim_; }
+  int first_head() const { return first_head_; }  // this rank's first head of the layer
   int low_rank() const { return rank_; }
 
  private:

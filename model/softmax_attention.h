@@ -31,6 +31,7 @@ class SoftmaxAttention : public Attention<T> {
   // The layer's Linears, for inference code that runs them one row at a time (Generator).
   Linear<T>& qkv_linear() { return qkv_; }
   Linear<T>& proj_linear() { return proj_; }
+  int head_dim() const { return head_dim_; }
   // The last forward's attention matrices A [B, H, N, N] of this rank's heads (analysis: the
   // attention spectrum). Valid until the arena that forward used is reset.
   const Tensor<T>& saved_attention() const { return attn_; }

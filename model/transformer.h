@@ -67,6 +67,7 @@ class Transformer {
   std::vector<TransformerLayer<T>>& layers() { return layers_; }
   Embedding<T>& embedding() { return embed_; }
   LayerNorm<T>& final_norm() { return norm_; }
+  ClassifierHead<T>* head() { return head_.get(); }  // null for the LM
 
   // Loss of the batch. step keys dropout; training = false turns dropout off (evaluation).
   // Keeps what backward() needs in the arena.

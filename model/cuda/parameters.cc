@@ -103,14 +103,14 @@ void DeviceParameters::refresh_bf16() {
 }
 
 template <>
-const float* DeviceParameters::gemm_value<float>(const std::string& name) const {
-  return value(name);
+const float* DeviceParameters::gemm_value<float>(const Parameter<float>& p) const {
+  return value(p);
 }
 
 template <>
-const bf16* DeviceParameters::gemm_value<bf16>(const std::string& name) const {
+const bf16* DeviceParameters::gemm_value<bf16>(const Parameter<float>& p) const {
   check(values_bf16_.data() != nullptr, "cuda::DeviceParameters: no bf16 copy (fp32 mode)");
-  return values_bf16_.data() + layout_.at(name).offset;
+  return values_bf16_.data() + layout_.at(p.name).offset;
 }
 
 }  // namespace primal::cuda

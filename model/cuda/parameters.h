@@ -79,11 +79,14 @@ class DeviceParameters {
 
   float* values() const { return values_.data(); }
   float* grads() const { return grads_.data(); }
-  float* value(const std::string& name) const { return values_.data() + layout_.at(name).offset; }
-  float* grad(const std::string& name) const { return grads_.data() + layout_.at(name).offset; }
+  // A parameter of the host store's model (the registry: its name finds it here).
+  float* value(const Parameter<float>& p) const {
+    return values_.data() + layout_.at(p.name).offset;
+  }
+  float* grad(const Parameter<float>& p) const { return grads_.data() + layout_.at(p.name).offset; }
   // What a GEMM of element type T reads: the fp32 values (T = float) or the bf16 copy.
   template <typename T>
-  const T* gemm_value(const std::string& name) const;
+  const T* gemm_value(const Parameter<float>& p) const;
 
  private:
   // host[e.host_offset ..] := device[e.offset ..] for every parameter, then synchronise.
@@ -96,8 +99,8 @@ class DeviceParameters {
 };
 
 template <>
-const float* DeviceParameters::gemm_value<float>(const std::string& name) const;
+const float* DeviceParameters::gemm_value<float>(const Parameter<float>& p) const;
 template <>
-const bf16* DeviceParameters::gemm_value<bf16>(const std::string& name) const;
+const bf16* DeviceParameters::gemm_value<bf16>(const Parameter<float>& p) const;
 
 }  // namespace primal::cuda

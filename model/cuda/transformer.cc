@@ -7,6 +7,8 @@
 #include "core/cuda/check.h"
 #include "core/element_math.h"
 #include "model/cross_entropy.h"
+#include "model/primal_attention.h"
+#include "model/softmax_attention.h"
 
 namespace primal::cuda {
 namespace {
@@ -35,10 +37,6 @@ void renew(DeviceBuffer<T>& b, Context& c, int64_t n) {
   if (b.data() && b.size() == n) return;
   b.reset();
   b = scratch<T>(c, n);
-}
-
-std::string layer_name(int index) {
-  return "layers." + std::to_string(index);
 }
 
 // data[0, n) := its sum over the tensor-parallel group, on the context's stream; nothing to do
@@ -81,21 +79,18 @@ PhiloxStream dropout_stream(uint64_t seed, int64_t step, int layer, DropoutSite 
 // ---- Linear -------------------------------------------------------------------------------------
 
 template <typename T>
-DeviceLinear<T>::DeviceLinear(const DeviceParameters& params, const std::string& name)
-    : DeviceLinear(params, name, params.layout().at(name + ".weight")) {}
-
-template <typename T>
-DeviceLinear<T>::DeviceLinear(const DeviceParameters& params, const std::string& name,
-                              const ParameterLayout::Entry& weight)
-    : in(int(weight.local_shape[1])),
-      out(int(weight.local_shape[0])),
-      row_parallel(weight.sharding.split == Split::kRow && weight.local_shape != weight.shape),
-      w(params.gemm_value<T>(name + ".weight")),
-      b(params.gemm_value<T>(name + ".bias")),
-      b_f(params.value(name + ".bias")),
-      dw(params.grad(name + ".weight")),
-      db(params.grad(name + ".bias")) {
-  check(weight.local_shape.rank() == 2, "cuda::DeviceLinear: " + name + ".weight is not a matrix");
+DeviceLinear<T>::DeviceLinear(const DeviceParameters& params, const Linear<float>& host)
+    : in(int(host.weight()->local_shape[1])),
+      out(int(host.weight()->local_shape[0])),
+      row_parallel(host.weight()->sharding.split == Split::kRow &&
+                   host.weight()->local_shape != host.weight()->shape),
+      w(params.gemm_value<T>(*host.weight())),
+      b(params.gemm_value<T>(*host.bias())),
+      b_f(params.value(*host.bias())),
+      dw(params.grad(*host.weight())),
+      db(params.grad(*host.bias())) {
+  check(host.weight()->local_shape.rank() == 2,
+        "cuda::DeviceLinear: " + host.weight()->name + " is not a matrix");
 }
 
 // y = x W^T + b;  row-parallel: y = sum_tp(x W^T) + b (the bias once, after the sum)
@@ -137,14 +132,13 @@ void DeviceLinear<T>::backward(Context& c, const T* x, const T* dy, TDX* dx, int
 // ---- LayerNorm ----------------------------------------------------------------------------------
 
 template <typename T>
-DeviceLayerNorm<T>::DeviceLayerNorm(const DeviceParameters& params, const std::string& name,
-                                    double eps_)
-    : C(int(params.layout().at(name + ".weight").numel)),
-      eps(float(eps_)),
-      w(params.value(name + ".weight")),
-      b(params.value(name + ".bias")),
-      dw(params.grad(name + ".weight")),
-      db(params.grad(name + ".bias")) {}
+DeviceLayerNorm<T>::DeviceLayerNorm(const DeviceParameters& params, const LayerNorm<float>& host)
+    : C(host.width()),
+      eps(float(host.eps())),
+      w(params.value(*host.weight())),
+      b(params.value(*host.bias())),
+      dw(params.grad(*host.weight())),
+      db(params.grad(*host.bias())) {}
 
 // y = (x - mean) rstd w + b
 template <typename T>
@@ -166,9 +160,12 @@ void DeviceLayerNorm<T>::backward(Context& c, const float* x, const T* dy, float
 template <typename T>
 class DeviceSoftmaxAttention : public DeviceAttention<T> {
  public:
-  // d: the head width; the heads are this rank's (qkv's local rows / 3d).
-  DeviceSoftmaxAttention(const DeviceParameters& params, const std::string& name, int d)
-      : qkv_(params, name + ".qkv"), proj_(params, name + ".proj"), H_(qkv_.out / (3 * d)), d_(d) {}
+  // host: the CPU layer of this rank's heads.
+  DeviceSoftmaxAttention(const DeviceParameters& params, SoftmaxAttention<float>& host)
+      : qkv_(params, host.qkv_linear()),
+        proj_(params, host.proj_linear()),
+        H_(qkv_.out / (3 * host.head_dim())),
+        d_(host.head_dim()) {}
 
   // qkv = x Wqkv^T + bqkv;  per (b, h): P = softmax(q k^T / sqrt(d) + mask), y = P v;
   // out = y Wo^T + bo.  The flash kernels (core/cuda/flash_attention.h) never store P: saved
@@ -217,29 +214,29 @@ class DeviceSoftmaxAttention : public DeviceAttention<T> {
 template <typename T>
 class DevicePrimalAttention : public DeviceAttention<T> {
  public:
-  // d: the head width; the heads are this rank's (qk's local rows / 2d), the first of them
-  // first_head of the full layer (its channels [first_head d, ...) of the layer input).
-  DevicePrimalAttention(const DeviceParameters& params, const std::string& name, int d,
-                        int first_head, int low_rank, int sampled_len, bool causal)
-      : qk_(params, name + ".qk"),
-        concat_(params, name + ".concat"),
-        proj_(params, name + ".proj"),
-        we_(params.gemm_value<T>(name + ".we")),
-        wr_(params.gemm_value<T>(name + ".wr")),
-        we_f_(params.value(name + ".we")),
-        wr_f_(params.value(name + ".wr")),
-        lambda_(params.value(name + ".lambda")),
-        dwe_(params.grad(name + ".we")),
-        dwr_(params.grad(name + ".wr")),
-        dlambda_(params.grad(name + ".lambda")),
-        H_(qk_.out / (2 * d)),
-        d_(d),
+  // host: the CPU layer of this rank's heads, the first of them its first_head() of the full
+  // layer (channels [first_head d, ...) of the layer input).
+  DevicePrimalAttention(const DeviceParameters& params, PrimalAttention<float>& host, int low_rank,
+                        int sampled_len, bool causal)
+      : qk_(params, host.qk_linear()),
+        concat_(params, host.concat_linear()),
+        proj_(params, host.proj_linear()),
+        we_(params.gemm_value<T>(*host.we())),
+        wr_(params.gemm_value<T>(*host.wr())),
+        we_f_(params.value(*host.we())),
+        wr_f_(params.value(*host.wr())),
+        lambda_(params.value(*host.lambda())),
+        dwe_(params.grad(*host.we())),
+        dwr_(params.grad(*host.wr())),
+        dlambda_(params.grad(*host.lambda())),
+        H_(qk_.out / (2 * host.head_dim())),
+        d_(host.head_dim()),
         s_(low_rank),
         L_(sampled_len),
-        c0_(first_head * d),
+        c0_(host.first_head() * host.head_dim()),
         causal_(causal) {
-    check(params.layout().at(name + ".we").numel == weight_numel(),
-          "cuda::DevicePrimalAttention: " + name + ".we has another shape");
+    check(host.we()->local_shape.numel() == weight_numel(),
+          "cuda::DevicePrimalAttention: " + host.we()->name + " has another shape");
   }
 
   // qk = x Wqk^T + bqk
@@ -349,25 +346,24 @@ class DevicePrimalAttention : public DeviceAttention<T> {
 
 template <typename T>
 DeviceTransformerLayer<T>::DeviceTransformerLayer(const DeviceParameters& params,
-                                                  const ModelConfig& config, int index,
-                                                  TensorParallelRank tp)
+                                                  TransformerLayer<float>& host,
+                                                  const ModelConfig& config, int index)
     : index_(index),
       C_(config.width),
-      kind_(config.layers[index]),
+      kind_(host.kind()),
       dropout_(config.dropout),
-      ln1_(params, layer_name(index) + ".ln1", config.ln_eps),
-      ln2_(params, layer_name(index) + ".ln2", config.ln_eps),
-      fc1_(params, layer_name(index) + ".mlp.fc1"),
-      fc2_(params, layer_name(index) + ".mlp.fc2") {
+      ln1_(params, host.ln1()),
+      ln2_(params, host.ln2()),
+      fc1_(params, host.mlp().fc1()),
+      fc2_(params, host.mlp().fc2()) {
   F_ = fc1_.out;
-  const std::string name = layer_name(index) + ".attn";
-  const int d = config.width / config.heads;
   if (kind_ == AttentionKind::kSoftmax) {
-    attn_ = std::make_unique<DeviceSoftmaxAttention<T>>(params, name, d);
+    attn_ = std::make_unique<DeviceSoftmaxAttention<T>>(
+        params, dynamic_cast<SoftmaxAttention<float>&>(host.attention()));
   } else {
-    const int first_head = tp.rank * (config.heads / tp.size);
-    attn_ = std::make_unique<DevicePrimalAttention<T>>(params, name, d, first_head, config.low_rank,
-                                                       config.sampled_len(), config.causal());
+    attn_ = std::make_unique<DevicePrimalAttention<T>>(
+        params, dynamic_cast<PrimalAttention<float>&>(host.attention()), config.low_rank,
+        config.sampled_len(), config.causal());
   }
 }
 
@@ -459,20 +455,22 @@ DeviceTransformer<T>::DeviceTransformer(const ModelConfig& config, DeviceTensorP
       blas_(stream_.get()),
       params_(std::make_unique<DeviceParameters>(host_.params(), allocator_, stream_.get(),
                                                  std::is_same_v<T, bf16>)),
-      norm_(*params_, "norm", config_.ln_eps),
+      norm_(*params_, host_.final_norm()),
       adam_m_(allocator_, params_->numel(), stream_.get()),
       adam_v_(allocator_, params_->numel(), stream_.get()) {
-  const TensorParallelRank place{shard_layout_.rank(), shard_layout_.size()};
   layers_.reserve(config_.layers.size());
   for (int i = 0; i < int(config_.layers.size()); ++i) {
-    layers_.emplace_back(*params_, config_, i, place);
+    layers_.emplace_back(*params_, host_.layers()[i], config_, i);
   }
   if (config_.input == InputKind::kPatches) {
-    patch_ = std::make_unique<DeviceLinear<T>>(*params_, "embed.patch");
+    patch_ = std::make_unique<DeviceLinear<T>>(*params_, *host_.embedding().patch());
   }
   if (config_.head == HeadKind::kClassifier) {
-    head_ = std::make_unique<Head>(Head{
-        DeviceLinear<T>(*params_, "head.fc1"), DeviceLinear<T>(*params_, "head.fc2"), {}, {}, {}});
+    head_ = std::make_unique<Head>(Head{DeviceLinear<T>(*params_, host_.head()->fc1()),
+                                        DeviceLinear<T>(*params_, host_.head()->fc2()),
+                                        {},
+                                        {},
+                                        {}});
   }
   // The order the gradients become final: a slot per parameter, spanning the alignment gap up
   // to the next one (zeros, and they stay zeros: averaging them is harmless and makes a
@@ -484,7 +482,7 @@ DeviceTransformer<T>::DeviceTransformer(const ModelConfig& config, DeviceTensorP
     const ParameterLayout::Entry& e = entries[i];
     const int64_t next = i + 1 < entries.size() ? entries[i + 1].offset : params_->numel();
     slots.push_back({{e.offset, next - e.offset}, e.layer, e.sharding.sum_grad_over_tp});
-    if (!counts_in_global_norm(e.sharding, place.rank)) continue;
+    if (!counts_in_global_norm(e.sharding, shard_layout_.rank())) continue;
     if (!norm_ranges_.empty() &&
         norm_ranges_.back().offset + norm_ranges_.back().count == e.offset) {
       norm_ranges_.back().count += next - e.offset;
@@ -544,10 +542,10 @@ void DeviceTransformer<T>::embed_forward(Context& c, const Batch& batch) {
   }
   renew(embedded_, c, int64_t(B) * S * C);
   embedding_forward<T, float>(c.ex, patch_ ? nullptr : tokens_.data(),
-                              patch_ ? nullptr : params_->value("embed.tok.weight"), in,
-                              first_ ? params_->value("embed.cls") : nullptr,
-                              params_->value("embed.pos.weight"), embedded_.data(), B, N, first_,
-                              C);
+                              patch_ ? nullptr : params_->value(*host_.embedding().tokens()), in,
+                              first_ ? params_->value(*host_.embedding().cls()) : nullptr,
+                              params_->value(*host_.embedding().positions()), embedded_.data(), B,
+                              N, first_, C);
 }
 
 // dpos[s] += sum_b dx[b, s];  dcls += sum_b dx[b, 0];  dtok[t] += dx at t's rows;
@@ -555,11 +553,11 @@ void DeviceTransformer<T>::embed_forward(Context& c, const Batch& batch) {
 template <typename T>
 void DeviceTransformer<T>::embed_backward(Context& c, const float* dx) {
   const int B = seq_.B, S = seq_.N, N = batch_N_, C = config_.width;
-  position_backward<float>(c.ex, dx, params_->grad("embed.pos.weight"), B, S, C);
-  if (first_) cls_backward<float>(c.ex, dx, params_->grad("embed.cls"), B, S, C);
+  position_backward<float>(c.ex, dx, params_->grad(*host_.embedding().positions()), B, S, C);
+  if (first_) cls_backward<float>(c.ex, dx, params_->grad(*host_.embedding().cls()), B, S, C);
   if (!patch_) {
     token_backward<float>(c.ex, dx, offsets_d_.data(), rows_d_.data(),
-                          params_->grad("embed.tok.weight"), config_.vocab, N, first_, C);
+                          params_->grad(*host_.embedding().tokens()), config_.vocab, N, first_, C);
     return;
   }
   // The input rows of dx (without the CLS slot), as T, then the patch Linear's backward.
@@ -680,7 +678,8 @@ LossTerms DeviceTransformer<T>::forward(const Batch& batch, int64_t step, bool t
     const int V = config_.vocab;
     renew(logits_, c, R * V);
     blas_.gemm<T, float>(Trans::kNo, Trans::kYes, int(R), V, C, 1.f, final_x_.data(), C,
-                         params_->gemm_value<T>("embed.tok.weight"), C, 0.f, logits_.data(), V);
+                         params_->gemm_value<T>(*host_.embedding().tokens()), C, 0.f,
+                         logits_.data(), V);
     cross_entropy_forward<float>(c.ex, logits_.data(), targets_.data(), R, V,
                                  sums_.data() + 3 * primal);
   } else {
@@ -740,9 +739,9 @@ void DeviceTransformer<T>::backward() {
     DeviceBuffer<T> dx = scratch<T>(c, R * C);
     if (config_.head == HeadKind::kLm) {
       blas_.gemm<T, T>(Trans::kNo, Trans::kNo, int(R), C, K, 1.f, dlogits, K,
-                       params_->gemm_value<T>("embed.tok.weight"), C, 0.f, dx.data(), C);
+                       params_->gemm_value<T>(*host_.embedding().tokens()), C, 0.f, dx.data(), C);
       blas_.gemm<T, float>(Trans::kYes, Trans::kNo, K, C, int(R), 1.f, dlogits, K, final_x_.data(),
-                           C, 1.f, params_->grad("embed.tok.weight"), C);
+                           C, 1.f, params_->grad(*host_.embedding().tokens()), C);
     } else {
       head_backward(c, dlogits, dx.data());
     }

@@ -19,10 +19,12 @@
 // SOFTMAX and PRIMAL layers (causal form for the LM, encoder form for the classifier) and
 // dropout.
 //
+// Each device layer is built from its layer of the CPU twin (host_model()) and takes the
+// Parameter objects there: names, shapes and sharding come from that registry, never retyped.
+//
 // Tensor parallelism (SPEC §5): built with a DeviceTensorParallelGroup of size T, the model
 // holds this rank's shard of every parameter (H/T heads of each attention layer, `we`, `wr`,
-// `lambda` included; F/T of each MLP; the rest replicated), the layers' sizes read off the
-// parameter registry. The sums over the group are where the CPU model has them, enqueued on
+// `lambda` included; F/T of each MLP; the rest replicated), as its CPU twin does. The sums over the group are where the CPU model has them, enqueued on
 // the model's stream: each row-parallel output (attn.proj, mlp.fc2) before its bias, each
 // LayerNorm's input gradient in backward, the KSVD partial sums before the loss is read back,
 // the clip's sum of squares (replicated gradients counted on TP rank 0 alone), and, through
@@ -81,9 +83,8 @@ struct Context {
 //   dW += dy^T x;  db += sum_rows dy
 template <typename T>
 struct DeviceLinear {
-  DeviceLinear(const DeviceParameters& params, const std::string& name);
-  DeviceLinear(const DeviceParameters& params, const std::string& name,
-               const ParameterLayout::Entry& weight);
+  // host: the CPU layer of the model's twin (its parameters, as this rank holds them).
+  DeviceLinear(const DeviceParameters& params, const Linear<float>& host);
   // TY: T, or float for fp32 outputs (the classifier's logits).
   template <typename TY = T>
   void forward(Context& c, const T* x, TY* y, int64_t rows) const;
@@ -105,8 +106,7 @@ struct DeviceLinear {
 //   dx += rstd (dy w - mean(dy w) - xhat mean(dy w xhat));  dw += sum dy xhat;  db += sum dy
 template <typename T>
 struct DeviceLayerNorm {
-  // C: the registry's size of name.weight.
-  DeviceLayerNorm(const DeviceParameters& params, const std::string& name, double eps);
+  DeviceLayerNorm(const DeviceParameters& params, const LayerNorm<float>& host);
   void forward(Context& c, const float* x, T* y, int64_t rows);
   // dx (fp32) accumulates.
   void backward(Context& c, const float* x, const T* dy, float* dx, int64_t rows) const;
@@ -138,9 +138,9 @@ class DeviceAttention {
 template <typename T>
 class DeviceTransformerLayer {
  public:
-  // tp: this rank's place in the tensor-parallel group (which heads it holds).
-  DeviceTransformerLayer(const DeviceParameters& params, const ModelConfig& config, int index,
-                         TensorParallelRank tp);
+  // host: the CPU layer of the model's twin, whose parameters (this rank's shards) it runs.
+  DeviceTransformerLayer(const DeviceParameters& params, TransformerLayer<float>& host,
+                         const ModelConfig& config, int index);
   // x: the layer input, kept by the caller until backward. Returns the output (owned).
   // seq.lengths, where not null, is a device pointer.
   // x and the output are the fp32 residual stream.

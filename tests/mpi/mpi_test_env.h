@@ -12,18 +12,19 @@ namespace primal::testing {
 
 MpiCommunicator& world();
 
-// Collective: <temp>/<prefix><current test's name>, emptied and created by world rank 0 (which
+// Collective: <temp>/<prefix>np<world size>_<current test's name> (one job's, whatever other
+// world sizes run the same test at the same time), emptied and created by world rank 0 (which
 // also writes prose_corpus there, if not empty), the same path on every rank.
 inline std::filesystem::path shared_test_dir(const std::string& prefix,
                                              const std::string& prose_corpus = "") {
-  std::filesystem::path dir;
+  const std::string job = prefix + "np" + std::to_string(world().size()) + "_";
   if (world().rank() == 0) {
-    dir = fresh_test_dir(prefix);
+    const std::filesystem::path dir = fresh_test_dir(job);
     if (!prose_corpus.empty()) write_prose_corpus(dir / prose_corpus);
   }
   world().barrier();
   return std::filesystem::temp_directory_path() /
-         (prefix + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+         (job + ::testing::UnitTest::GetInstance()->current_test_info()->name());
 }
 
 // Collective: world rank 0 removes a shared_test_dir once every rank is done with it.
