@@ -769,6 +769,7 @@ LossTerms DeviceTransformer<T>::forward_backward(const Batch& batch, int64_t ste
   params_->zero_grads();
   LossTerms out = forward(batch, step);
   backward();
+  for (int layer = -1; layer < int(layers_.size()); ++layer) sum_grads_over_tp(layer);
   return out;
 }
 

@@ -181,7 +181,7 @@ class DeviceTransformer {
   LossTerms forward(const Batch& batch, int64_t step, bool training = true);
   // Gradients of the last forward's loss, added into the device gradients.
   void backward();
-  // zero grads, forward, backward
+  // zero grads, forward, backward, sum_grads_over_tp (as the CPU model's)
   LossTerms forward_backward(const Batch& batch, int64_t step);
   // Sums the gradients of layer's replicated parameters that every rank's heads use
   // (ReadyOrder::tp_summed_of_layer) over the tensor-parallel group, on the stream; nothing to
