@@ -1,5 +1,5 @@
 // The GEMMs of one LRA-ListOps PrimalFormer training step, replayed side by side on the GEMM
-// libraries Debian packages (issue 14): which one pays for which shape class.
+// libraries Debian packages: which one pays for which shape class.
 //
 //   gemm_bench [--threads 1,2] [--rounds R]
 //

@@ -7,7 +7,7 @@
 // process (--case) so that its peak resident memory is its own; bench/run_model_bench.py
 // does that and prints the table of docs/performance.md.
 //
-// byte_lm is a whole training step of a byte-level LM (issue 14): forward + backward + AdamW
+// byte_lm is a whole training step of a byte-level LM: forward + backward + AdamW
 // (lr 1e-4, weight decay 0.01 on the parameters whose decay flag is set, as the trainer runs
 // it; no gradient clipping). Its line adds tokens_per_s = B*N / median_s and the last loss.
 #include <omp.h>

@@ -19,6 +19,7 @@
 #include <memory>
 #include <sstream>
 
+#include "core/files.h"
 #include "model/transformer.h"
 #include "trainer/safetensors.h"
 #include "trainer/tensorboard/crc32c.h"
@@ -77,19 +78,6 @@ class Fd {
   int fd_;
 };
 
-void write_all(int fd, const void* data, int64_t n, const std::string& path) {
-  const char* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, size_t(std::min<int64_t>(n, int64_t(1) << 30)));
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      throw CheckpointError(path, "write failed: " + sys_error());
-    }
-    p += w;
-    n -= w;
-  }
-}
-
 void read_all_at(int fd, void* data, int64_t n, int64_t offset, const std::string& path) {
   char* p = static_cast<char*>(data);
   while (n > 0) {
@@ -102,31 +90,6 @@ void read_all_at(int fd, void* data, int64_t n, int64_t offset, const std::strin
     p += r;
     n -= r;
     offset += r;
-  }
-}
-
-void fsync_fd(int fd, const std::string& path) {
-  if (::fsync(fd) != 0) throw CheckpointError(path, "fsync failed: " + sys_error());
-}
-
-// A rename or a new file is durable only once its directory is synced.
-void fsync_dir(const std::string& dir) {
-  Fd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY));
-  if (fd.get() < 0) throw CheckpointError(dir, "cannot open the directory: " + sys_error());
-  fsync_fd(fd.get(), dir);
-}
-
-// Writes a small file completely and durably (not yet renamed into place).
-void write_file_synced(const std::string& path, const std::string& bytes) {
-  Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-  if (fd.get() < 0) throw CheckpointError(path, "cannot create: " + sys_error());
-  write_all(fd.get(), bytes.data(), int64_t(bytes.size()), path);
-  fsync_fd(fd.get(), path);
-}
-
-void rename_or_throw(const std::string& from, const std::string& to) {
-  if (std::rename(from.c_str(), to.c_str()) != 0) {
-    throw CheckpointError(to, "cannot rename " + from + " to it: " + sys_error());
   }
 }
 
@@ -306,8 +269,7 @@ WrittenShard write_shard(const std::string& tmp_dir, const ParameterStore<float>
                          const ShardSource& source, int64_t step) {
   const TensorParallelRank tp = params.tp();
   const std::string path = tmp_dir + "/" + shard_file_name(tp.rank, tp.size);
-  Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-  if (fd.get() < 0) throw CheckpointError(path, "cannot create: " + sys_error());
+  OutputFile file(path);
 
   Header header{};
   std::memcpy(header.magic, kMagic, sizeof kMagic);
@@ -316,7 +278,7 @@ WrittenShard write_shard(const std::string& tmp_dir, const ParameterStore<float>
   header.tp_size = uint32_t(tp.size);
   header.step = step;
   WrittenShard out;
-  write_all(fd.get(), &header, kHeaderBytes, path);
+  file.write(&header, kHeaderBytes);
   out.crc32c = crc32c(&header, kHeaderBytes);
   out.bytes = kHeaderBytes;
 
@@ -334,13 +296,13 @@ WrittenShard write_shard(const std::string& tmp_dir, const ParameterStore<float>
     }
     const int64_t bytes = r.numel * int64_t(sizeof(float));
     check(out.bytes == r.file_offset, "write_shard: the plan and the file disagree");
-    write_all(fd.get(), data, bytes, path);
+    file.write(data, bytes);
     out.record_crcs.push_back(crc32c(data, size_t(bytes)));
     out.crc32c = crc32c_extend(out.crc32c, data, size_t(bytes));
     out.bytes += bytes;
     if (i == plan.size() / 2) checkpoint_fault_point(2, step);
   }
-  fsync_fd(fd.get(), path);
+  file.sync();
   return out;
 }
 
@@ -398,9 +360,6 @@ checkpoint::Manifest build_manifest(const ParameterStore<float>& params,
 namespace {
 
 // Where the new `latest` is written before it is renamed over the old one.
-std::string latest_tmp_path(const std::string& root) {
-  return root + "/.latest.tmp";
-}
 
 // Deletes all but the `keep` newest checkpoints of steps <= newest. Newer ones (left by a run
 // this one resumed before) and anything not named step_<N> are never touched.
@@ -430,8 +389,12 @@ void commit_checkpoint(const std::string& root, const std::string& tmp_dir,
   checkpoint_fault_point(3, step);
   std::string bytes;
   check(manifest.SerializeToString(&bytes), "commit_checkpoint: cannot serialise the manifest");
-  write_file_synced(tmp_dir + "/manifest.pb", bytes);
-  fsync_dir(tmp_dir);  // the shard files' entries, made by other ranks, too
+  {
+    OutputFile file(tmp_dir + "/manifest.pb");
+    file.write(bytes);
+    file.sync();
+  }
+  sync_directory(tmp_dir);  // the shard files' entries, made by other ranks, too
   checkpoint_fault_point(4, step);
 
   const std::string name = checkpoint_step_name(step), final_dir = root + "/" + name;
@@ -442,18 +405,15 @@ void commit_checkpoint(const std::string& root, const std::string& tmp_dir,
       aside = final_dir + ".replaced-" + std::to_string(k);
       if (!fs::exists(aside, ec)) break;
     }
-    rename_or_throw(final_dir, aside);
+    rename_path(final_dir, aside);
     std::fprintf(stderr, "primal: warning: %s existed; moved it to %s\n", final_dir.c_str(),
                  aside.c_str());
   }
-  rename_or_throw(tmp_dir, final_dir);
-  fsync_dir(root);
+  rename_path(tmp_dir, final_dir);
+  sync_directory(root);
   checkpoint_fault_point(5, step);
 
-  const std::string latest_tmp = latest_tmp_path(root);
-  write_file_synced(latest_tmp, name + "\n");
-  rename_or_throw(latest_tmp, root + "/latest");
-  fsync_dir(root);
+  write_file_durably(root + "/latest", name + "\n");
   checkpoint_fault_point(6, step);
   prune(root, step, keep);
 }
@@ -461,7 +421,7 @@ void commit_checkpoint(const std::string& root, const std::string& tmp_dir,
 void abandon_checkpoint(const std::string& root, const std::string& tmp_dir) {
   std::error_code ec;
   fs::remove_all(tmp_dir, ec);
-  fs::remove(latest_tmp_path(root), ec);
+  fs::remove(durable_temp_path(root + "/latest"), ec);
 }
 
 // ---- Loading

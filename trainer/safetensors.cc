@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/files.h"
 
 namespace primal {
 
@@ -36,22 +37,13 @@ void save_safetensors(const std::string& path, const ParameterStore<float>& stor
   text.append((8 - text.size() % 8) % 8, ' ');
   const uint64_t size = text.size();
 
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw Error(tmp, "cannot open for writing");
-    out.write(reinterpret_cast<const char*>(&size), sizeof(size));
-    out.write(text.data(), std::streamsize(text.size()));
+  write_file_durably(path, [&](OutputFile& out) {
+    out.write(&size, sizeof(size));
+    out.write(text);
     for (const auto& p : store.all()) {
-      out.write(reinterpret_cast<const char*>(p.value.data()),
-                std::streamsize(p.shape.numel() * sizeof(float)));
+      out.write(p.value.data(), p.shape.numel() * int64_t(sizeof(float)));
     }
-    out.flush();
-    if (!out) throw Error(tmp, "write failed (disk full?)");
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) throw Error(path, "cannot rename " + tmp + ": " + ec.message());
+  });
 }
 
 void load_safetensors(const std::string& path, ParameterStore<float>& store) {

@@ -1,4 +1,4 @@
-// The singular-value spectrum of every layer's attention (issue 8; the paper's Figure 2):
+// The singular-value spectrum of every layer's attention (the paper's Figure 2):
 //   SOFTMAX: A = softmax(q k^T / sqrt(d) + mask), the N x N matrix of the forward;
 //   PRIMAL:  K = phi(qin) we wr^T phi(kin)^T, the kernel matrix the layer induces (rank <= s):
 //            causal form: we = We[h], wr = Wr[h] on the prefix means; encoder form: the

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "core/files.h"
 #include "data/fashion_mnist.h"
 #include "data/kjv_testament.h"
 #include "data/listops.h"
@@ -46,9 +47,7 @@ void keep_metrics_up_to(const std::string& path, int64_t step) {
     kept += line + "\n";
   }
   in.close();
-  const std::string tmp = path + ".tmp";
-  std::ofstream(tmp, std::ios::trunc) << kept;
-  std::filesystem::rename(tmp, path);
+  write_file_durably(path, kept);
 }
 
 DataOrder order_of(const config::Data& d) {

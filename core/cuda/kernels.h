@@ -125,10 +125,10 @@ template <typename T>
 void cross_entropy_backward(const Exec& ex, const T* probs, const int32_t* targets, float scale,
                             T* dlogits, int64_t rows, int V);
 
-// ---- AdamW (fp32 master weights)
-// ------------------------------------------------------------------ em::adamw_update on every
-// element: bit for bit trainer/adamw.cc's float arithmetic. One call per run of parameters sharing
-// a decay flag (s.decay = 1 where they do not decay).
+// ---- AdamW (fp32 master weights) ---------------------------------------------------------------
+
+// em::adamw_update on every element: bit for bit trainer/adamw.cc's float arithmetic. One call
+// per run of parameters sharing a decay flag (s.decay = 1 where they do not decay).
 void adamw_step(const Exec& ex, float* p, const float* g, float* m, float* v, int64_t n,
                 const em::AdamWScalars<float>& s);
 

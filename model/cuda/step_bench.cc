@@ -1,4 +1,4 @@
-// primal_step_bench: whole training steps of the Transformer on one GPU (issue 6), bf16 mixed
+// primal_step_bench: whole training steps of the Transformer on one GPU, bf16 mixed
 // precision: forward, backward, global-norm clip, AdamW, as DeviceTransformer<bf16> runs them.
 //   configs: "kjv"   configs/lm_kjv_primalformer.pbtxt's model (4 layers, C=256, H=4, F=512,
 //                    s=20, V=256)

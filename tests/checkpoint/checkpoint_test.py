@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""`primal train` stopped, killed, damaged and resumed, as a scheduler and a user meet it (issue 5).
+"""`primal train` stopped, killed, damaged and resumed, as a scheduler and a user meet it.
 
   checkpoint_test.py --primal BIN --mpirun MPIRUN --workdir DIR CHECK
 

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Checkpoints to and from the PyTorch world (issue 5, acceptance 5).
+"""Checkpoints to and from the PyTorch world.
 
   interop_test.py --primal BIN --workdir DIR
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""primal across hosts (issue 12): a cluster of network namespaces on this machine
+"""primal across hosts: a cluster of network namespaces on this machine
 (scripts/cluster.py), mpirun reaching the other hosts through scripts/cluster_agent.sh, TCP
 between hosts.
 

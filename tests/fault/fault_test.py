@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Disk faults in the middle of a checkpoint save, on file systems this test mounts itself (issue 13).
+"""Disk faults in the middle of a checkpoint save, on file systems this test mounts itself.
 
   fault_test.py --primal BIN --mpirun MPIRUN --preload LIB --workdir DIR CASE
 

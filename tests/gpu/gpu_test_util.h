@@ -2,7 +2,7 @@
 // and otherwise owns a stream, an allocator and cuBLAS handles; host <-> device copies that
 // convert to and from the element type; the error measure of the tolerances.
 //
-// Tolerances (issue 6): fp32 results within 1e-5 of a double CPU reference, bf16 within 2e-2,
+// Tolerances: fp32 results within 1e-5 of a double CPU reference, bf16 within 2e-2,
 // relative to the largest magnitude of the reference (a norm-wise error: elements near zero
 // are compared on the scale of the whole result, as their rounding is).
 #pragma once

@@ -1,4 +1,4 @@
-// Data parallelism on the device (issue 6): comm/nccl/device_gradient_buckets.h under mpirun,
+// Data parallelism on the device: comm/nccl/device_gradient_buckets.h under mpirun,
 // one GPU per rank (labels gpu;mpi, run with 1 and 2 ranks). Every rank checks that it has a
 // device of its own; where any rank has none, every rank reports SKIPPED with the reason.
 //   (a) buckets over synthetic gradients equal one unbucketed NCCL average, for several bucket
@@ -246,7 +246,8 @@ struct DataParallel {
   std::vector<Hook> hook_calls;
 };
 
-void expect_data_parallel_equals_one_process(DeviceCommunicator& comm, bool lm, size_t bucket_bytes) {
+void expect_data_parallel_equals_one_process(DeviceCommunicator& comm, bool lm,
+                                             size_t bucket_bytes) {
   const int n = comm.size(), r = comm.rank();
   if (kB % n != 0) GTEST_SKIP() << kB << " samples do not split over " << n << " ranks";
   const int local = kB / n;

@@ -1,4 +1,4 @@
-// The Transformer's training step on the device against the CPU Transformer<float> (issue 6):
+// The Transformer's training step on the device against the CPU Transformer<float>:
 //   fp32: the loss and every parameter's gradient of one step within 1e-5 (per tensor, relative
 //         to its largest reference value), and the parameters after three steps of
 //         forward/backward, global-norm clip and AdamW (the trainer's CPU path) likewise;

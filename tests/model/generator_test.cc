@@ -1,4 +1,4 @@
-// Incremental generation (issue 5, acceptance 6): the Generator's logits equal the full
+// Incremental generation: the Generator's logits equal the full
 // forward's at every position; position max_len is an error; generation is deterministic; a
 // PRIMAL layer's state and work per token do not grow with the position; a step allocates
 // nothing. Own executable: it replaces the global operator new to count allocations.
@@ -131,7 +131,7 @@ std::string describe(const ModelConfig& c) {
          " max_len=" + std::to_string(c.max_len);
 }
 
-// Issue 5, acceptance 6, in float (the precision the CLI runs in). The weights are moved off
+// The same in float (the precision the CLI runs in). The weights are moved off
 // their initial values by normal(0, 0.2), ten times the init's spread: the logits reach ~5
 // and the float forward itself is within ~2e-6 of the double-precision truth. (At 0.5 the
 // float forward's own rounding error reaches ~6e-5, above the tolerance for any two float

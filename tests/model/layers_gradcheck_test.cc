@@ -1,5 +1,5 @@
 // Every layer's backward against central finite differences in double precision
-// (issue: max relative error below 1e-6). Loss of a layer: sum(out * R) for a fixed random R,
+// (max relative error below 1e-6). Loss of a layer: sum(out * R) for a fixed random R,
 // plus, for Primal-Attention, fixed multiples of its KSVD partial sums.
 #include <gtest/gtest.h>
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""`primal train` as P MPI processes against the same run on one process (issue 4).
+"""`primal train` as P MPI processes against the same run on one process.
 
   train_parallel_test.py --primal BIN --mpirun MPIRUN --workdir DIR CHECK
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""primal under a real Slurm on localhost (issue 7), against the same runs under mpirun.
+"""primal under a real Slurm on localhost, against the same runs under mpirun.
 
   slurm_test.py --primal BIN --mpirun MPIRUN --workdir DIR
 

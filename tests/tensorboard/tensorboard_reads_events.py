@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The real `tensorboard` package reads primal's event files (issue 8, acceptance 1).
+"""The real `tensorboard` package reads primal's event files.
 
 tb_write_sample writes an event file and a manifest of what it wrote. Then, with tensorboard's
 own readers:
