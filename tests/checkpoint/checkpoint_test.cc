@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <cstring>
 #include <filesystem>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "trainer/checkpointer.h"
+#include "trainer/safetensors.h"
 #include "trainer/trainer.h"
 
 namespace primal {
@@ -282,6 +284,47 @@ TEST_F(Damaged, ExportOfANameWithoutItsLayerIndexNamesTheManifest) {
     const std::string msg = expect_error_naming(
         [&] { export_checkpoint(dir_ / "ck", dir_ / "model.safetensors"); }, manifest_);
     EXPECT_NE(msg.find(std::string("'") + name + "'"), std::string::npos) << msg;
+  }
+}
+
+// A checkpoint that format version 1 wrote (fixtures/format_v1_tp2: a TP = 2 job's step 3 of a
+// two-layer LM, and the model.safetensors that job exported of it), kept so that every later
+// change of the format shows here: its shards' CRCs hold, and it loads on one process and as
+// each rank of TP = 2 to those weights bit for bit, with its AdamW moments.
+TEST(CheckpointFormat, AVersionOneCheckpointStillLoads) {
+  const std::string step_dir = PRIMAL_SOURCE_DIR "/tests/checkpoint/fixtures/format_v1_tp2";
+  const checkpoint::Manifest m = read_manifest(step_dir);
+  EXPECT_EQ(m.format_version(), 1u);
+  EXPECT_EQ(m.step(), 3);
+  EXPECT_EQ(m.layout().tp(), 2);
+  verify_shard_files(step_dir, m);
+  const LoadedConfig config = load_checkpoint_config(step_dir, {}, /*require_data=*/false);
+  Transformer<float> exported(config.model());
+  load_safetensors(step_dir + "/model.safetensors", exported.params());
+  Transformer<float> one(config.model());
+  one.params().values().zero();
+  load_checkpoint_weights(step_dir, one.params());
+  ASSERT_EQ(0, std::memcmp(one.params().values().data(), exported.params().values().data(),
+                           size_t(one.params().numel()) * sizeof(float)));
+  for (int t = 0; t < 2; ++t) {
+    ShardLayout tp(t, 2);
+    Transformer<float> shard(config.model(), &tp);
+    std::vector<float> m1(size_t(shard.params().numel()), -1), m2 = m1;
+    load_shards(step_dir, m, shard.params(), m1.data(), m2.data());
+    for (const auto& p : shard.params().all()) {
+      const auto& full = exported.params().all();
+      const auto it =
+          std::find_if(full.begin(), full.end(), [&](const auto& q) { return q.name == p.name; });
+      ASSERT_NE(it, full.end()) << p.name;
+      int64_t at = 0;
+      for (const auto& [offset, length] : shard_runs(p.shape, p.sharding, {t, 2})) {
+        ASSERT_EQ(0, std::memcmp(p.value.data() + at, it->value.data() + offset,
+                                 size_t(length) * sizeof(float)))
+            << p.name << ", rank " << t << " of 2";
+        at += length;
+      }
+    }
+    for (size_t i = 0; i < m2.size(); ++i) ASSERT_GE(m2[i], 0.f) << "exp_avg_sq " << i;
   }
 }
 
