@@ -143,6 +143,18 @@ void ParameterStore<T>::finalize(uint64_t seed) {
 }
 
 template <typename T>
+void ParameterStore<T>::finalize_values_only() {
+  int64_t total = 0;
+  for (const auto& p : params_) total += p.local_shape.numel();
+  values_.assign(total, T(0));
+  int64_t offset = 0;
+  for (auto& p : params_) {
+    p.value = Tensor<T>(values_.data() + offset, p.local_shape);
+    offset += p.local_shape.numel();
+  }
+}
+
+template <typename T>
 Parameter<T>* ParameterStore<T>::find(const std::string& name) {
   for (auto& p : params_)
     if (p.name == name) return &p;

@@ -90,6 +90,9 @@ class ParameterStore {
   // Allocates the buffers and initialises every parameter as a whole tensor from
   // (seed, name), keeping this rank's shard: every layout starts from the same weights.
   void finalize(uint64_t seed);
+  // Allocates the value buffer alone, zero, with no gradients and no initialisation: a store
+  // that a checkpoint fills right after and that never trains (export).
+  void finalize_values_only();
   TensorParallelRank tp() const { return tp_; }
 
   std::deque<Parameter<T>>& all() { return params_; }
