@@ -227,6 +227,10 @@ def main():
         kills.append({"kill": len(kills) + 1, "signal": signal.Signals(how).name, "delay_s": round(delay, 3),
                       "step_at_signal": reached, "exit": rc, "latest": latest,
                       "last_logged": last_step(os.path.join(killed, "metrics.jsonl")), "peak_rss_kib": seg.peak})
+        if how == signal.SIGTERM and rc == 0 and kills[-1]["last_logged"] == args.steps:
+            # The signal came after the last step, while the run wrote its final checkpoint
+            # and model.safetensors: the run is complete (a stop request has nothing to stop).
+            break
         if how == signal.SIGTERM and rc == REQUEUE:
             if latest != "step_%08d" % kills[-1]["last_logged"]:
                 failures.append("kill %d: SIGTERM exit 75 but latest is %s, last logged step %d"
