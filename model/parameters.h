@@ -91,7 +91,7 @@ class ParameterStore {
   // (seed, name), keeping this rank's shard: every layout starts from the same weights.
   void finalize(uint64_t seed);
   // Allocates the value buffer alone, zero, with no gradients and no initialisation: a store
-  // that a checkpoint fills right after and that never trains (export).
+  // that a checkpoint or weights file fills right after and that never trains (export, import).
   void finalize_values_only();
   TensorParallelRank tp() const { return tp_; }
 

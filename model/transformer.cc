@@ -89,7 +89,7 @@ void TransformerLayer<T>::backward(Arena& arena, const Tensor<T>& dout, const Te
 }
 
 template <typename T>
-Transformer<T>::Transformer(const ModelConfig& config, TensorParallelGroup* tp)
+Transformer<T>::Transformer(const ModelConfig& config, TensorParallelGroup* tp, bool initialise)
     : config_(config),
       tp_(tp),
       params_(TensorParallelRank{tp ? tp->rank() : 0, tp ? tp->size() : 1}),
@@ -106,7 +106,11 @@ Transformer<T>::Transformer(const ModelConfig& config, TensorParallelGroup* tp)
   if (config.head == HeadKind::kClassifier) {
     head_ = std::make_unique<ClassifierHead<T>>(params_, config_);
   }
-  params_.finalize(config.seed);
+  if (initialise) {
+    params_.finalize(config.seed);
+  } else {
+    params_.finalize_values_only();
+  }
 }
 
 template <typename T>

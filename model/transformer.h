@@ -60,7 +60,10 @@ template <typename T>
 class Transformer {
  public:
   // tp: the tensor-parallel group this rank shares the layers with (null: one process).
-  explicit Transformer(const ModelConfig& config, TensorParallelGroup* tp = nullptr);
+  // initialise false: the values are zero and there are no gradients, for a model whose
+  // weights are read right after and that never trains (import).
+  explicit Transformer(const ModelConfig& config, TensorParallelGroup* tp = nullptr,
+                       bool initialise = true);
 
   ParameterStore<T>& params() { return params_; }
   const ModelConfig& config() const { return config_; }

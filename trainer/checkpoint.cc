@@ -789,7 +789,8 @@ void import_checkpoint(const std::string& safetensors_path, const LoadedConfig& 
   if (fs::exists(out_root + "/latest", ec) || !checkpoint_candidates(out_root).empty()) {
     throw CheckpointError(out_root, "already holds checkpoints; import into a new directory");
   }
-  Transformer<float> model(config.model());
+  // Every value comes from the file: no initialisation, no gradients.
+  Transformer<float> model(config.model(), nullptr, /*initialise=*/false);
   load_safetensors(safetensors_path, model.params());
   checkpoint::TrainingState state;
   state.set_step(0);
