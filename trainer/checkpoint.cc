@@ -116,17 +116,31 @@ struct PlannedRecord {
   int64_t file_offset;  // bytes
 };
 
-// The records of TP rank tp_rank's file, in file order. local_offset is meaningful for the
-// rank whose store params is.
-std::vector<PlannedRecord> plan_shard(const ParameterStore<float>& params, int tp_rank,
-                                      int tp_size) {
+// The records of part `part` of `parts` of TP rank tp_rank's shard, in file order: the
+// parameters the rank holds are cut into `parts` runs of about equal size (a parameter goes to
+// the part where its first element falls), and a part's file holds its parameters' values,
+// then their exp_avg, then their exp_avg_sq. parts = 1: the whole shard, one file.
+// local_offset is meaningful for the rank whose store params is.
+std::vector<PlannedRecord> plan_shard(const ParameterStore<float>& params, int tp_rank, int tp_size,
+                                      int part = 0, int parts = 1) {
+  int64_t total = 0;
+  for (const auto& p : params.all()) {
+    if (holds(p, tp_rank)) total += local_shape(p.shape, p.sharding, {tp_rank, tp_size}).numel();
+  }
+  std::vector<bool> mine;
+  for (int64_t before = 0; const auto& p : params.all()) {
+    const bool held = holds(p, tp_rank);
+    const int owner = total == 0 ? 0 : int(std::min<int64_t>(parts - 1, before * parts / total));
+    mine.push_back(held && owner == part);
+    if (held) before += local_shape(p.shape, p.sharding, {tp_rank, tp_size}).numel();
+  }
   std::vector<PlannedRecord> plan;
   int64_t file_offset = kHeaderBytes;
   for (int kind = 0; kind < kKinds; ++kind) {
     int64_t local = 0, index = 0;
     for (const auto& p : params.all()) {
       const int64_t n = local_shape(p.shape, p.sharding, {tp_rank, tp_size}).numel();
-      if (holds(p, tp_rank)) {
+      if (mine[size_t(index)]) {
         plan.push_back({int(index), kind, local, n, file_offset});
         file_offset += n * int64_t(sizeof(float));
       }
@@ -226,8 +240,10 @@ int64_t checkpoint_step_of(const std::string& name) {
   return step;
 }
 
-std::string shard_file_name(int tp_rank, int tp_size) {
-  return "shard_" + std::to_string(tp_rank) + "_of_" + std::to_string(tp_size) + ".bin";
+std::string shard_file_name(int tp_rank, int tp_size, int part, int parts) {
+  std::string name = "shard_" + std::to_string(tp_rank) + "_of_" + std::to_string(tp_size);
+  if (part > 0) name += ".part_" + std::to_string(part) + "_of_" + std::to_string(parts);
+  return name + ".bin";
 }
 
 void checkpoint_fault_point(int phase, int64_t step) {
@@ -266,9 +282,9 @@ std::string begin_checkpoint(const std::string& root, int64_t step) {
 }
 
 WrittenShard write_shard(const std::string& tmp_dir, const ParameterStore<float>& params,
-                         const ShardSource& source, int64_t step) {
+                         const ShardSource& source, int64_t step, int part, int parts) {
   const TensorParallelRank tp = params.tp();
-  const std::string path = tmp_dir + "/" + shard_file_name(tp.rank, tp.size);
+  const std::string path = tmp_dir + "/" + shard_file_name(tp.rank, tp.size, part, parts);
   OutputFile file(path);
 
   Header header{};
@@ -282,7 +298,7 @@ WrittenShard write_shard(const std::string& tmp_dir, const ParameterStore<float>
   out.crc32c = crc32c(&header, kHeaderBytes);
   out.bytes = kHeaderBytes;
 
-  const std::vector<PlannedRecord> plan = plan_shard(params, tp.rank, tp.size);
+  const std::vector<PlannedRecord> plan = plan_shard(params, tp.rank, tp.size, part, parts);
   std::vector<float> zeros;
   for (size_t i = 0; i < plan.size(); ++i) {
     const PlannedRecord& r = plan[i];
@@ -306,11 +322,28 @@ WrittenShard write_shard(const std::string& tmp_dir, const ParameterStore<float>
   return out;
 }
 
+std::vector<std::pair<int64_t, int64_t>> shard_part_ranges(const ParameterStore<float>& params,
+                                                           int part, int parts) {
+  std::vector<std::pair<int64_t, int64_t>> ranges;
+  for (const PlannedRecord& r :
+       plan_shard(params, params.tp().rank, params.tp().size, part, parts)) {
+    if (r.kind != kValue) break;  // the moments' records repeat the values' ranges
+    if (!ranges.empty() && ranges.back().second == r.local_offset) {
+      ranges.back().second += r.numel;
+    } else {
+      ranges.emplace_back(r.local_offset, r.local_offset + r.numel);
+    }
+  }
+  return ranges;
+}
+
 checkpoint::Manifest build_manifest(const ParameterStore<float>& params,
                                     const std::vector<WrittenShard>& shards, int dp_size,
                                     const checkpoint::TrainingState& state,
-                                    const std::string& config_text) {
-  const int tp_size = int(shards.size());
+                                    const std::string& config_text, int parts) {
+  check(parts >= 1 && shards.size() % size_t(parts) == 0,
+        "build_manifest: the shards are not parts per TP rank");
+  const int tp_size = int(shards.size()) / parts;
   checkpoint::Manifest m;
   m.set_format_version(kCheckpointFormatVersion);
   m.set_step(state.step());
@@ -320,11 +353,15 @@ checkpoint::Manifest build_manifest(const ParameterStore<float>& params,
   *m.mutable_state() = state;
   m.set_producer("primal");
   for (int t = 0; t < tp_size; ++t) {
-    checkpoint::ShardFile* f = m.add_files();
-    f->set_name(shard_file_name(t, tp_size));
-    f->set_tp_rank(t);
-    f->set_bytes(shards[t].bytes);
-    f->set_crc32c(shards[t].crc32c);
+    for (int d = 0; d < parts; ++d) {
+      const WrittenShard& written = shards[size_t(t * parts + d)];
+      checkpoint::ShardFile* f = m.add_files();
+      f->set_name(shard_file_name(t, tp_size, d, parts));
+      f->set_tp_rank(t);
+      f->set_bytes(written.bytes);
+      f->set_crc32c(written.crc32c);
+      if (parts > 1) f->set_dp_rank(d);  // one file per TP rank: DP rank 0's, as ever
+    }
   }
   for (const auto& p : params.all()) {
     checkpoint::Tensor* t = m.add_tensors();
@@ -335,23 +372,27 @@ checkpoint::Manifest build_manifest(const ParameterStore<float>& params,
     t->set_blocks(p.sharding.blocks);
   }
   for (int t = 0; t < tp_size; ++t) {
-    const std::vector<PlannedRecord> plan = plan_shard(params, t, tp_size);
-    check(plan.size() == shards[t].record_crcs.size(),
-          "build_manifest: shard " + std::to_string(t) + " has the wrong number of records");
     std::vector<checkpoint::Shard*> of_param(params.all().size(), nullptr);
-    for (size_t i = 0; i < plan.size(); ++i) {
-      const PlannedRecord& r = plan[i];
-      checkpoint::Shard*& s = of_param[r.param];
-      if (!s) {
-        s = m.mutable_tensors(r.param)->add_shards();
-        s->set_file(shard_file_name(t, tp_size));
-        s->set_tp_rank(t);
-        s->set_tp_size(tp_size);
+    for (int d = 0; d < parts; ++d) {
+      const WrittenShard& written = shards[size_t(t * parts + d)];
+      const std::vector<PlannedRecord> plan = plan_shard(params, t, tp_size, d, parts);
+      check(plan.size() == written.record_crcs.size(), "build_manifest: shard " +
+                                                           shard_file_name(t, tp_size, d, parts) +
+                                                           " has the wrong number of records");
+      for (size_t i = 0; i < plan.size(); ++i) {
+        const PlannedRecord& r = plan[i];
+        checkpoint::Shard*& s = of_param[r.param];
+        if (!s) {
+          s = m.mutable_tensors(r.param)->add_shards();
+          s->set_file(shard_file_name(t, tp_size, d, parts));
+          s->set_tp_rank(t);
+          s->set_tp_size(tp_size);
+        }
+        checkpoint::Record* rec = mutable_record_of(*s, r.kind);
+        rec->set_offset(r.file_offset);
+        rec->set_bytes(r.numel * int64_t(sizeof(float)));
+        rec->set_crc32c(written.record_crcs[i]);
       }
-      checkpoint::Record* rec = mutable_record_of(*s, r.kind);
-      rec->set_offset(r.file_offset);
-      rec->set_bytes(r.numel * int64_t(sizeof(float)));
-      rec->set_crc32c(shards[t].record_crcs[i]);
     }
   }
   return m;

@@ -4,12 +4,16 @@
 //   <root>/step_<NNNNNNNN>/shard_<t>_of_<TP>.bin one per tensor-parallel rank t: a 64-byte
 //                                               header, then records of float32 (values, then
 //                                               AdamW exp_avg, then exp_avg_sq)
+//   ... shard_<t>_of_<TP>.part_<d>_of_<DP>.bin  with DP > 1: TP rank t's parameters cut into
+//                                               DP runs of about equal size, part d (the
+//                                               header, then its parameters' records) written
+//                                               by DP rank d; part 0 keeps the name above
 //   <root>/latest                               "step_<NNNNNNNN>\n", replaced last
 //
 // A save is a sequence of phases, so that a job of many ranks can split it between them and a
 // process killed between any two leaves the previous checkpoint loadable:
 //   begin_checkpoint   (one rank)  a fresh <root>/.step_N.tmp/
-//   write_shard        (each TP rank's writer) its shard file, fsynced
+//   write_shard        (every rank) its part of its TP rank's shard, fsynced
 //   commit_checkpoint  (one rank)  manifest.pb, fsync, rename to step_N, `latest`, prune
 // Loading reads only the records that overlap the slices the loading rank holds, checks each
 // record's CRC-32C, and assembles any slice: a checkpoint saved under one (TP, DP) layout
@@ -39,8 +43,9 @@ class CheckpointError : public Error {
 std::string checkpoint_step_name(int64_t step);
 // The step of a directory named "step_<digits>" (exactly), or -1.
 int64_t checkpoint_step_of(const std::string& name);
-// "shard_1_of_2.bin": the file of tensor-parallel rank tp_rank.
-std::string shard_file_name(int tp_rank, int tp_size);
+// "shard_1_of_2.bin": the file of tensor-parallel rank tp_rank, or of its part 0 when its
+// shard is written in parts; part 2 of 4: "shard_1_of_2.part_2_of_4.bin".
+std::string shard_file_name(int tp_rank, int tp_size, int part = 0, int parts = 1);
 
 // ---- Saving
 
@@ -63,17 +68,25 @@ struct WrittenShard {
 // that killed saves left behind (never a complete checkpoint). Returns its path.
 std::string begin_checkpoint(const std::string& root, int64_t step);
 
-// Phase 2: writes tensor-parallel rank params.tp().rank's shard file into tmp_dir, fsynced.
-// Replicated parameters are written by TP rank 0 only: they are equal on every rank.
+// Phase 2: writes part `part` of `parts` of tensor-parallel rank params.tp().rank's shard
+// into tmp_dir, fsynced (parts = 1: the whole shard; with data parallelism DP rank d writes
+// part d). Replicated parameters are written by TP rank 0 only: they are equal on every rank.
+// source needs only the part's records (a background save copies no more).
 WrittenShard write_shard(const std::string& tmp_dir, const ParameterStore<float>& params,
-                         const ShardSource& source, int64_t step);
+                         const ShardSource& source, int64_t step, int part = 0, int parts = 1);
 
-// The manifest of a checkpoint whose TP ranks wrote shards[t] (t = 0..TP-1). params: any
-// rank's store (names, full shapes and shardings are the same on every rank).
+// The elements of params' buffers (values, and the same ranges of each moment) that part
+// `part` of `parts` of this rank's shard holds: [begin, end) pairs, in order.
+std::vector<std::pair<int64_t, int64_t>> shard_part_ranges(const ParameterStore<float>& params,
+                                                           int part, int parts);
+
+// The manifest of a checkpoint whose ranks wrote shards[t * parts + d] (TP rank t, part d;
+// parts = 1: one file per TP rank). The manifest names the DP rank that wrote each file.
+// params: any rank's store (names, full shapes and shardings are the same on every rank).
 checkpoint::Manifest build_manifest(const ParameterStore<float>& params,
                                     const std::vector<WrittenShard>& shards, int dp_size,
                                     const checkpoint::TrainingState& state,
-                                    const std::string& config_text);
+                                    const std::string& config_text, int parts = 1);
 
 // Phase 3: writes manifest.pb into tmp_dir, fsyncs, renames tmp_dir to <root>/step_<N>,
 // replaces <root>/latest, and deletes all but the `keep` newest checkpoints of steps <= N

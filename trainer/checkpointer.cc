@@ -63,7 +63,9 @@ struct Checkpointer::Pending {
   double lr = 0;
   int64_t adamw_steps = 0;
   std::string tmp;
-  std::vector<float> snapshot;  // values | exp_avg | exp_avg_sq (writers only)
+  // values | exp_avg | exp_avg_sq, of which only this rank's part is copied (the rest is never
+  // touched, so never backed by memory)
+  std::unique_ptr<float[]> snapshot;
   std::thread thread;
   std::atomic<bool> done{false};
   WrittenShard written;
@@ -210,17 +212,21 @@ void Checkpointer::save(int64_t step, double lr) {
   p.adamw_steps = optimizer_.steps();
   p.tmp = tmp;
   const bool async = config_.proto().checkpoint().async_save();
-  if (writer() && async) {
+  if (async) {
     // The snapshot decouples the file from training, which changes the buffers next step.
     const int64_t n = params_.numel();
-    p.snapshot.resize(size_t(3 * n));
-    std::copy_n(params_.values().data(), n, p.snapshot.data());
-    std::copy_n(optimizer_.exp_avg().data(), n, p.snapshot.data() + n);
-    std::copy_n(optimizer_.exp_avg_sq().data(), n, p.snapshot.data() + 2 * n);
+    p.snapshot.reset(new float[size_t(3 * n)]);
+    const float* from[3] = {params_.values().data(), optimizer_.exp_avg().data(),
+                            optimizer_.exp_avg_sq().data()};
+    for (const auto& [begin, end] : shard_part_ranges(params_, dp_rank_, dp_size_)) {
+      for (int k = 0; k < 3; ++k) {
+        std::copy(from[k] + begin, from[k] + end, p.snapshot.get() + k * n + begin);
+      }
+    }
     p.thread = std::thread([this, &p, n] {
       try {
-        const float* s = p.snapshot.data();
-        p.written = write_shard(p.tmp, params_, {s, s + n, s + 2 * n}, p.step);
+        const float* s = p.snapshot.get();
+        p.written = write_shard(p.tmp, params_, {s, s + n, s + 2 * n}, p.step, dp_rank_, dp_size_);
       } catch (const std::exception& e) {
         p.error = e.what();
       }
@@ -228,15 +234,13 @@ void Checkpointer::save(int64_t step, double lr) {
     });
     return;  // agree() or wait() commits it
   }
-  if (writer()) {
-    try {
-      p.written = write_shard(
-          tmp, params_,
-          {params_.values().data(), optimizer_.exp_avg().data(), optimizer_.exp_avg_sq().data()},
-          step);
-    } catch (const std::exception& e) {
-      p.error = e.what();
-    }
+  try {
+    p.written = write_shard(
+        tmp, params_,
+        {params_.values().data(), optimizer_.exp_avg().data(), optimizer_.exp_avg_sq().data()},
+        step, dp_rank_, dp_size_);
+  } catch (const std::exception& e) {
+    p.error = e.what();
   }
   p.done = true;
   if (!async) finish();
@@ -261,26 +265,26 @@ void Checkpointer::finish() {
   if (p.thread.joinable()) p.thread.join();
   const std::string error = first_error(p.error);  // every writer is done once it returns
   if (!error.empty()) save_failed(p.step, p.tmp, error);
-  // Every TP rank's file size, CRC and record CRCs, to world rank 0. The offsets need no
+  // Every rank's file size, CRC and record CRCs, to world rank 0. The offsets need no
   // message: every rank can compute every file's layout from the parameter list.
-  std::vector<WrittenShard> shards(static_cast<size_t>(tp_size_));
+  std::vector<WrittenShard> shards(static_cast<size_t>(tp_size_ * dp_size_));
   const size_t width = 3 + 3 * params_.all().size();  // bytes, crc, count, record CRCs
   std::vector<int64_t> mine(width, 0);
-  if (writer()) {
-    mine[0] = p.written.bytes;
-    mine[1] = p.written.crc32c;
-    mine[2] = int64_t(p.written.record_crcs.size());
-    std::copy(p.written.record_crcs.begin(), p.written.record_crcs.end(), mine.begin() + 3);
-  }
+  mine[0] = p.written.bytes;
+  mine[1] = p.written.crc32c;
+  mine[2] = int64_t(p.written.record_crcs.size());
+  std::copy(p.written.record_crcs.begin(), p.written.record_crcs.end(), mine.begin() + 3);
   if (groups_ && groups_->world->size() > 1) {
     std::vector<int64_t> all(width * size_t(groups_->world->size()));
     groups_->world->all_gather(mine.data(), all.data(), int64_t(width));
-    // World rank t < TP is TP rank t of DP rank 0 (comm/process_groups.h).
-    for (int t = 0; t < tp_size_; ++t) {
-      const int64_t* row = all.data() + size_t(t) * width;
-      shards[t].bytes = row[0];
-      shards[t].crc32c = uint32_t(row[1]);
-      for (int64_t i = 0; i < row[2]; ++i) shards[t].record_crcs.push_back(uint32_t(row[3 + i]));
+    // World rank d TP + t is TP rank t of DP rank d (comm/process_groups.h); it wrote part d
+    // of TP rank t's shard, shards[t DP + d] (build_manifest's order).
+    for (int w = 0; w < tp_size_ * dp_size_; ++w) {
+      const int64_t* row = all.data() + size_t(w) * width;
+      WrittenShard& s = shards[size_t((w % tp_size_) * dp_size_ + w / tp_size_)];
+      s.bytes = row[0];
+      s.crc32c = uint32_t(row[1]);
+      for (int64_t i = 0; i < row[2]; ++i) s.record_crcs.push_back(uint32_t(row[3 + i]));
     }
   } else {
     shards[0] = p.written;
@@ -297,7 +301,8 @@ void Checkpointer::finish() {
       state.set_total_steps(config_.proto().train().steps());
       std::string text;
       google::protobuf::TextFormat::PrintToString(config_.proto(), &text);
-      commit_checkpoint(root_, p.tmp, build_manifest(params_, shards, dp_size_, state, text),
+      commit_checkpoint(root_, p.tmp,
+                        build_manifest(params_, shards, dp_size_, state, text, dp_size_),
                         config_.proto().checkpoint().keep());
     } catch (const std::exception& e) {
       commit_error = e.what();

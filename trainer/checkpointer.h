@@ -1,9 +1,11 @@
 // Checkpoints of a training run on one process or as a (TP x DP) job: who writes what, the
 // few collectives that keep every rank in step, background writes, and resuming with fallback.
 //
-// Writers: the ranks of DP rank 0, one per TP rank (world ranks 0..TP-1). Data-parallel
-// replicas hold the same parameters and moments bit for bit, so the other DP ranks write
-// nothing; world rank 0 makes the temporary directory and commits (manifest, rename, latest).
+// Writers: every rank. Data-parallel replicas hold the same parameters and moments bit for
+// bit, so DP rank d of TP rank t writes part d of TP rank t's shard (trainer/checkpoint.h):
+// each replica writes 1/DP of the bytes, and a save takes about 1/DP of one writer's time
+// where the file system scales. World rank 0 makes the temporary directory and commits
+// (manifest, rename, latest).
 // Every error of a save or a load is shared, so all ranks throw the same CheckpointError and
 // the job ends with one message instead of hanging.
 #pragma once
@@ -67,7 +69,6 @@ class Checkpointer {
 
  private:
   struct Pending;
-  bool writer() const { return dp_rank_ == 0; }
   int world_rank() const;
   // Collective: text as world rank `from` has it.
   std::string broadcast(const std::string& text, int from);

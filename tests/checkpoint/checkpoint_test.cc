@@ -9,9 +9,11 @@
 
 #include <algorithm>
 #include <csignal>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -102,19 +104,37 @@ checkpoint::TrainingState state_at(int64_t step) {
   return s;
 }
 
-// Saves a checkpoint at `step` as the TP ranks of a tp-way layout would.
-void save_as_layout(const std::string& root, int tp, int64_t step, int keep = 0, int width = 8) {
+// Saves a checkpoint at `step` as the ranks of a tp x dp layout would: DP rank d of TP rank t
+// writes part d of t's shard (dp = 1: the whole shard). With only_part, each writer's source
+// holds nothing but the ranges of its part (the rest NaN), as a background save's snapshot.
+void save_as_layout(const std::string& root, int tp, int64_t step, int keep = 0, int width = 8,
+                    int dp = 1, bool only_part = false) {
   const std::string tmp = begin_checkpoint(root, step);
   std::vector<WrittenShard> shards;
   std::unique_ptr<ParameterStore<float>> any;
   for (int t = 0; t < tp; ++t) {
-    auto s = make_store({t, tp}, width);
-    std::vector<float> m, v;
-    fill_moments(*s, m, v);
-    shards.push_back(write_shard(tmp, *s, {s->values().data(), m.data(), v.data()}, step));
-    any = std::move(s);
+    for (int d = 0; d < dp; ++d) {
+      auto s = make_store({t, tp}, width);
+      std::vector<float> m, v;
+      fill_moments(*s, m, v);
+      std::vector<float> values(s->values().data(), s->values().data() + s->numel());
+      if (only_part) {
+        const float nan = std::numeric_limits<float>::quiet_NaN();
+        std::vector<float> pv(values.size(), nan), pm(m.size(), nan), pw(v.size(), nan);
+        for (const auto& [begin, end] : shard_part_ranges(*s, d, dp)) {
+          std::copy(values.begin() + begin, values.begin() + end, pv.begin() + begin);
+          std::copy(m.begin() + begin, m.begin() + end, pm.begin() + begin);
+          std::copy(v.begin() + begin, v.begin() + end, pw.begin() + begin);
+        }
+        values = pv, m = pm, v = pw;
+      }
+      shards.push_back(write_shard(tmp, *s, {values.data(), m.data(), v.data()}, step, d, dp));
+      any = std::move(s);
+    }
   }
-  commit_checkpoint(root, tmp, build_manifest(*any, shards, 2, state_at(step), "model {}"), keep);
+  commit_checkpoint(root, tmp,
+                    build_manifest(*any, shards, std::max(dp, 2), state_at(step), "model {}", dp),
+                    keep);
 }
 
 TEST(Checkpoint, SavedUnderOneLayoutLoadsBitwiseUnderEveryOther) {
@@ -141,6 +161,49 @@ TEST(Checkpoint, SavedUnderOneLayoutLoadsBitwiseUnderEveryOther) {
             << "saved tp " << saved << ", loaded as rank " << t << " of " << tp;
         EXPECT_EQ(lm, em) << "exp_avg, saved tp " << saved << ", rank " << t << " of " << tp;
         EXPECT_EQ(lv, ev) << "exp_avg_sq, saved tp " << saved << ", rank " << t << " of " << tp;
+      }
+    }
+  }
+}
+
+// Under data parallelism every DP rank writes its part of its TP rank's shard: the manifest
+// names each file's writer, the parts split the bytes about evenly, each writer needs only its
+// part's ranges, and the checkpoint loads under every layout bit for bit as a DP = 1 save.
+TEST(Checkpoint, DataParallelRanksEachWriteAPartAndItLoadsUnderEveryLayout) {
+  TempDir dir;
+  for (int dp : {2, 3}) {
+    const std::string root = dir / ("tp2dp" + std::to_string(dp));
+    save_as_layout(root, 2, 5, 0, 32, dp, /*only_part=*/true);
+    const std::string step_dir = resolve_checkpoint(root);
+    const checkpoint::Manifest m = read_manifest(step_dir);
+    ASSERT_EQ(m.files_size(), 2 * dp);
+    verify_shard_files(step_dir, m);
+    for (int t = 0; t < 2; ++t) {
+      int64_t smallest = INT64_MAX, largest = 0;
+      for (int d = 0; d < dp; ++d) {
+        const checkpoint::ShardFile& f = m.files(t * dp + d);
+        EXPECT_EQ(f.name(), shard_file_name(t, 2, d, dp));
+        EXPECT_EQ(f.tp_rank(), t);
+        EXPECT_EQ(f.dp_rank(), d) << f.name();
+        smallest = std::min(smallest, f.bytes());
+        largest = std::max(largest, f.bytes());
+      }
+      EXPECT_LT(largest, 4 * smallest) << "TP rank " << t << "'s parts are far from even";
+    }
+    for (int tp : {1, 2, 4}) {
+      for (int t = 0; t < tp; ++t) {
+        auto expected = make_store({t, tp}, 32);
+        std::vector<float> em, ev;
+        fill_moments(*expected, em, ev);
+        auto loaded = make_store({t, tp}, 32);
+        loaded->values().zero();
+        std::vector<float> lm(em.size(), -1), lv(ev.size(), -1);
+        load_shards(step_dir, m, *loaded, lm.data(), lv.data());
+        ASSERT_EQ(0, std::memcmp(loaded->values().data(), expected->values().data(),
+                                 size_t(expected->numel()) * sizeof(float)))
+            << "saved tp 2 x dp " << dp << ", loaded as rank " << t << " of " << tp;
+        EXPECT_EQ(lm, em) << "exp_avg, dp " << dp << ", rank " << t << " of " << tp;
+        EXPECT_EQ(lv, ev) << "exp_avg_sq, dp " << dp << ", rank " << t << " of " << tp;
       }
     }
   }
