@@ -137,6 +137,28 @@ void save_as_layout(const std::string& root, int tp, int64_t step, int keep = 0,
                     keep);
 }
 
+// Loads step_dir as every rank of TP 1, 2 and 4 and expects what each must hold: the values
+// and the moments that fill_moments gives the store of width `width`.
+void expect_loads_under_every_layout(const std::string& step_dir, const checkpoint::Manifest& m,
+                                     int width, const std::string& what) {
+  for (int tp : {1, 2, 4}) {
+    for (int t = 0; t < tp; ++t) {
+      auto expected = make_store({t, tp}, width);  // init is layout-independent (SPEC §3.5)
+      std::vector<float> em, ev;
+      fill_moments(*expected, em, ev);
+      auto loaded = make_store({t, tp}, width);
+      loaded->values().zero();
+      std::vector<float> lm(em.size(), -1), lv(ev.size(), -1);
+      load_shards(step_dir, m, *loaded, lm.data(), lv.data());
+      ASSERT_EQ(0, std::memcmp(loaded->values().data(), expected->values().data(),
+                               size_t(expected->numel()) * sizeof(float)))
+          << what << ", loaded as rank " << t << " of " << tp;
+      EXPECT_EQ(lm, em) << "exp_avg, " << what << ", rank " << t << " of " << tp;
+      EXPECT_EQ(lv, ev) << "exp_avg_sq, " << what << ", rank " << t << " of " << tp;
+    }
+  }
+}
+
 TEST(Checkpoint, SavedUnderOneLayoutLoadsBitwiseUnderEveryOther) {
   TempDir dir;
   for (int saved : {1, 2, 4}) {
@@ -147,22 +169,7 @@ TEST(Checkpoint, SavedUnderOneLayoutLoadsBitwiseUnderEveryOther) {
     const checkpoint::Manifest m = read_manifest(step_dir);
     EXPECT_EQ(m.layout().tp(), saved);
     EXPECT_EQ(m.files_size(), saved);
-    for (int tp : {1, 2, 4}) {
-      for (int t = 0; t < tp; ++t) {
-        auto expected = make_store({t, tp});  // init is layout-independent (SPEC §3.5)
-        std::vector<float> em, ev;
-        fill_moments(*expected, em, ev);
-        auto loaded = make_store({t, tp});
-        loaded->values().zero();
-        std::vector<float> lm(em.size(), -1), lv(ev.size(), -1);
-        load_shards(step_dir, m, *loaded, lm.data(), lv.data());
-        ASSERT_EQ(0, std::memcmp(loaded->values().data(), expected->values().data(),
-                                 size_t(expected->numel()) * sizeof(float)))
-            << "saved tp " << saved << ", loaded as rank " << t << " of " << tp;
-        EXPECT_EQ(lm, em) << "exp_avg, saved tp " << saved << ", rank " << t << " of " << tp;
-        EXPECT_EQ(lv, ev) << "exp_avg_sq, saved tp " << saved << ", rank " << t << " of " << tp;
-      }
-    }
+    expect_loads_under_every_layout(step_dir, m, 8, "saved tp " + std::to_string(saved));
   }
 }
 
@@ -190,22 +197,7 @@ TEST(Checkpoint, DataParallelRanksEachWriteAPartAndItLoadsUnderEveryLayout) {
       }
       EXPECT_LT(largest, 4 * smallest) << "TP rank " << t << "'s parts are far from even";
     }
-    for (int tp : {1, 2, 4}) {
-      for (int t = 0; t < tp; ++t) {
-        auto expected = make_store({t, tp}, 32);
-        std::vector<float> em, ev;
-        fill_moments(*expected, em, ev);
-        auto loaded = make_store({t, tp}, 32);
-        loaded->values().zero();
-        std::vector<float> lm(em.size(), -1), lv(ev.size(), -1);
-        load_shards(step_dir, m, *loaded, lm.data(), lv.data());
-        ASSERT_EQ(0, std::memcmp(loaded->values().data(), expected->values().data(),
-                                 size_t(expected->numel()) * sizeof(float)))
-            << "saved tp 2 x dp " << dp << ", loaded as rank " << t << " of " << tp;
-        EXPECT_EQ(lm, em) << "exp_avg, dp " << dp << ", rank " << t << " of " << tp;
-        EXPECT_EQ(lv, ev) << "exp_avg_sq, dp " << dp << ", rank " << t << " of " << tp;
-      }
-    }
+    expect_loads_under_every_layout(step_dir, m, 32, "saved tp 2 x dp " + std::to_string(dp));
   }
 }
 
