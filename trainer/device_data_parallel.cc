@@ -117,7 +117,6 @@ class BucketedDataParallel final : public DeviceDataParallel {
   }
 
   void grads_final(int layer) override {
-    if (!last_) return;
     for (int i : ready_of_layer_[layer + 1]) buckets_->mark_ready(i);
   }
 

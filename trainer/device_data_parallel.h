@@ -39,8 +39,9 @@ class DeviceDataParallel {
   // Between a micro-batch's forward and its backward; last: the step's last micro-batch,
   // whose backward makes the gradients final and issues the buckets.
   virtual void before_backward(bool last) = 0;
-  // Backward has enqueued the last gradient kernel of layer (-1: the rest; after the TP sums
-  // of its replicated gradients): the buckets it completes are issued.
+  // The last micro-batch's backward has enqueued the last gradient kernel of layer (-1: the
+  // rest; after the TP sums of its replicated gradients): the buckets it completes are issued.
+  // Called for the last micro-batch only.
   virtual void grads_final(int layer) = 0;
   // After the last micro-batch's backward: the compute stream waits (on the device) for every
   // bucket's all-reduce. Does not block the host.

@@ -24,13 +24,13 @@
 //
 // Tensor parallelism (SPEC §5): built with a DeviceTensorParallelGroup of size T, the model
 // holds this rank's shard of every parameter (H/T heads of each attention layer, `we`, `wr`,
-// `lambda` included; F/T of each MLP; the rest replicated), as its CPU twin does. The sums over the group are where the CPU model has them, enqueued on
-// the model's stream: each row-parallel output (attn.proj, mlp.fc2) before its bias, each
-// LayerNorm's input gradient in backward, the KSVD partial sums before the loss is read back,
-// the clip's sum of squares (replicated gradients counted on TP rank 0 alone), and, through
-// sum_grads_over_tp, the gradients of replicated parameters that every rank's heads use
-// (attn.concat). The encoder form samples rows of the full-width input and takes this rank's
-// channels of them.
+// `lambda` included; F/T of each MLP; the rest replicated), as its CPU twin does. The sums
+// over the group are where the CPU model has them, enqueued on the model's stream: each
+// row-parallel output (attn.proj, mlp.fc2) before its bias, each LayerNorm's input gradient in
+// backward, the KSVD partial sums before the loss is read back, the clip's sum of squares
+// (replicated gradients counted on TP rank 0 alone), and, through sum_grads_over_tp, the
+// gradients of replicated parameters that every rank's heads use (attn.concat). The encoder
+// form samples rows of the full-width input and takes this rank's channels of them.
 //
 // Memory: every saved activation is a DeviceBuffer from the model's caching allocator, held
 // from forward to the next forward; temporaries return to the cache when a layer is done.

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/common/metrics_file.h"
 #include "tests/common/scratch_dir.h"
 
 #ifdef PRIMAL_CUDA_BACKEND
@@ -65,14 +66,7 @@ class PrimalCli : public ::testing::Test {
 
   // The metrics lines without their timing fields.
   std::vector<nlohmann::json> losses(const std::string& run) const {
-    std::ifstream f(fs::path(run) / "metrics.jsonl");
-    std::vector<nlohmann::json> out;
-    for (std::string line; std::getline(f, line);) {
-      nlohmann::json j = nlohmann::json::parse(line);
-      for (const char* timing : {"tokens_per_s", "samples_per_s", "elapsed_s"}) j.erase(timing);
-      out.push_back(j);
-    }
-    return out;
+    return primal::testing::metrics_without_timings(run);
   }
 
   fs::path dir_;

@@ -14,6 +14,7 @@
 
 #include "comm/process_groups.h"
 #include "configs/config.h"
+#include "tests/common/metrics_file.h"
 #include "tests/common/scratch_dir.h"
 #include "tests/mpi/mpi_test_env.h"
 #include "tests/trainer/host_stand_in.h"
@@ -56,28 +57,14 @@ class StandInDeviceUnderTensorParallelism : public ::testing::Test {
         LoadedConfig::parse(testing::tiny_lm_config(dir_ / "corpus.txt", 12), "tiny", overrides);
     Run out;
     {
-      Trainer trainer(config, &groups_,
-                      [this](const LoadedConfig& c, const ParameterStore<float>& params,
-                             AdamW<float>& optimizer, ProcessGroups* groups) {
-                        auto step = std::make_unique<testing::HostStandIn>(c, groups, &uploads_,
-                                                                           &grad_downloads_);
-                        step->upload(params, optimizer);
-                        return step;
-                      });
+      Trainer trainer(config, &groups_, testing::host_stand_in(&uploads_, &grad_downloads_));
       if (!resume.empty()) trainer.resume(resume);
       trainer.run();
       const auto& all = trainer.model().params().all();
       out.shard.assign(all.front().value.data(),
                        all.front().value.data() + trainer.model().params().numel());
     }
-    if (testing::world().rank() == 0) {
-      std::ifstream f(dir_ / name / "metrics.jsonl");
-      for (std::string line; std::getline(f, line);) {
-        nlohmann::json j = nlohmann::json::parse(line);
-        for (const char* timing : {"tokens_per_s", "samples_per_s", "elapsed_s"}) j.erase(timing);
-        out.metrics.push_back(j);
-      }
-    }
+    if (testing::world().rank() == 0) out.metrics = testing::metrics_without_timings(dir_ / name);
     return out;
   }
 

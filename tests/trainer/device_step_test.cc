@@ -16,6 +16,7 @@
 
 #include "configs/config.h"
 #include "core/arena.h"
+#include "tests/common/metrics_file.h"
 #include "tests/common/scratch_dir.h"
 #include "tests/trainer/host_stand_in.h"
 #include "trainer/trainer.h"
@@ -55,24 +56,10 @@ class TrainerOnAStandInDevice : public ::testing::Test {
     overrides.push_back("logging.dir=" + (dir_ / name).string());
     if (!cpu) overrides.push_back("train.device=CUDA");
     const LoadedConfig config = LoadedConfig::parse(config_text(), "tiny", overrides);
-    Trainer trainer(config, nullptr,
-                    [this](const LoadedConfig& c, const ParameterStore<float>& params,
-                           AdamW<float>& optimizer, ProcessGroups*) {
-                      auto step = std::make_unique<testing::HostStandIn>(c, nullptr, &uploads_,
-                                                                         &grad_downloads_);
-                      step->upload(params, optimizer);
-                      return step;
-                    });
+    Trainer trainer(config, nullptr, testing::host_stand_in(&uploads_, &grad_downloads_));
     if (!resume.empty()) trainer.resume(resume);
     trainer.run();
-    std::vector<nlohmann::json> out;
-    std::ifstream f(dir_ / name / "metrics.jsonl");
-    for (std::string line; std::getline(f, line);) {
-      nlohmann::json j = nlohmann::json::parse(line);
-      for (const char* timing : {"tokens_per_s", "samples_per_s", "elapsed_s"}) j.erase(timing);
-      out.push_back(j);
-    }
-    return out;
+    return testing::metrics_without_timings(dir_ / name);
   }
 
   fs::path dir_;

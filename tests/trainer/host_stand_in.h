@@ -15,6 +15,7 @@
 #include "comm/tensor_parallel_group.h"
 #include "configs/config.h"
 #include "trainer/host_step.h"
+#include "trainer/trainer.h"
 #include "trainer/training_step.h"
 
 namespace primal::testing {
@@ -75,5 +76,16 @@ class HostStandIn final : public TrainingStep {
   int* uploads_;
   int* grad_downloads_;
 };
+
+// The trainer's device factory for it: the stand-in, given the trainer's state, counting its
+// host copies into *uploads and *grad_downloads.
+inline Trainer::DeviceStepFactory host_stand_in(int* uploads, int* grad_downloads) {
+  return [=](const LoadedConfig& config, const ParameterStore<float>& params,
+             AdamW<float>& optimizer, ProcessGroups* groups) -> std::unique_ptr<TrainingStep> {
+    auto step = std::make_unique<HostStandIn>(config, groups, uploads, grad_downloads);
+    step->upload(params, optimizer);
+    return step;
+  };
+}
 
 }  // namespace primal::testing
