@@ -1,4 +1,4 @@
-// Forward+backward time and memory of the model, PRIMAL against SOFTMAX layers, and the
+// Forward+backward time and memory of the model, each attention kind on the same shapes, and the
 // achieved GEMM rate against this machine's measured sgemm peak.
 //
 //   model_bench [--threads T] [--reps R] [--case NAME] [--list]
@@ -24,6 +24,7 @@
 
 #include "bench/bench_models.h"
 #include "core/blas.h"
+#include "model/attention_kinds.h"
 #include "model/transformer.h"
 #include "trainer/adamw.h"
 
@@ -47,8 +48,10 @@ struct BenchCase {
 // same model at B=8 over growing N.
 std::vector<BenchCase> cases() {
   std::vector<BenchCase> out;
-  for (AttentionKind k : {kPrimal, kSoftmax}) {
-    const std::string name = k == kPrimal ? "primal" : "softmax";
+  for (const AttentionKindSpec* kind : attention_kinds()) {
+    std::string name = kind->name;
+    std::transform(name.begin(), name.end(), name.begin(), ::tolower);
+    const AttentionKind k = kind->kind;
     out.push_back({"listops_" + name, k, 32, 2000});
     for (int n : {1024, 2048, 4096, 8192})
       out.push_back({name + "_n" + std::to_string(n), k, 8, n});
@@ -61,7 +64,7 @@ std::string attention_label(const ModelConfig& config) {
   std::string out;
   for (AttentionKind k : config.layers) {
     if (!out.empty()) out += ",";
-    out += k == kPrimal ? "PRIMAL" : "SOFTMAX";
+    out += attention_kind(k).name;
   }
   return out;
 }
@@ -157,9 +160,7 @@ void run_case(const BenchCase& c, int reps) {
   std::sort(times.begin(), times.end());
   const double median = times[times.size() / 2];
   const double param_mb = 2.0 * model.params().numel() * sizeof(float) / 1e6;
-  const std::string attention = c.lm                ? attention_label(config)
-                                : c.kind == kPrimal ? "PRIMAL"
-                                                    : "SOFTMAX";
+  const std::string attention = c.lm ? attention_label(config) : attention_kind(c.kind).name;
   std::printf(
       "{\"impl\":\"primal\",\"case\":\"%s\",\"attention\":\"%s\",\"B\":%d,\"N\":%d,"
       "\"threads\":%d,\"median_s\":%.4f,\"min_s\":%.4f,\"gemm_gflop\":%.3f,\"gflops\":%.2f,"

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "data/kjv_testament.h"
 #include "data/pathfinder.h"
+#include "model/attention_kinds.h"
 
 namespace primal {
 namespace {
@@ -75,6 +76,12 @@ std::vector<std::string> split(const std::string& s, char sep) {
   std::stringstream in(s);
   for (std::string part; std::getline(in, part, sep);) out.push_back(part);
   return out;
+}
+
+// The registry entry of the config's attention enum value (matched by name), or null.
+const AttentionKindSpec* attention_kind_of(int value) {
+  if (!config::Model::Attention_IsValid(value)) return nullptr;
+  return find_attention_kind(config::Model::Attention_Name(config::Model::Attention(value)));
 }
 
 }  // namespace
@@ -226,10 +233,7 @@ ModelConfig LoadedConfig::model() const {
   c.low_rank = m.low_rank();
   c.rank_multi = m.rank_multi();
   c.layers.clear();
-  for (int kind : m.layers()) {
-    c.layers.push_back(kind == config::Model::PRIMAL ? AttentionKind::kPrimal
-                                                     : AttentionKind::kSoftmax);
-  }
+  for (int kind : m.layers()) c.layers.push_back(attention_kind_of(kind)->kind);
   c.ln_eps = m.ln_eps();
   c.eta = m.eta();
   c.dropout = m.dropout();
@@ -322,7 +326,15 @@ void LoadedConfig::validate(bool require_data) const {
                              {"train.log_every", double(t.log_every())}}) {
     positive(name, value);
   }
-  if (m.layers_size() == 0) fail("model.layers", "needs at least one layer (SOFTMAX or PRIMAL)");
+  if (m.layers_size() == 0) {
+    fail("model.layers", "needs at least one layer (" + attention_kind_names() + ")");
+  }
+  for (int kind : m.layers()) {
+    if (!attention_kind_of(kind)) {
+      fail("model.layers",
+           std::to_string(kind) + " is not an attention kind (" + attention_kind_names() + ")");
+    }
+  }
   if (m.width() % m.heads() != 0) {
     fail("model.heads",
          std::to_string(m.heads()) + " does not divide model.width " + std::to_string(m.width()));
@@ -351,14 +363,12 @@ void LoadedConfig::validate(bool require_data) const {
   const bool lm = m.head() == config::Model::LM;
   const bool cls = !lm && m.pooling() == config::Model::CLS;
   if (lm && m.input() != config::Model::TOKENS) fail("model.input", "the LM head needs TOKENS");
-  const bool has_primal =
-      std::count(m.layers().begin(), m.layers().end(), int(config::Model::PRIMAL)) > 0;
-  // Encoder Primal-Attention samples L = min(N_max, s*m) tokens and projects onto s of them.
-  const int sampled = std::min(m.max_len(), m.low_rank() * m.rank_multi());
-  if (has_primal && !lm && m.low_rank() > sampled) {
-    fail("model.low_rank", std::to_string(m.low_rank()) + " exceeds the " +
-                               std::to_string(sampled) +
-                               " sampled tokens L = min(model.max_len, low_rank*rank_multi)");
+  const ModelConfig model_config = model();
+  for (int kind : m.layers()) {
+    const AttentionKindSpec* spec = attention_kind_of(kind);
+    if (!spec->config_problem) continue;
+    const ConfigProblem problem = spec->config_problem(model_config);
+    if (!problem.field.empty()) fail("model." + problem.field, problem.message);
   }
 
   switch (d.kind()) {

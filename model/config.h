@@ -8,6 +8,7 @@
 
 namespace primal {
 
+// Each kind is an entry of model/attention_kinds.h.
 enum class AttentionKind { kSoftmax, kPrimal };
 enum class HeadKind { kLm, kClassifier };  // LM: causal, tied logits. Classifier: pooled MLP.
 enum class InputKind { kTokens, kPatches };
@@ -38,9 +39,8 @@ struct ModelConfig {
   int head_dim() const { return width / heads; }
   // L = min(N_max, s*m): tokens sampled by the encoder form of Primal-Attention.
   int sampled_len() const { return std::min(max_len, low_rank * rank_multi); }
-  int num_primal_layers() const {
-    return int(std::count(layers.begin(), layers.end(), AttentionKind::kPrimal));
-  }
+  // Layers whose kind adds KSVD terms to the loss (the PRIMAL ones; model/attention_kinds.cc).
+  int num_primal_layers() const;
 };
 
 }  // namespace primal

@@ -3,11 +3,9 @@
 //   x = tok_emb[t] + pos_emb[n]
 //   per layer:  x = x + Attn_step(LN1(x));  x = x + MLP(LN2(x))      (no dropout: inference)
 //   logits = LN_f(x) tok_emb^T                                        [V]
-// What each layer keeps between tokens:
-//   SOFTMAX: a KV cache, k and v of every past position ([H, max_len, d] each, preallocated);
-//            a token costs O(n).
-//   PRIMAL (causal, §3.3): the prefix means qbar, kbar [C]: constant size, so a token costs
-//            the same at every position.
+// What each layer keeps between tokens is its attention kind's (Attention::decode_step): a KV
+// cache for SOFTMAX (a token costs O(n)), the prefix means qbar, kbar [C] for PRIMAL (constant
+// size, so a token costs the same at every position).
 // The logits equal the full forward's at every position up to rounding.
 //
 // The steps run the model's own layers (LayerNorm, Linear, MLP) on one row; those overwrite
@@ -19,8 +17,6 @@
 #include <vector>
 
 #include "core/arena.h"
-#include "model/primal_attention.h"
-#include "model/softmax_attention.h"
 #include "model/transformer.h"
 
 namespace primal {
@@ -48,30 +44,23 @@ class Generator {
   std::vector<int32_t> generate(std::span<const int32_t> prompt, int n, double temperature,
                                 uint64_t seed);
 
-  // Values of state that layer's next step reads: 2 C for PRIMAL whatever the position,
-  // 2 C position() for SOFTMAX.
+  // Values of state that layer's next step reads (Attention::decode_state_read): 2 C for
+  // PRIMAL whatever the position, 2 C position() for SOFTMAX.
   int64_t state_size(int layer) const;
 
  private:
-  struct LayerState {
-    Tensor<T> k, v;        // SOFTMAX: the KV cache [H, max_len, d]
-    Tensor<T> qbar, kbar;  // PRIMAL: running means of q and k [C]
-  };
   Tensor<T> layer_step(int layer, const Tensor<T>& x);
-  Tensor<T> softmax_step(SoftmaxAttention<T>& attn, LayerState& state, const Tensor<T>& x);
-  Tensor<T> primal_step(PrimalAttention<T>& attn, LayerState& state, const Tensor<T>& x);
   int32_t pick(std::span<const T> logits, double temperature, uint64_t seed);
 
   Transformer<T>& model_;
   const ModelConfig& config_;
-  int max_len_, heads_, head_dim_, width_, rank_;
+  int max_len_, width_;
   int position_ = 0;
-  Arena arena_;                     // one step's temporaries, rewound every step
-  std::vector<T> state_storage_;    // every layer's state
-  std::vector<LayerState> states_;  // views into state_storage_
-  std::vector<T> scores_;           // SOFTMAX: one head's attention row [max_len]
-  std::vector<T> logits_;           // [V]
-  std::vector<double> weights_;     // sampling: exp((logit - max) / temperature) [V]
+  Arena arena_;                       // one step's temporaries, rewound every step
+  std::vector<T> state_storage_;      // every layer's state
+  std::vector<std::span<T>> states_;  // views into state_storage_, one per layer
+  std::vector<T> logits_;             // [V]
+  std::vector<double> weights_;       // sampling: exp((logit - max) / temperature) [V]
 };
 
 }  // namespace primal

@@ -8,6 +8,7 @@
 #include "core/blas.h"
 #include "core/element_math.h"
 #include "core/reduce.h"
+#include "model/attention_kinds.h"
 #include "model/blocks.h"
 
 namespace primal {
@@ -351,7 +352,99 @@ void PrimalAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Ten
   slots.add_to_grads();
 }
 
+template <typename T>
+int64_t PrimalAttention<T>::decode_state_size(int) const {
+  return 2 * int64_t(heads_) * head_dim_;
+}
+
+template <typename T>
+int64_t PrimalAttention<T>::decode_state_read(int) const {
+  return 2 * int64_t(heads_) * head_dim_;
+}
+
+template <typename T>
+Tensor<T> PrimalAttention<T>::decode_step(Arena& arena, const Tensor<T>& x, std::span<T> state,
+                                          int position) {
+  check(causal_, "PrimalAttention: incremental generation needs the causal form");
+  const int n = position, H = heads_, d = head_dim_, C = H * d, s = rank_;
+  Tensor<T> qk = qk_.forward(arena, x);       // [1, 2C]: q | k
+  Tensor<T> er = arena.alloc<T>({H, 2 * s});  // [e_h r_h] per head
+  Tensor<T> u = arena.alloc<T>({C});
+  for (const Side* side : {&q_, &k_}) {
+    const T* q = qk.data() + side->block * C;
+    T* mean = state.data() + side->block * C;  // qbar, then kbar
+    const T* w = side->w->value.data();        // [H, d, s]
+    for (int c = 0; c < C; ++c) mean[c] = em::prefix_mean_step(mean[c], q[c], n);
+    for (int h = 0; h < H; ++h) {
+      const T inv = em::phi_scale(std::sqrt(dot(mean + h * d, mean + h * d, d)));
+      for (int j = 0; j < d; ++j) u[h * d + j] = mean[h * d + j] * inv;
+      gemm(Trans::kNo, Trans::kNo, 1, s, d, T(1), u.data() + h * d, d, w + int64_t(h) * d * s, s,
+           T(0), er.data() + h * 2 * s + side->block * s, 2 * s);
+    }
+  }
+  Tensor<T> o = concat_.forward(arena, er);  // [H, d] == [1, C]
+  return proj_.forward(arena, o.reshape({1, C}));
+}
+
+template <typename T>
+void primal_kernel_matrix(const PrimalAttention<T>& attn, int b, int h, int n,
+                          std::vector<double>& out) {
+  // K = E R^T with E = phi(qin) we [n, s] and R = phi(kin) wr [n, s], all in double.
+  const int d = attn.head_dim(), s = attn.low_rank(), H = attn.local_heads(), C = H * d;
+  const int64_t N = attn.saved_u_q().dim(1);
+  std::vector<double> e(size_t(n) * s), r(size_t(n) * s);
+  for (int side = 0; side < 2; ++side) {
+    const T* u =
+        (side == 0 ? attn.saved_u_q() : attn.saved_u_k()).data() + int64_t(b) * N * C + h * d;
+    const T* w = side == 0 ? attn.saved_we(b, h) : attn.saved_wr(b, h);  // [d, s]
+    std::vector<double>& dst = side == 0 ? e : r;
+    for (int i = 0; i < n; ++i)
+      for (int k = 0; k < s; ++k) {
+        double acc = 0;
+        for (int j = 0; j < d; ++j) acc += double(u[int64_t(i) * C + j]) * double(w[j * s + k]);
+        dst[size_t(i) * s + k] = acc;
+      }
+  }
+  out.resize(size_t(n) * n);
+  gemm(Trans::kNo, Trans::kYes, n, n, s, 1.0, e.data(), s, r.data(), s, 0.0, out.data(), n);
+}
+
+template <typename T>
+void PrimalAttention<T>::analysed_matrix(int b, int h, int n, std::vector<double>& out) const {
+  primal_kernel_matrix(*this, b, h, n, out);
+}
+
 template class PrimalAttention<float>;
 template class PrimalAttention<double>;
+template void primal_kernel_matrix(const PrimalAttention<float>&, int, int, int,
+                                   std::vector<double>&);
+template void primal_kernel_matrix(const PrimalAttention<double>&, int, int, int,
+                                   std::vector<double>&);
+
+namespace {
+
+// qk 4RC^2, proj 2RC^2; e and r: 2 R s C each; concat Linear(2s -> d) on R H rows: 4RsC; the
+// encoder's we, wr = Xs We[h], Xs Wr[h] per (b, h): 2 d s L each. Backward is two of each
+// (d input, d weight) and concat again for proj's weight gradient.
+AttentionFlops primal_gemm_flops(const ModelConfig& c, int64_t B, int64_t S) {
+  const int64_t R = B * S, C = c.width, s = c.low_rank, L = c.sampled_len();
+  int64_t forward = 6 * R * C * C + 8 * R * s * C;
+  if (!c.causal()) forward += 4 * B * L * s * C;
+  return {.forward = forward, .backward = 2 * forward + 4 * R * s * C};
+}
+
+// The encoder form samples L = min(N_max, s m) tokens and projects onto s of them.
+ConfigProblem primal_config_problem(const ModelConfig& c) {
+  if (c.causal() || c.low_rank <= c.sampled_len()) return {};
+  return {"low_rank", std::to_string(c.low_rank) + " exceeds the " +
+                          std::to_string(c.sampled_len()) +
+                          " sampled tokens L = min(model.max_len, low_rank*rank_multi)"};
+}
+
+}  // namespace
+
+extern constinit const AttentionKindSpec kPrimalAttentionKind =
+    attention_kind_spec<PrimalAttention>(AttentionKind::kPrimal, "PRIMAL", /*ksvd_loss=*/true, "",
+                                         &primal_gemm_flops, &primal_config_problem);
 
 }  // namespace primal

@@ -6,6 +6,7 @@
 #include <string>
 
 #include "model/attention.h"
+#include "model/config.h"
 #include "model/linear.h"
 
 namespace primal {
@@ -24,6 +25,11 @@ class PrimalAttention : public Attention<T> {
   PrimalAttention(ParameterStore<T>& params, const std::string& name, int width, int heads,
                   int low_rank, int sampled_len, bool causal, TensorParallelGroup* tp = nullptr,
                   int64_t block_rows = kAttentionBlockRows);
+  // The model's layer: the form its head asks for (causal for the LM).
+  PrimalAttention(ParameterStore<T>& params, const std::string& name, const ModelConfig& config,
+                  TensorParallelGroup* tp)
+      : PrimalAttention(params, name, config.width, config.heads, config.low_rank,
+                        config.sampled_len(), config.causal(), tp) {}
 
   // qk = x Wqk^T + bqk
   // causal:  qin = prefix mean of q (qin_n = mean_{j<=n} q_j), kin likewise; we = We[h]
@@ -47,21 +53,36 @@ class PrimalAttention : public Attention<T> {
   void backward(Arena& arena, const Tensor<T>& dout, const Tensor<T>& dx,
                 const KsvdGrad& ksvd) override;
 
+  // Causal form, for the token at position n; the state is the prefix means qbar, kbar [C]
+  // (2 C values whatever n, so a token costs the same at every position):
+  //   q, k = x Wqk^T + bqk
+  //   qbar_n = (n qbar_{n-1} + q) / (n + 1)  (the forward's recurrence); kbar likewise
+  //   e_h = phi(qbar_h) We[h];  r_h = phi(kbar_h) Wr[h];  o_h = [e_h r_h] Wc^T + bc
+  //   out = concat_h(o_h) Wo^T + bo
+  int64_t decode_state_size(int max_len) const override;
+  int64_t decode_state_read(int position) const override;
+  Tensor<T> decode_step(Arena& arena, const Tensor<T>& x, std::span<T> state,
+                        int position) override;
+
+  // Analysed: K = phi(qin) we wr^T phi(kin)^T, the kernel matrix the layer induces (rank <= s):
+  // causal form: we = We[h], wr = Wr[h] on the prefix means; encoder form: the data-dependent
+  // we = Xs We[h], wr = Xs Wr[h].
+  int local_heads() const override { return heads_; }
+  void analysed_matrix(int b, int h, int n, std::vector<double>& out) const override;
+
   Parameter<T>* we() const { return we_; }
   Parameter<T>* wr() const { return wr_; }
   Parameter<T>* lambda() const { return lambda_; }
-  // The layer's Linears, for inference code that runs them one row at a time (Generator).
   Linear<T>& qk_linear() { return qk_; }
   Linear<T>& concat_linear() { return concat_; }
   Linear<T>& proj_linear() { return proj_; }
-  // What the last forward saved, for analysis (the attention spectrum): phi(qin) and phi(kin)
-  // [B, N, C] of this rank's heads, and the [d, s] matrix that projects head h (this rank's
-  // numbering) of sample b: We[h], Wr[h] (causal) or Xs[b,h] We[h], Xs[b,h] Wr[h] (encoder).
+  // What the last forward saved: phi(qin) and phi(kin) [B, N, C] of this rank's heads, and the
+  // [d, s] matrix that projects head h (this rank's numbering) of sample b: We[h], Wr[h]
+  // (causal) or Xs[b,h] We[h], Xs[b,h] Wr[h] (encoder).
   const Tensor<T>& saved_u_q() const { return q_.u; }
   const Tensor<T>& saved_u_k() const { return k_.u; }
   const T* saved_we(int b, int h) const { return projection(q_, b, h); }
   const T* saved_wr(int b, int h) const { return projection(k_, b, h); }
-  int local_heads() const { return heads_; }
   int head_dim() const { return head_dim_; }
   int first_head() const { return first_head_; }  // this rank's first head of the layer
   int low_rank() const { return rank_; }
@@ -109,5 +130,11 @@ class PrimalAttention : public Attention<T> {
   // concat, a Linear(2s -> d) whose output rows are exactly the head-major [B, N, C] layout.
   Tensor<T> er_;
 };
+
+// The kernel matrix of head h (this rank's numbering) of sample b after the layer's last
+// forward, restricted to the first n x n positions, in double (row-major).
+template <typename T>
+void primal_kernel_matrix(const PrimalAttention<T>& attn, int b, int h, int n,
+                          std::vector<double>& out);
 
 }  // namespace primal

@@ -12,6 +12,7 @@
 #include "core/progress.h"
 #include "core/reduce.h"
 #include "core/softmax.h"
+#include "model/attention_kinds.h"
 
 namespace primal {
 
@@ -124,14 +125,7 @@ void SoftmaxAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Te
     }
     progress();  // the gradient buckets in flight move between heads
   }
-  if (norm_) {
-    Tensor<T> dnormed = arena.zeros<T>(dx.shape());
-    qkv_.backward(arena, dqkv, dnormed);
-    tp_all_reduce(tp_, dnormed);  // each rank's heads gave a partial sum
-    norm_->backward(arena, dnormed, dx);
-  } else {
-    qkv_.backward(arena, dqkv, dx);
-  }
+  input_projection_backward(arena, qkv_, dqkv, norm_, tp_, dx);
   // softmax(q (k + c)^T) = softmax(q k^T) for a key bias shift c: the key bias gradient is
   // exactly zero (sum_j dS[n, j] = 0 for every row). Computed, it is rounding noise, which
   // Adam turns into lr-sized steps that differ from one parallel layout to another; so it is
@@ -139,7 +133,84 @@ void SoftmaxAttention<T>::backward(Arena& arena, const Tensor<T>& dout, const Te
   std::fill_n(qkv_.bias()->grad.data() + C, C, T(0));
 }
 
+template <typename T>
+int64_t SoftmaxAttention<T>::decode_state_size(int max_len) const {
+  return 2 * int64_t(max_len) * heads_ * head_dim_;
+}
+
+template <typename T>
+int64_t SoftmaxAttention<T>::decode_state_read(int position) const {
+  return 2 * int64_t(position) * heads_ * head_dim_;
+}
+
+template <typename T>
+Tensor<T> SoftmaxAttention<T>::decode_step(Arena& arena, const Tensor<T>& x, std::span<T> state,
+                                           int position) {
+  const int n = position, H = heads_, d = head_dim_, C = H * d, keys = n + 1;
+  const int max_len = int(int64_t(state.size()) / (2 * C));
+  const T scale = T(1 / std::sqrt(double(d)));
+  Tensor<T> qkv = qkv_.forward(arena, x);  // [1, 3C]: q | k | v, head-major
+  Tensor<T> y = arena.alloc<T>({1, C});
+  Tensor<T> scores = arena.alloc<T>({max_len});  // one head's attention row
+  for (int h = 0; h < H; ++h) {
+    const T* q = qkv.data() + h * d;
+    T* kc = state.data() + int64_t(h) * max_len * d;
+    T* vc = kc + int64_t(max_len) * C;
+    std::copy_n(q + C, d, kc + int64_t(n) * d);
+    std::copy_n(q + 2 * C, d, vc + int64_t(n) * d);
+    T* a = scores.data();
+    gemm(Trans::kNo, Trans::kYes, 1, keys, d, scale, q, 3 * C, kc, d, T(0), a, keys);
+    softmax_row(a, keys);
+    gemm(Trans::kNo, Trans::kNo, 1, d, keys, T(1), a, keys, vc, d, T(0), y.data() + h * d, C);
+  }
+  return proj_.forward(arena, y);
+}
+
+template <typename T>
+void softmax_attention_matrix(const SoftmaxAttention<T>& attn, int b, int h, int n,
+                              std::vector<double>& out) {
+  const Tensor<T>& A = attn.saved_attention();  // [B, H, N, N]
+  const int64_t H = A.dim(1), N = A.dim(2);
+  const T* a = A.data() + (int64_t(b) * H + h) * N * N;
+  out.resize(size_t(n) * n);
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < n; ++j) out[size_t(i) * n + j] = double(a[int64_t(i) * N + j]);
+}
+
+template <typename T>
+void SoftmaxAttention<T>::analysed_matrix(int b, int h, int n, std::vector<double>& out) const {
+  softmax_attention_matrix(*this, b, h, n, out);
+}
+
 template class SoftmaxAttention<float>;
 template class SoftmaxAttention<double>;
+template void softmax_attention_matrix(const SoftmaxAttention<float>&, int, int, int,
+                                       std::vector<double>&);
+template void softmax_attention_matrix(const SoftmaxAttention<double>&, int, int, int,
+                                       std::vector<double>&);
+
+namespace {
+
+// qkv 6RC^2, proj 2RC^2; per (b, h): q k^T and A v, 2 d per (query, key) pair each: S^2 pairs,
+// or under the causal mask those of the query blocks (query_block, key_end).
+AttentionFlops softmax_gemm_flops(const ModelConfig& c, int64_t B, int64_t S) {
+  const int64_t R = B * S, C = c.width;
+  int64_t pairs = S * S;
+  if (c.causal()) {
+    pairs = 0;
+    for (int64_t q0 = 0; q0 < S; q0 += kQueryBlock) {
+      const int64_t rows = std::min<int64_t>(kQueryBlock, S - q0);
+      pairs += rows * (q0 + rows);
+    }
+  }
+  const int64_t forward = 8 * R * C * C + 4 * B * pairs * C;
+  return {.forward = forward, .backward = 2 * forward};  // d input and d weight of each
+}
+
+}  // namespace
+
+extern constinit const AttentionKindSpec kSoftmaxAttentionKind =
+    attention_kind_spec<SoftmaxAttention>(AttentionKind::kSoftmax, "SOFTMAX",
+                                          /*ksvd_loss=*/false, "6,3", &softmax_gemm_flops);
 
 }  // namespace primal

@@ -5,10 +5,9 @@
 #include "core/blas.h"
 #include "core/elementwise.h"
 #include "core/parallel.h"
+#include "model/attention_kinds.h"
 #include "model/cross_entropy.h"
 #include "model/dropout.h"
-#include "model/primal_attention.h"
-#include "model/softmax_attention.h"
 
 namespace primal {
 
@@ -29,18 +28,6 @@ void add_inplace(const Tensor<T>& y, const Tensor<T>& x) {
 }
 
 template <typename T>
-std::unique_ptr<Attention<T>> make_attention(ParameterStore<T>& params, const ModelConfig& config,
-                                             AttentionKind kind, const std::string& name,
-                                             TensorParallelGroup* tp) {
-  if (kind == AttentionKind::kSoftmax) {
-    return std::make_unique<SoftmaxAttention<T>>(params, name, config.width, config.heads, tp);
-  }
-  return std::make_unique<PrimalAttention<T>>(params, name, config.width, config.heads,
-                                              config.low_rank, config.sampled_len(),
-                                              config.causal(), tp);
-}
-
-template <typename T>
 TransformerLayer<T>::TransformerLayer(ParameterStore<T>& params, const ModelConfig& config,
                                       int index, TensorParallelGroup* tp)
     : index_(index),
@@ -48,7 +35,8 @@ TransformerLayer<T>::TransformerLayer(ParameterStore<T>& params, const ModelConf
       dropout_(config.dropout),
       ln1_(params, "layers." + std::to_string(index) + ".ln1", config.width, config.ln_eps),
       ln2_(params, "layers." + std::to_string(index) + ".ln2", config.width, config.ln_eps),
-      attn_(make_attention(params, config, kind_, "layers." + std::to_string(index) + ".attn", tp)),
+      attn_(attention_kind(kind_).make<T>(params, "layers." + std::to_string(index) + ".attn",
+                                          config, tp)),
       mlp_(params, "layers." + std::to_string(index) + ".mlp", config.width, config.mlp_width, tp) {
 }
 
@@ -130,7 +118,7 @@ LossTerms Transformer<T>::forward(Arena& arena, const Batch& batch, int64_t step
   for (auto& layer : layers_) {
     KsvdPartial p;
     x = layer.forward(arena, x, seq_, p);
-    if (layer.kind() == AttentionKind::kPrimal) ksvd_partials_.push_back(p);
+    if (attention_kind(layer.kind()).ksvd_loss) ksvd_partials_.push_back(p);
   }
   final_x_ = norm_.forward(arena, x);
   zero_padded_rows(final_x_, seq_);
@@ -194,7 +182,7 @@ void Transformer<T>::backward(Arena& arena) {
   size_t primal = ksvd_.grads.size();
   for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) {
     KsvdGrad g;
-    if (it->kind() == AttentionKind::kPrimal) {
+    if (attention_kind(it->kind()).ksvd_loss) {
       g = ksvd_.grads[--primal];
       g.de *= ksvd_data_grad_scale;
     }

@@ -10,6 +10,7 @@
 
 #include "core/blas.h"
 #include "core/error.h"
+#include "model/attention_kinds.h"
 
 namespace primal {
 
@@ -29,38 +30,6 @@ std::vector<double> singular_values(std::vector<double>& a, int rows, int cols) 
   return s;
 }
 
-void softmax_attention_matrix(const SoftmaxAttention<float>& attn, int b, int h, int n,
-                              std::vector<double>& out) {
-  const Tensor<float>& A = attn.saved_attention();  // [B, H, N, N]
-  const int64_t H = A.dim(1), N = A.dim(2);
-  const float* a = A.data() + (int64_t(b) * H + h) * N * N;
-  out.resize(size_t(n) * n);
-  for (int i = 0; i < n; ++i)
-    for (int j = 0; j < n; ++j) out[size_t(i) * n + j] = a[int64_t(i) * N + j];
-}
-
-void primal_kernel_matrix(const PrimalAttention<float>& attn, int b, int h, int n,
-                          std::vector<double>& out) {
-  // K = E R^T with E = phi(qin) we [n, s] and R = phi(kin) wr [n, s], all in double.
-  const int d = attn.head_dim(), s = attn.low_rank(), H = attn.local_heads(), C = H * d;
-  const int64_t N = attn.saved_u_q().dim(1);
-  std::vector<double> e(size_t(n) * s), r(size_t(n) * s);
-  for (int side = 0; side < 2; ++side) {
-    const float* u =
-        (side == 0 ? attn.saved_u_q() : attn.saved_u_k()).data() + int64_t(b) * N * C + h * d;
-    const float* w = side == 0 ? attn.saved_we(b, h) : attn.saved_wr(b, h);  // [d, s]
-    std::vector<double>& dst = side == 0 ? e : r;
-    for (int i = 0; i < n; ++i)
-      for (int k = 0; k < s; ++k) {
-        double acc = 0;
-        for (int j = 0; j < d; ++j) acc += double(u[int64_t(i) * C + j]) * w[j * s + k];
-        dst[size_t(i) * s + k] = acc;
-      }
-  }
-  out.resize(size_t(n) * n);
-  gemm(Trans::kNo, Trans::kYes, n, n, s, 1.0, e.data(), s, r.data(), s, 0.0, out.data(), n);
-}
-
 AttentionSpectrum::AttentionSpectrum(Transformer<float>& model) : model_(model) {
   for (int i = 0; i < int(model.layers().size()); ++i) {
     layers_.push_back({i, model.layers()[i].kind(), {}, {}});
@@ -71,10 +40,8 @@ void AttentionSpectrum::add_last_forward(const Batch& batch) {
   const int cls = model_.config().has_cls() ? 1 : 0;
   const int B = batch.B, N = batch.N + cls;
   for (LayerSpectrum& spectrum : layers_) {
-    Attention<float>& attn = model_.layers()[spectrum.layer].attention();
-    const auto* softmax = dynamic_cast<const SoftmaxAttention<float>*>(&attn);
-    const auto* primal = dynamic_cast<const PrimalAttention<float>*>(&attn);
-    const int H = softmax ? int(softmax->saved_attention().dim(1)) : primal->local_heads();
+    const Attention<float>& attn = model_.layers()[spectrum.layer].attention();
+    const int H = attn.local_heads();
     // The normalised values of every (b, h), then summed in (b, h) order: the same result for
     // any number of threads.
     std::vector<std::vector<double>> normalised(size_t(B) * H);
@@ -85,11 +52,7 @@ void AttentionSpectrum::add_last_forward(const Batch& batch) {
       const int n = batch.lengths.empty() ? N : batch.lengths[b] + cls;
       std::vector<double> m;
       try {
-        if (softmax) {
-          softmax_attention_matrix(*softmax, b, h, n, m);
-        } else {
-          primal_kernel_matrix(*primal, b, h, n, m);
-        }
+        attn.analysed_matrix(b, h, n, m);
         std::vector<double> sv = singular_values(m, n, n);
         if (sv.empty() || !(sv[0] > 0)) continue;  // an all-zero matrix has no shape to show
         const double largest = sv[0];
@@ -117,7 +80,7 @@ void AttentionSpectrum::add_last_forward(const Batch& batch) {
 }
 
 const char* kind_name(AttentionKind kind) {
-  return kind == AttentionKind::kPrimal ? "PRIMAL" : "SOFTMAX";
+  return attention_kind(kind).name;
 }
 
 void write_spectrum_csv(const std::string& path, const std::vector<LayerSpectrum>& layers) {
@@ -152,11 +115,9 @@ std::vector<LayerSpectrum> read_spectrum_csv(const std::string& path) {
     try {
       const int l = std::stoi(layer);
       const size_t i = std::stoul(index);
-      if (kind != "PRIMAL" && kind != "SOFTMAX") throw Error("kind " + kind);
-      if (layers.empty() || layers.back().layer != l) {
-        layers.push_back(
-            {l, kind == "PRIMAL" ? AttentionKind::kPrimal : AttentionKind::kSoftmax, {}, {}});
-      }
+      const AttentionKindSpec* spec = find_attention_kind(kind);
+      if (!spec) throw Error("kind " + kind + " (want one of " + attention_kind_names() + ")");
+      if (layers.empty() || layers.back().layer != l) layers.push_back({l, spec->kind, {}, {}});
       LayerSpectrum& s = layers.back();
       if (i != s.size() + 1) throw Error("index " + index + " out of order");
       s.sum.push_back(std::stod(value));
@@ -286,7 +247,8 @@ void write_spectrum_svg(const std::string& path, const std::vector<SpectrumLine>
   for (size_t k = 0; k < lines.size(); ++k) {
     const SpectrumLine& l = lines[k];
     const char* colour = kColours[k % 10];
-    const char* dash = l.kind == AttentionKind::kSoftmax ? " stroke-dasharray=\"6,3\"" : "";
+    const std::string pattern = attention_kind(l.kind).plot_dash;
+    const std::string dash = pattern.empty() ? "" : " stroke-dasharray=\"" + pattern + "\"";
     svg << "<polyline fill=\"none\" stroke=\"" << colour << "\" stroke-width=\"1.6\"" << dash
         << " points=\"";
     for (size_t i = 0; i < l.values.size(); ++i) {

@@ -1,8 +1,6 @@
-// The singular-value spectrum of every layer's attention (the paper's Figure 2):
-//   SOFTMAX: A = softmax(q k^T / sqrt(d) + mask), the N x N matrix of the forward;
-//   PRIMAL:  K = phi(qin) we wr^T phi(kin)^T, the kernel matrix the layer induces (rank <= s):
-//            causal form: we = We[h], wr = Wr[h] on the prefix means; encoder form: the
-//            data-dependent we = Xs We[h], wr = Xs Wr[h].
+// The singular-value spectrum of every layer's attention (the paper's Figure 2), of the matrix
+// its kind analyses (Attention::analysed_matrix): for SOFTMAX the N x N matrix A of the
+// forward, for PRIMAL the kernel matrix phi(qin) we wr^T phi(kin)^T the layer induces.
 // Per head and sample, over the sample's real positions (len x len): singular values (LAPACK
 // dgesdd, in double), divided by the largest; then the mean over heads and samples of the
 // i-th normalised value (i = 1..len; a sample shorter than i does not count towards it).
@@ -21,13 +19,6 @@ namespace primal {
 // Singular values of the row-major rows x cols matrix a, largest first (min(rows, cols) of
 // them). a is overwritten. primal::Error if LAPACK does not converge.
 std::vector<double> singular_values(std::vector<double>& a, int rows, int cols);
-
-// The attention matrix of head h (this rank's numbering) of sample b after the model's last
-// forward, restricted to the first n x n positions, as doubles in out (row-major).
-void softmax_attention_matrix(const SoftmaxAttention<float>& attn, int b, int h, int n,
-                              std::vector<double>& out);
-void primal_kernel_matrix(const PrimalAttention<float>& attn, int b, int h, int n,
-                          std::vector<double>& out);
 
 struct LayerSpectrum {
   int layer = 0;
@@ -54,7 +45,7 @@ class AttentionSpectrum {
   int64_t samples_ = 0;
 };
 
-const char* kind_name(AttentionKind kind);  // "SOFTMAX", "PRIMAL"
+const char* kind_name(AttentionKind kind);  // the registry's name: "SOFTMAX", "PRIMAL"
 
 // CSV: the header "layer,kind,index,value", then one row per layer and index (1-based): the mean
 // normalised singular value, %.9e.
@@ -63,8 +54,8 @@ void write_spectrum_csv(const std::string& path, const std::vector<LayerSpectrum
 // line on anything else.
 std::vector<LayerSpectrum> read_spectrum_csv(const std::string& path);
 
-// One line of a plot: its legend label, its kind (PRIMAL solid, SOFTMAX dashed) and the mean
-// normalised singular value at index 1, 2, ...
+// One line of a plot: its legend label, its kind (which gives its dash pattern: PRIMAL solid,
+// SOFTMAX dashed) and the mean normalised singular value at index 1, 2, ...
 struct SpectrumLine {
   std::string label;
   AttentionKind kind;

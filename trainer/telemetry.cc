@@ -10,7 +10,7 @@
 
 #include "core/blas.h"
 #include "core/error.h"
-#include "model/softmax_attention.h"
+#include "model/attention_kinds.h"
 
 namespace primal {
 namespace {
@@ -56,35 +56,19 @@ std::string default_run_name(const std::string& config_path) {
 ModelFlops model_gemm_flops(const ModelConfig& c, int64_t B, int64_t N) {
   // docs/telemetry.md: R = B S rows (S = N + the CLS slot), every GEMM 2 M N K.
   const int64_t S = N + (c.has_cls() ? 1 : 0), R = B * S;
-  const int64_t C = c.width, F = c.mlp_width, s = c.low_rank, L = c.sampled_len();
+  const int64_t C = c.width, F = c.mlp_width;
   ModelFlops f;
   if (c.input == InputKind::kPatches) {
     // embed.patch: Linear(P -> C) on B N rows; its input needs no gradient: dW only.
     f.forward += 2 * B * N * c.patch_dim * C;
     f.backward += 2 * B * N * c.patch_dim * C;
   }
-  int64_t layers_forward = 0, recomputed = 0;
+  int64_t mlp_forward = 0;
   for (AttentionKind kind : c.layers) {
-    if (kind == AttentionKind::kSoftmax) {
-      // qkv 6RC^2, proj 2RC^2; per (b, h): q k^T and A v, 2 d per (query, key) pair each:
-      // S^2 pairs, or under the causal mask those of the query blocks (model/softmax_attention.h).
-      int64_t pairs = S * S;
-      if (c.causal()) {
-        pairs = 0;
-        for (int64_t q0 = 0; q0 < S; q0 += kQueryBlock) {
-          const int64_t rows = std::min<int64_t>(kQueryBlock, S - q0);
-          pairs += rows * (q0 + rows);
-        }
-      }
-      layers_forward += 8 * R * C * C + 4 * B * pairs * C;
-    } else {
-      // qk 4RC^2, proj 2RC^2; e and r: 2 R s C each; concat Linear(2s -> d) on R H rows: 4RsC.
-      layers_forward += 6 * R * C * C + 8 * R * s * C;
-      // encoder: we, wr = Xs We[h], Xs Wr[h] per (b, h): 2 d s L each.
-      if (!c.causal()) layers_forward += 4 * B * L * s * C;
-      recomputed += 4 * R * s * C;  // backward runs concat again for proj's weight gradient
-    }
-    layers_forward += 4 * R * C * F;  // fc1, fc2
+    const AttentionFlops attention = attention_kind(kind).gemm_flops(c, B, S);
+    mlp_forward += 4 * R * C * F;  // fc1, fc2
+    f.forward += attention.forward;
+    f.backward += attention.backward;
   }
   int64_t head_forward = 0;
   if (c.head == HeadKind::kLm) {
@@ -93,8 +77,8 @@ ModelFlops model_gemm_flops(const ModelConfig& c, int64_t B, int64_t N) {
     head_forward = 2 * B * int64_t(c.head_width) * (C + c.num_classes);  // fc1, fc2
   }
   // Every other product's backward is two of its size: d input and d weight.
-  f.forward += layers_forward + head_forward;
-  f.backward += 2 * (layers_forward + head_forward) + recomputed;
+  f.forward += mlp_forward + head_forward;
+  f.backward += 2 * (mlp_forward + head_forward);
   return f;
 }
 

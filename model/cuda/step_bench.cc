@@ -32,6 +32,7 @@
 
 #include "core/cuda/check.h"
 #include "core/cuda/flash_attention.h"
+#include "model/attention_kinds.h"
 #include "model/cuda/transformer.h"
 
 namespace primal::cuda {
@@ -177,7 +178,7 @@ int run(int argc, char** argv) {
   for (const int N : lengths) {
     for (const std::string config_name : {"kjv", "large"}) {
       for (const AttentionKind kind : {AttentionKind::kPrimal, AttentionKind::kSoftmax}) {
-        const std::string kind_name = kind == AttentionKind::kPrimal ? "PRIMAL" : "SOFTMAX";
+        const std::string kind_name = attention_kind(kind).name;
         const ModelConfig config = bench_config(config_name, kind);
         std::unique_ptr<DeviceTransformer<bf16>>& model = models[config_name + kind_name];
         Row row;

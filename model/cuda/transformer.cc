@@ -6,6 +6,7 @@
 
 #include "core/cuda/check.h"
 #include "core/element_math.h"
+#include "model/attention_kinds.h"
 #include "model/cross_entropy.h"
 #include "model/primal_attention.h"
 #include "model/softmax_attention.h"
@@ -161,6 +162,9 @@ template <typename T>
 class DeviceSoftmaxAttention : public DeviceAttention<T> {
  public:
   // host: the CPU layer of this rank's heads.
+  DeviceSoftmaxAttention(const DeviceParameters& params, Attention<float>& layer,
+                         const ModelConfig&)
+      : DeviceSoftmaxAttention(params, dynamic_cast<SoftmaxAttention<float>&>(layer)) {}
   DeviceSoftmaxAttention(const DeviceParameters& params, SoftmaxAttention<float>& host)
       : qkv_(params, host.qkv_linear()),
         proj_(params, host.proj_linear()),
@@ -216,6 +220,10 @@ class DevicePrimalAttention : public DeviceAttention<T> {
  public:
   // host: the CPU layer of this rank's heads, the first of them its first_head() of the full
   // layer (channels [first_head d, ...) of the layer input).
+  DevicePrimalAttention(const DeviceParameters& params, Attention<float>& layer,
+                        const ModelConfig& config)
+      : DevicePrimalAttention(params, dynamic_cast<PrimalAttention<float>&>(layer), config.low_rank,
+                              config.sampled_len(), config.causal()) {}
   DevicePrimalAttention(const DeviceParameters& params, PrimalAttention<float>& host, int low_rank,
                         int sampled_len, bool causal)
       : qk_(params, host.qk_linear()),
@@ -245,6 +253,8 @@ class DevicePrimalAttention : public DeviceAttention<T> {
   // likewise r from k with Wr;  KSVD partials: e-sum = sum_real 0.5 (e Lambda)^2, r-sum
   // likewise, t-sum = <We, Wr>;  o_h = [e_h r_h] Wc^T + bc (rows (b, n, h));  out = o Wo^T + bo.
   // Saved: u, |qin|, [e r], o (encoder: Xs, we[b,h], the sampled positions too).
+  bool reads_sampled_positions() const override { return !causal_; }
+
   void forward(Context& c, const T* x, T* out, const Sequence& seq, double* ksvd) override {
     const int B = seq.B, N = seq.N, C = H_ * d_;
     const int64_t R = seq.rows();
@@ -342,6 +352,32 @@ class DevicePrimalAttention : public DeviceAttention<T> {
   DeviceBuffer<float> norm_;
 };
 
+// ---- the device layer of each attention kind that has one (model/attention_kinds.h) -----------
+
+template <template <typename> class Layer, typename T>
+std::unique_ptr<DeviceAttention<T>> make_device_layer(const DeviceParameters& params,
+                                                      Attention<float>& host,
+                                                      const ModelConfig& config) {
+  return std::make_unique<Layer<T>>(params, host, config);
+}
+
+template <typename T>
+std::unique_ptr<DeviceAttention<T>> make_device_attention(const DeviceParameters& params,
+                                                          Attention<float>& host,
+                                                          AttentionKind kind,
+                                                          const ModelConfig& config) {
+  using Factory = std::unique_ptr<DeviceAttention<T>> (*)(const DeviceParameters&,
+                                                          Attention<float>&, const ModelConfig&);
+  static constexpr std::pair<AttentionKind, Factory> kDeviceLayers[] = {
+      {AttentionKind::kSoftmax, &make_device_layer<DeviceSoftmaxAttention, T>},
+      {AttentionKind::kPrimal, &make_device_layer<DevicePrimalAttention, T>},
+  };
+  for (const auto& [k, make] : kDeviceLayers)
+    if (k == kind) return make(params, host, config);
+  throw Error(std::string("cuda::DeviceTransformer: attention kind ") + attention_kind(kind).name +
+              " has no device layer (train.device: CPU runs it)");
+}
+
 // ---- one pre-LN block (model/transformer.cc's TransformerLayer) ---------------------------------
 
 template <typename T>
@@ -357,14 +393,7 @@ DeviceTransformerLayer<T>::DeviceTransformerLayer(const DeviceParameters& params
       fc1_(params, host.mlp().fc1()),
       fc2_(params, host.mlp().fc2()) {
   F_ = fc1_.out;
-  if (kind_ == AttentionKind::kSoftmax) {
-    attn_ = std::make_unique<DeviceSoftmaxAttention<T>>(
-        params, dynamic_cast<SoftmaxAttention<float>&>(host.attention()));
-  } else {
-    attn_ = std::make_unique<DevicePrimalAttention<T>>(
-        params, dynamic_cast<PrimalAttention<float>&>(host.attention()), config.low_rank,
-        config.sampled_len(), config.causal());
-  }
+  attn_ = make_device_attention<T>(params, host.attention(), kind_, config);
 }
 
 // a = Attn(LN1(x)) (0 on padded rows);  x2 = x + Dropout(a);  m = MLP(LN2(x2)) = fc2(GELU(fc1(.)));
@@ -461,6 +490,7 @@ DeviceTransformer<T>::DeviceTransformer(const ModelConfig& config, DeviceTensorP
   layers_.reserve(config_.layers.size());
   for (int i = 0; i < int(config_.layers.size()); ++i) {
     layers_.emplace_back(*params_, host_.layers()[i], config_, i);
+    reads_sampled_positions_ |= layers_.back().reads_sampled_positions();
   }
   if (config_.input == InputKind::kPatches) {
     patch_ = std::make_unique<DeviceLinear<T>>(*params_, *host_.embedding().patch());
@@ -651,7 +681,7 @@ LossTerms DeviceTransformer<T>::forward(const Batch& batch, int64_t step, bool t
     copy_to_device(lengths_d_.data(), lengths_.data(), lengths_d_.bytes(), s);
     device_seq_.lengths = lengths_d_.data();
   }
-  if (!config_.causal() && config_.num_primal_layers() > 0) {
+  if (reads_sampled_positions_) {
     sampled_positions(seq_.lengths, B, S, config_.sampled_len(), sampled_);
     renew(sampled_d_, c, int64_t(sampled_.size()));
     copy_to_device(sampled_d_.data(), sampled_.data(), sampled_d_.bytes(), s);
@@ -665,7 +695,7 @@ LossTerms DeviceTransformer<T>::forward(const Batch& batch, int64_t step, bool t
   const float* x = embedded_.data();
   int primal = 0;
   for (auto& layer : layers_) {
-    double* ksvd = layer.kind() == AttentionKind::kPrimal ? sums_.data() + 3 * primal++ : nullptr;
+    double* ksvd = attention_kind(layer.kind()).ksvd_loss ? sums_.data() + 3 * primal++ : nullptr;
     x = layer.forward(c, x, device_seq_, ksvd);
   }
   last_x_ = x;
@@ -752,7 +782,7 @@ void DeviceTransformer<T>::backward() {
   size_t primal = ksvd_.grads.size();
   for (auto it = layers_.rbegin(); it != layers_.rend(); ++it) {
     KsvdGrad g;
-    if (it->kind() == AttentionKind::kPrimal) {
+    if (attention_kind(it->kind()).ksvd_loss) {
       g = ksvd_.grads[--primal];
       g.de *= ksvd_data_grad_scale;
     }

@@ -120,7 +120,7 @@ struct DeviceLayerNorm {
   DeviceBuffer<float> mean, rstd;
 };
 
-// Both attention kinds behind one interface, as model/attention.h.
+// The attention kinds' device layers behind one interface, as model/attention.h.
 template <typename T>
 class DeviceAttention {
  public:
@@ -131,6 +131,8 @@ class DeviceAttention {
   virtual void forward(Context& c, const T* x, T* out, const Sequence& seq, double* ksvd) = 0;
   // dout -> dx (overwritten); parameter gradients accumulate.
   virtual void backward(Context& c, const T* dout, T* dx, const KsvdGrad& ksvd) = 0;
+  // Whether forward reads the sampled positions of Context (the encoder form of PRIMAL).
+  virtual bool reads_sampled_positions() const { return false; }
 };
 
 // One pre-LN block:  x2 = x + Dropout(Attn(LN1(x)) (0 on padded rows));
@@ -148,6 +150,7 @@ class DeviceTransformerLayer {
   // dout -> dx (overwritten), fp32.
   void backward(Context& c, const float* dout, float* dx, const KsvdGrad& ksvd);
   AttentionKind kind() const { return kind_; }
+  bool reads_sampled_positions() const { return attn_->reads_sampled_positions(); }
 
  private:
   int index_, C_, F_;  // F_: this rank's slice of the MLP width
@@ -284,6 +287,7 @@ class DeviceTransformer {
   int64_t predictions_ = 0;
   std::vector<int32_t> lengths_;  // host: real positions per sample, CLS included
   std::vector<int32_t> token_offsets_, token_rows_, sampled_;  // host staging
+  bool reads_sampled_positions_ = false;                       // a layer reads sampled_d_
   DeviceBuffer<int32_t> tokens_, targets_, offsets_d_, rows_d_, lengths_d_, sampled_d_;
   DeviceBuffer<float> patches_f_;
   DeviceBuffer<T> patches_, patch_out_, final_x_;

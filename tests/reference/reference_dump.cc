@@ -10,6 +10,7 @@
 #include <random>
 #include <string>
 
+#include "model/attention_kinds.h"
 #include "model/transformer.h"
 
 namespace primal {
@@ -98,7 +99,7 @@ Batch make_batch(const Case& c) {
 
 json config_json(const ModelConfig& c) {
   json layers = json::array();
-  for (AttentionKind k : c.layers) layers.push_back(k == kPrimal ? "PRIMAL" : "SOFTMAX");
+  for (AttentionKind k : c.layers) layers.push_back(attention_kind(k).name);
   return {{"head", c.head == HeadKind::kLm ? "lm" : "classifier"},
           {"input", c.input == InputKind::kTokens ? "tokens" : "patches"},
           {"vocab", c.vocab},
