@@ -7,13 +7,14 @@
 namespace primal {
 
 // Defined in each kind's own file.
-extern const AttentionKindSpec kSoftmaxAttentionKind, kPrimalAttentionKind;
+extern const AttentionKindSpec kSoftmaxAttentionKind, kPrimalAttentionKind, kLinearAttentionKind;
 
 namespace {
 
 const AttentionKindSpec* const kAttentionKinds[] = {
     &kSoftmaxAttentionKind,
     &kPrimalAttentionKind,
+    &kLinearAttentionKind,
 };
 
 }  // namespace

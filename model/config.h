@@ -9,7 +9,7 @@
 namespace primal {
 
 // Each kind is an entry of model/attention_kinds.h.
-enum class AttentionKind { kSoftmax, kPrimal };
+enum class AttentionKind { kSoftmax, kPrimal, kLinear };
 enum class HeadKind { kLm, kClassifier };  // LM: causal, tied logits. Classifier: pooled MLP.
 enum class InputKind { kTokens, kPatches };
 enum class Pooling { kMean, kCls };

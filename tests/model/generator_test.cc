@@ -17,6 +17,7 @@
 
 #include "core/blas.h"
 #include "launch/generate.h"
+#include "model/attention_kinds.h"
 #include "model/transformer.h"
 #include "tests/model/model_configs.h"
 
@@ -109,8 +110,11 @@ Differences compare(const ModelConfig& config, uint32_t seed, double scale) {
 // Small and medium LM configs for each mix of layers.
 std::vector<ModelConfig> configs() {
   std::vector<ModelConfig> out;
-  for (auto layers : std::vector<std::vector<AttentionKind>>{
-           {kSoftmax, kPrimal}, {kPrimal, kPrimal}, {kSoftmax, kSoftmax}}) {
+  for (auto layers : std::vector<std::vector<AttentionKind>>{{kSoftmax, kPrimal},
+                                                             {kPrimal, kPrimal},
+                                                             {kSoftmax, kSoftmax},
+                                                             {kLinear, kPrimal},
+                                                             {kLinear, kLinear}}) {
     out.push_back(testing::lm_config(layers, 48));
     ModelConfig c = testing::lm_config(layers, 160);
     c.vocab = 256;
@@ -126,7 +130,7 @@ std::vector<ModelConfig> configs() {
 std::string describe(const ModelConfig& c) {
   std::string s = "[";
   for (size_t i = 0; i < c.layers.size(); ++i)
-    s += std::string(i ? ", " : "") + (c.layers[i] == kPrimal ? "PRIMAL" : "SOFTMAX");
+    s += std::string(i ? ", " : "") + attention_kind(c.layers[i]).name;
   return s + "] C=" + std::to_string(c.width) + " V=" + std::to_string(c.vocab) +
          " max_len=" + std::to_string(c.max_len);
 }
@@ -281,8 +285,27 @@ TEST(Generator, PrimalStateAndWorkPerTokenDoNotGrowWithPosition) {
   }
 }
 
+// A LINEAR layer's state is its heads' d x (d + 1) prefix sums: the same values and GEMM work
+// at every position.
+TEST(Generator, LinearStateAndWorkPerTokenDoNotGrowWithPosition) {
+  ModelConfig config = testing::lm_config({kLinear, kLinear}, 64);
+  Transformer<float> model(config);
+  perturb(model, 4);
+  const std::vector<int32_t> tokens = random_tokens(config.max_len, config.vocab, 5);
+  Generator<float> generator(model);
+  const int64_t d = config.head_dim();
+  std::vector<uint64_t> flops;
+  for (int n = 0; n < config.max_len; ++n) {
+    const uint64_t before = gemm_flops.load();
+    generator.step(tokens[n]);
+    flops.push_back(gemm_flops.load() - before);
+    for (int l = 0; l < 2; ++l) ASSERT_EQ(generator.state_size(l), config.heads * d * (d + 1));
+  }
+  EXPECT_EQ(std::count(flops.begin(), flops.end(), flops[0]), int64_t(flops.size()));
+}
+
 TEST(Generator, StepsAllocateNothing) {
-  ModelConfig config = testing::lm_config({kSoftmax, kPrimal}, 64);
+  ModelConfig config = testing::lm_config({kSoftmax, kPrimal, kLinear}, 64);
   Transformer<float> model(config);
   const std::vector<int32_t> tokens = random_tokens(config.max_len, config.vocab, 6);
   Generator<float> generator(model);

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -88,6 +89,39 @@ inline double check_gradients(const std::function<double()>& loss,
     worst = std::max(worst, item_worst);
   }
   return worst;
+}
+
+inline double dot(const Tensor<double>& a, const std::vector<double>& r) {
+  return std::inner_product(a.data(), a.data() + a.numel(), r.begin(), 0.0);
+}
+
+// A layer's whole check (max relative error 1e-6): d(sum(forward(x) * R) + extra()) /
+// d(parameters, x) for a fixed random R.
+// forward(arena, x) -> out;  backward(arena, dout, dx) accumulates into dx and the params.
+template <typename Forward, typename Backward>
+void check_layer(ParameterStore<double>& params, Shape x_shape, Shape out_shape, Forward forward,
+                 Backward backward, uint32_t seed, std::function<double()> extra = nullptr) {
+  randomize(params, seed);
+  std::vector<double> x_values = random_vector(x_shape.numel(), seed + 1);
+  std::vector<double> r = random_vector(out_shape.numel(), seed + 2);
+  std::vector<double> dx_values(x_values.size());
+  Tensor<double> x(x_values.data(), x_shape), dx(dx_values.data(), x_shape);
+  Arena arena;
+  auto loss = [&] {
+    arena.reset();
+    double l = dot(forward(arena, x), r);
+    return extra ? l + extra() : l;
+  };
+  auto forward_backward = [&] {
+    arena.reset();
+    forward(arena, x);
+    Tensor<double> dout = arena.alloc<double>(out_shape);
+    std::copy(r.begin(), r.end(), dout.data());
+    backward(arena, dout, dx);
+  };
+  std::vector<Checked> items = all_parameters(params);
+  items.push_back({"x", x, dx});
+  check_gradients(loss, forward_backward, items, 1e-6);
 }
 
 }  // namespace primal::testing

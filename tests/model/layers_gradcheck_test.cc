@@ -3,7 +3,6 @@
 // plus, for Primal-Attention, fixed multiples of its KSVD partial sums.
 #include <gtest/gtest.h>
 
-#include <numeric>
 #include <optional>
 
 #include "model/classifier_head.h"
@@ -20,39 +19,10 @@ namespace {
 
 using testing::Checked;
 
+using testing::check_layer;
+using testing::dot;
+
 constexpr double kTolerance = 1e-6;
-
-double dot(const Tensor<double>& a, const std::vector<double>& r) {
-  return std::inner_product(a.data(), a.data() + a.numel(), r.begin(), 0.0);
-}
-
-// Checks d(sum(forward(x) * R) + extra()) / d(parameters, x).
-// forward(arena, x) -> out;  backward(arena, dout, dx) accumulates into dx and the params.
-template <typename Forward, typename Backward>
-void check_layer(ParameterStore<double>& params, Shape x_shape, Shape out_shape, Forward forward,
-                 Backward backward, uint32_t seed, std::function<double()> extra = nullptr) {
-  testing::randomize(params, seed);
-  std::vector<double> x_values = testing::random_vector(x_shape.numel(), seed + 1);
-  std::vector<double> r = testing::random_vector(out_shape.numel(), seed + 2);
-  std::vector<double> dx_values(x_values.size());
-  Tensor<double> x(x_values.data(), x_shape), dx(dx_values.data(), x_shape);
-  Arena arena;
-  auto loss = [&] {
-    arena.reset();
-    double l = dot(forward(arena, x), r);
-    return extra ? l + extra() : l;
-  };
-  auto forward_backward = [&] {
-    arena.reset();
-    forward(arena, x);
-    Tensor<double> dout = arena.alloc<double>(out_shape);
-    std::copy(r.begin(), r.end(), dout.data());
-    backward(arena, dout, dx);
-  };
-  std::vector<Checked> items = testing::all_parameters(params);
-  items.push_back({"x", x, dx});
-  testing::check_gradients(loss, forward_backward, items, kTolerance);
-}
 
 TEST(LayerNorm, GradMatchesFiniteDifferences) {
   ParameterStore<double> params;
